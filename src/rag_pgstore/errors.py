@@ -1,0 +1,83 @@
+"""The errors rag_pgstore raises: one base class, a few leaves.
+
+Input errors subclass ``ValueError`` (or ``LookupError``) as well, so code that already catches
+those keeps working. Database failures keep the driver's exception as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CollectionNameError",
+    "DatabaseError",
+    "DatabaseUnavailableError",
+    "DimensionError",
+    "EmbeddedServerError",
+    "FilterError",
+    "InvalidChunkError",
+    "RagPgStoreError",
+    "SchemaError",
+    "UnsupportedError",
+]
+
+
+class RagPgStoreError(Exception):
+    """Base class of every error rag_pgstore raises."""
+
+
+class InvalidChunkError(RagPgStoreError, ValueError):
+    """A chunk, query or option was rejected before anything was sent to the database."""
+
+
+class DimensionError(InvalidChunkError):
+    """An embedding has the wrong number of dimensions for its collection."""
+
+
+class CollectionNameError(RagPgStoreError, ValueError):
+    """A collection, schema or text-search configuration name is not allowed."""
+
+
+class FilterError(RagPgStoreError, ValueError):
+    """A metadata filter uses an unknown operator or has the wrong shape."""
+
+
+class UnsupportedError(RagPgStoreError, ValueError):
+    """The collection or server cannot do what was asked (an index over 4,000 dimensions, ...)."""
+
+
+class SchemaError(RagPgStoreError):
+    """The collection's table is missing, or was created with different settings."""
+
+
+class DatabaseError(RagPgStoreError):
+    """The database refused an operation; the driver's error is the ``__cause__``.
+
+    ``sqlstate`` holds PostgreSQL's five-character error code when the server sent one
+    (``42501`` permission denied, ``40P01`` deadlock detected, ...).
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The server could not be reached, or the connection was lost mid-operation."""
+
+
+class EmbeddedServerError(RagPgStoreError):
+    """The embedded PostgreSQL server could not be started."""
+
+
+for _cls in (
+    RagPgStoreError,
+    InvalidChunkError,
+    DimensionError,
+    CollectionNameError,
+    FilterError,
+    SchemaError,
+    UnsupportedError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    EmbeddedServerError,
+):
+    _cls.__module__ = "rag_pgstore"

