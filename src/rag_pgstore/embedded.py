@@ -61,7 +61,10 @@ def start(data_dir: str | os.PathLike[str] | None = None) -> EmbeddedPostgres:
         path.parent.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = get_server(path, cleanup_mode="stop")
+            # start() is idempotent, and also revives a server this process stopped earlier
+            # (get_server hands back its cached handle without starting it).
+            server = get_server(path, cleanup_mode="stop", start=False)
+            server.start()
         url = make_url(server.get_uri(driver="psycopg"))
     except Exception as exc:
         raise EmbeddedServerError(

@@ -280,7 +280,8 @@ def search_like(
     (wanted,) = _ids([chunk_id], "chunk id")
     table = c.table
     vector = sa.select(table.c.embedding).where(table.c.chunk_id == wanted).scalar_subquery()
-    where = table.c.chunk_id != wanted
+    # A missing chunk_id makes the subquery NULL: no neighbours rather than NULL distances.
+    where = sa.and_(table.c.chunk_id != wanted, vector.is_not(None))
     if filter:
         where = sa.and_(where, compile_filter(filter, table))
     return _search(c, vector, where, k=k, tuning=tuning)
