@@ -16,6 +16,7 @@ from rag_pgstore.errors import (
     SchemaError,
     UnsupportedError,
 )
+from rag_pgstore.hybrid import Fusion, HybridOptions, TextMode
 from rag_pgstore.records import (
     Chunk,
     Distance,
@@ -37,7 +38,9 @@ __all__ = [
     "Distance",
     "EmbeddedServerError",
     "FilterError",
+    "Fusion",
     "HnswIndex",
+    "HybridOptions",
     "InvalidChunkError",
     "IvfflatIndex",
     "RagPgStoreError",
@@ -45,5 +48,6 @@ __all__ = [
     "ScoredChunk",
     "SearchTuning",
     "StoredChunk",
+    "TextMode",
     "UnsupportedError",
 ]

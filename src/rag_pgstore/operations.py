@@ -17,6 +17,10 @@ from sqlalchemy.dialects import postgresql as pg
 from rag_pgstore import statements as st
 from rag_pgstore.errors import InvalidChunkError, SchemaError, UnsupportedError
 from rag_pgstore.filters import compile_filter
+from rag_pgstore.hybrid import HybridOptions, TextMode
+from rag_pgstore.hybrid import hybrid_search as hybrid_statement
+from rag_pgstore.hybrid import text_search as text_statement
+from rag_pgstore.mmr import mmr_select
 from rag_pgstore.records import (
     Chunk,
     Distance,
@@ -322,6 +326,95 @@ def _search(
     )
     if min_score is not None:
         hits = [hit for hit in hits if hit.score >= min_score]
+    return hits
+
+
+def mmr_search(
+    c: Collection,
+    query: Sequence[float],
+    *,
+    k: int = 4,
+    fetch_k: int = 20,
+    lambda_mult: float = 0.5,
+    filter: Mapping[str, Any] | None = None,
+    tuning: SearchTuning | None = None,
+) -> Plan[list[ScoredChunk]]:
+    """``k`` of the ``fetch_k`` nearest chunks, chosen by maximal marginal relevance."""
+    _check_k(k)
+    _check_k(fetch_k, "fetch_k")
+    if not 0.0 <= lambda_mult <= 1.0:
+        raise InvalidChunkError(f"expected 0 <= lambda_mult <= 1, got {lambda_mult}")
+    values = encode_query(query, c.dim)
+    where = compile_filter(filter, c.table) if filter else None
+    vector = st.query_param(c, values)
+    return _mmr(
+        _search(c, vector, where, k=max(k, fetch_k), tuning=tuning, with_embeddings=True),
+        values,
+        k,
+        lambda_mult,
+    )
+
+
+def _mmr(
+    candidates: Plan[list[ScoredChunk]], query: list[float], k: int, lambda_mult: float
+) -> Plan[list[ScoredChunk]]:
+    hits = yield from candidates
+    order = mmr_select(query, [h.chunk.embedding or [] for h in hits], k=k, lambda_mult=lambda_mult)
+    return [hits[i] for i in order]
+
+
+def hybrid_search(
+    c: Collection,
+    query: Sequence[float],
+    text: str,
+    *,
+    k: int = 4,
+    filter: Mapping[str, Any] | None = None,
+    options: HybridOptions | None = None,
+    tuning: SearchTuning | None = None,
+) -> Plan[list[ScoredChunk]]:
+    """Full-text and vector search fused in one statement; see :class:`HybridOptions`."""
+    _check_k(k)
+    text = _text(text)
+    vector = st.query_param(c, encode_query(query, c.dim))
+    where = compile_filter(filter, c.table) if filter else None
+    statement = hybrid_statement(
+        c, vector, text, k=k, where=where, options=options or HybridOptions()
+    )
+    return _hybrid(statement, scan_settings(tuning or SearchTuning(), filtered=where is not None))
+
+
+def text_search(
+    c: Collection,
+    text: str,
+    *,
+    k: int = 4,
+    filter: Mapping[str, Any] | None = None,
+    mode: TextMode = TextMode.ANY,
+) -> Plan[list[ScoredChunk]]:
+    """Full-text search alone, ranked by ``ts_rank``; ``distance`` is ``None``."""
+    _check_k(k)
+    where = compile_filter(filter, c.table) if filter else None
+    return _hybrid(text_statement(c, _text(text), k=k, where=where, mode=TextMode(mode)), {})
+
+
+def _text(text: object) -> str:
+    if not isinstance(text, str) or "\x00" in text:
+        raise InvalidChunkError(f"expected the query text to be a str without NUL, got {text!r}")
+    return text
+
+
+def _hybrid(statement: sa.Select[Any], settings: dict[str, str]) -> Plan[list[ScoredChunk]]:
+    if settings:
+        yield Execute(st.set_local_many(settings))
+    rows = yield Fetch(statement)
+    hits = []
+    for row in rows:
+        mapping = row._mapping
+        d = mapping.get("distance")
+        hits.append(
+            ScoredChunk(chunk=to_stored(mapping), score=float(mapping["score"]), distance=d)
+        )
     return hits
 
 

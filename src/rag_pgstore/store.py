@@ -12,6 +12,7 @@ from rag_pgstore import operations as ops
 from rag_pgstore.connect import make_engines
 from rag_pgstore.embedded import EmbeddedPostgres
 from rag_pgstore.errors import UnsupportedError
+from rag_pgstore.hybrid import HybridOptions, TextMode
 from rag_pgstore.records import (
     Chunk,
     Distance,
@@ -310,6 +311,108 @@ class ChunkStore:
         """Async :meth:`search_like`."""
         return await self._arun(
             ops.search_like(self.collection, chunk_id, k=k, filter=filter, tuning=tuning)
+        )
+
+    def mmr_search(
+        self,
+        query: Sequence[float],
+        *,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Filter | None = None,
+        tuning: SearchTuning | None = None,
+    ) -> list[ScoredChunk]:
+        """Pick ``k`` diverse chunks from the ``fetch_k`` nearest by maximal marginal relevance.
+
+        ``lambda_mult`` 1 ranks by relevance only, 0 by diversity only.
+        """
+        return self._run(
+            ops.mmr_search(
+                self.collection,
+                query,
+                k=k,
+                fetch_k=fetch_k,
+                lambda_mult=lambda_mult,
+                filter=filter,
+                tuning=tuning,
+            )
+        )
+
+    async def ammr_search(
+        self,
+        query: Sequence[float],
+        *,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Filter | None = None,
+        tuning: SearchTuning | None = None,
+    ) -> list[ScoredChunk]:
+        """Async :meth:`mmr_search`."""
+        return await self._arun(
+            ops.mmr_search(
+                self.collection,
+                query,
+                k=k,
+                fetch_k=fetch_k,
+                lambda_mult=lambda_mult,
+                filter=filter,
+                tuning=tuning,
+            )
+        )
+
+    def hybrid_search(
+        self,
+        query: Sequence[float],
+        text: str,
+        *,
+        k: int = 4,
+        filter: Filter | None = None,
+        options: HybridOptions | None = None,
+        tuning: SearchTuning | None = None,
+    ) -> list[ScoredChunk]:
+        """Full-text search on ``text`` and vector search on ``query``, fused into one ranking.
+
+        One statement does both searches and the fusion (reciprocal-rank by default); the
+        filter applies to both. ``score`` is the fused score; ``distance`` is ``None`` for
+        chunks only the text search found.
+        """
+        return self._run(
+            ops.hybrid_search(
+                self.collection, query, text, k=k, filter=filter, options=options, tuning=tuning
+            )
+        )
+
+    async def ahybrid_search(
+        self,
+        query: Sequence[float],
+        text: str,
+        *,
+        k: int = 4,
+        filter: Filter | None = None,
+        options: HybridOptions | None = None,
+        tuning: SearchTuning | None = None,
+    ) -> list[ScoredChunk]:
+        """Async :meth:`hybrid_search`."""
+        return await self._arun(
+            ops.hybrid_search(
+                self.collection, query, text, k=k, filter=filter, options=options, tuning=tuning
+            )
+        )
+
+    def text_search(
+        self, text: str, *, k: int = 4, filter: Filter | None = None, mode: TextMode = TextMode.ANY
+    ) -> list[ScoredChunk]:
+        """Full-text search alone (``ts_rank`` over the collection's text-search config)."""
+        return self._run(ops.text_search(self.collection, text, k=k, filter=filter, mode=mode))
+
+    async def atext_search(
+        self, text: str, *, k: int = 4, filter: Filter | None = None, mode: TextMode = TextMode.ANY
+    ) -> list[ScoredChunk]:
+        """Async :meth:`text_search`."""
+        return await self._arun(
+            ops.text_search(self.collection, text, k=k, filter=filter, mode=mode)
         )
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -1,0 +1,193 @@
+"""Hybrid search: full-text and vector candidates fused into one ranking, in one statement.
+
+Both candidate lists are computed by the database in CTEs of a single ``SELECT`` and fused
+there, so a hybrid query costs one round trip, and the filter applies to both sides.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.sql.elements import ColumnElement
+
+from rag_pgstore.schema import Collection
+from rag_pgstore.statements import chunk_columns, distance_expr
+
+__all__ = [
+    "Fusion",
+    "HybridOptions",
+    "TextMode",
+    "hybrid_search",
+    "text_matches",
+    "text_query",
+    "text_search",
+]
+
+
+class Fusion(str, enum.Enum):
+    """How the two rankings are combined.
+
+    ``RELATIVE_SCORE`` (default) rescales each side's scores to [0, 1] over its own candidates
+    (min-max) and adds them, weighted: on our evaluation it beat reciprocal-rank fusion, which
+    ignores how far apart the scores are. ``RRF`` sums ``weight / (rrf_k + rank)``.
+    """
+
+    RELATIVE_SCORE = "relative_score"
+    RRF = "rrf"
+
+
+class TextMode(str, enum.Enum):
+    """How the query text becomes a ``tsquery``."""
+
+    ANY = "any"  # any of the words, ranked by how well they match: the right default for questions
+    WEBSEARCH = (
+        "websearch"  # websearch_to_tsquery as written: all words, "phrases", or, -exclusions
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HybridOptions:
+    """Knobs of :meth:`ChunkStore.hybrid_search`; the defaults are the ones we measured best.
+
+    ``vector_weight`` is the share of the vector side (``alpha``): 1.0 is vector-only, 0.0 is
+    text-only. ``vector_k`` and ``text_k`` are how many candidates each side contributes
+    (default: ``max(4 * k, 40)``).
+    """
+
+    fusion: Fusion = Fusion.RELATIVE_SCORE
+    vector_weight: float = 0.5
+    rrf_k: int = 60
+    vector_k: int | None = None
+    text_k: int | None = None
+    text_mode: TextMode = TextMode.ANY
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.vector_weight <= 1.0:
+            raise ValueError(f"expected 0 <= vector_weight <= 1, got {self.vector_weight}")
+        if self.rrf_k < 1:
+            raise ValueError(f"expected rrf_k >= 1, got {self.rrf_k}")
+        for name in ("vector_k", "text_k"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"expected {name} >= 1, got {value}")
+        object.__setattr__(self, "fusion", Fusion(self.fusion))
+        object.__setattr__(self, "text_mode", TextMode(self.text_mode))
+
+
+def text_query(collection: Collection, text: str, mode: TextMode) -> ColumnElement[Any]:
+    """The ``tsquery`` for ``text`` in the collection's text-search configuration."""
+    config = sa.cast(sa.literal(collection.text_config), pg.REGCONFIG)
+    if mode is TextMode.WEBSEARCH:
+        return sa.func.websearch_to_tsquery(config, text)
+    # plainto_tsquery ANDs the normalised words; its text form quotes each lexeme, so turning
+    # every " & " into " | " yields a valid OR query of the same lexemes.
+    anded = sa.cast(sa.func.plainto_tsquery(config, text), sa.Text)
+    return sa.cast(sa.func.replace(anded, " & ", " | "), pg.TSQUERY)
+
+
+def _rescaled(value: ColumnElement[Any]) -> ColumnElement[Any]:
+    """Min-max rescale ``value`` to [0, 1] over the candidate set (1 when all are equal)."""
+    low = sa.func.min(value).over()
+    high = sa.func.max(value).over()
+    return sa.func.coalesce((value - low) / sa.func.nullif(high - low, 0.0), 1.0)
+
+
+def text_matches(
+    collection: Collection, text: str, mode: TextMode, where: ColumnElement[bool]
+) -> sa.Select[Any]:
+    """``chunk_id, text_score`` of the chunks matching ``text``, best first (add a limit)."""
+    table = collection.table
+    tsquery = sa.select(text_query(collection, text, mode).label("q")).cte("tsq")
+    # Normalisation 1 divides by 1 + log(document length): long chunks do not win merely by
+    # repeating words. It ranked best of ts_rank/ts_rank_cd and their normalisations on our
+    # evaluation (docs/hybrid-search.md).
+    rank = sa.func.ts_rank(table.c.tsv, tsquery.c.q, 1)
+    return (
+        sa.select(table.c.chunk_id, rank.label("text_score"))
+        .select_from(table.join(tsquery, table.c.tsv.op("@@")(tsquery.c.q)))
+        .where(where)
+        .order_by(rank.desc(), table.c.chunk_id)
+    )
+
+
+def text_search(
+    collection: Collection, text: str, *, k: int, where: ColumnElement[bool] | None, mode: TextMode
+) -> sa.Select[Any]:
+    """Full-text search alone: chunk columns plus ``score`` (the text rank), best first."""
+    table = collection.table
+    matches = text_matches(collection, text, mode, where if where is not None else sa.true())
+    ranked = matches.limit(k).subquery("matches")
+    return (
+        sa.select(*chunk_columns(table, with_embeddings=False), ranked.c.text_score.label("score"))
+        .select_from(ranked.join(table, table.c.chunk_id == ranked.c.chunk_id))
+        .order_by(ranked.c.text_score.desc(), table.c.chunk_id)
+    )
+
+
+def hybrid_search(
+    collection: Collection,
+    query: ColumnElement[Any],
+    text: str,
+    *,
+    k: int,
+    where: ColumnElement[bool] | None,
+    options: HybridOptions,
+) -> sa.Select[Any]:
+    """Rows of the chunk columns plus ``score`` (fused) and ``distance`` (``NULL`` if text-only)."""
+    table = collection.table
+    where = where if where is not None else sa.true()
+    vector_k = options.vector_k or max(4 * k, 40)
+    text_k = options.text_k or max(4 * k, 40)
+
+    distance = distance_expr(collection, query)
+    nearest = (
+        sa.select(table.c.chunk_id, distance.label("distance"))
+        .where(where)
+        .order_by(distance)
+        .limit(vector_k)
+        .subquery("nearest")
+    )
+    vec = sa.select(
+        nearest.c.chunk_id,
+        nearest.c.distance,
+        sa.func.row_number().over(order_by=nearest.c.distance).label("rank"),
+        _rescaled(-nearest.c.distance).label("rescaled"),  # nearest -> 1, farthest -> 0
+    ).cte("vec")
+
+    matches = (
+        text_matches(collection, text, options.text_mode, where).limit(text_k).subquery("matches")
+    )
+    txt = sa.select(
+        matches.c.chunk_id,
+        sa.func.row_number().over(order_by=matches.c.text_score.desc()).label("rank"),
+        _rescaled(matches.c.text_score).label("rescaled"),
+    ).cte("txt")
+
+    alpha = options.vector_weight
+    vec_part: ColumnElement[Any]
+    txt_part: ColumnElement[Any]
+    if options.fusion is Fusion.RRF:
+        vec_part = alpha / (options.rrf_k + vec.c.rank)
+        txt_part = (1.0 - alpha) / (options.rrf_k + txt.c.rank)
+    else:
+        vec_part = alpha * vec.c.rescaled
+        txt_part = (1.0 - alpha) * txt.c.rescaled
+    fused = (
+        sa.select(
+            sa.func.coalesce(vec.c.chunk_id, txt.c.chunk_id).label("chunk_id"),
+            vec.c.distance,
+            (sa.func.coalesce(vec_part, 0.0) + sa.func.coalesce(txt_part, 0.0)).label("score"),
+        )
+        .select_from(vec.join(txt, vec.c.chunk_id == txt.c.chunk_id, full=True))
+        .cte("fused")
+    )
+    return (
+        sa.select(*chunk_columns(table, with_embeddings=False), fused.c.score, fused.c.distance)
+        .select_from(fused.join(table, table.c.chunk_id == fused.c.chunk_id))
+        .order_by(fused.c.score.desc(), fused.c.distance.asc().nulls_last(), table.c.chunk_id)
+        .limit(k)
+    )
