@@ -221,3 +221,18 @@ def test_read_only_role_can_search_but_not_write(db: Database, make_store: Store
     finally:
         reader.close()
     assert owner.count() == 1
+
+
+async def test_drop_removes_table_and_registry_entry(make_store: StoreFactory, api: Api) -> None:
+    store = make_store()
+    store.upsert([Chunk(chunk_id="a", content="x", embedding=[1.0, 0.0, 0.0])])
+    await api(store, "drop")
+    await api(store, "drop")  # idempotent
+    with pytest.raises(SchemaError):
+        store.count()
+    store.setup()  # and the name is free again, with other settings if wanted
+    assert store.count() == 0
+    other = make_store(setup=False, name=store.collection.name, dim=7)
+    await api(store, "drop")
+    other.setup()
+    assert other.count() == 0

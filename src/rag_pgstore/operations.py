@@ -125,6 +125,16 @@ def setup(collection: Collection, *, create_extension: bool = True) -> Plan[None
     )
 
 
+def drop(c: Collection) -> Plan[None]:
+    """Drop the collection's table and forget it in the registry."""
+    yield _lock(c)
+    yield Execute(sa.schema.DropTable(c.table, if_exists=True))
+    registry = c.registry
+    exists = yield Fetch(sa.select(sa.func.to_regclass(f"{c.schema}.{registry.name}")))
+    if exists[0][0] is not None:
+        yield Execute(sa.delete(registry).where(registry.c.name == c.name))
+
+
 def _check_matches(c: Collection, row: Mapping[str, Any]) -> None:
     for field, want in (
         ("dim", c.dim),

@@ -147,6 +147,14 @@ class ChunkStore:
         """Async :meth:`setup`."""
         await self._arun(ops.setup(self.collection, create_extension=self.create_extension))
 
+    def drop(self) -> None:
+        """Drop the collection: its table, indexes and registry entry. There is no undo."""
+        self._run(ops.drop(self.collection))
+
+    async def adrop(self) -> None:
+        """Async :meth:`drop`."""
+        await self._arun(ops.drop(self.collection))
+
     def create_index(self, spec: HnswIndex | IvfflatIndex | None = None) -> bool:
         """Build the ANN index for the collection's distance; ``False`` if it already exists.
 

@@ -25,6 +25,7 @@ MAX_NAME_LENGTH = 48
 _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 # An escaped NUL in json.dumps output: "\u0000" preceded by an even number of backslashes
 # (an odd total means the backslash itself was escaped, i.e. the text really said "\u0000").
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
@@ -51,7 +52,7 @@ def metadata_json(metadata: object, where: str) -> str:
                 f"expected metadata to be a mapping, got {type(metadata).__name__} ({where})"
             ) from None
     try:
-        text = json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = _JSON.encode(metadata)
     except (TypeError, ValueError) as exc:
         raise InvalidChunkError(f"expected JSON-serialisable metadata, {exc} ({where})") from None
     if _ESCAPED_NUL.search(text):
@@ -83,7 +84,14 @@ def _check_int(value: object, field: str, minimum: int, where: str) -> int:
     return value
 
 
-def _as_matrix(vectors: Sequence[Sequence[float]], dim: int, labels: Sequence[str]) -> Any:
+def _to_wire(
+    vectors: Sequence[Sequence[float]], dim: int, vector_type: str, labels: Sequence[str]
+) -> Any:
+    """Convert embeddings to pgvector's big-endian element type in one numpy call.
+
+    Every check that fails names the first offending chunk; the per-chunk work happens only on
+    that error path, so a valid batch costs one conversion and one ``isfinite``.
+    """
     for label, vector in zip(labels, vectors, strict=True):
         try:
             size = len(vector)
@@ -95,29 +103,24 @@ def _as_matrix(vectors: Sequence[Sequence[float]], dim: int, labels: Sequence[st
         if size != dim:
             raise DimensionError(f"expected {dim} dimensions, got {size} ({label})")
     try:
-        matrix = np.asarray(vectors, dtype=np.float64).reshape(len(vectors), dim)
-    except (TypeError, ValueError) as exc:
+        with np.errstate(over="ignore"):  # overflow becomes inf, reported below
+            wire = np.asarray(vectors, dtype=">f4").reshape(len(vectors), dim)
+            if vector_type == "halfvec":
+                wire = wire.astype(">f2")
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidChunkError(f"expected embeddings of numbers: {exc}") from None
-    finite = np.isfinite(matrix).all(axis=1)
-    if not finite.all():
-        bad = int(np.argmin(finite))
-        raise InvalidChunkError(
-            f"expected finite numbers in the embedding, got NaN or inf ({labels[bad]})"
-        )
-    return matrix
-
-
-def _to_wire(matrix: Any, vector_type: str, labels: Sequence[str]) -> Any:
-    """Convert to pgvector's binary element type, refusing values the type cannot hold."""
-    with np.errstate(over="ignore"):  # overflow becomes inf, reported below with the chunk
-        wire = matrix.astype(">f2" if vector_type == "halfvec" else ">f4")
     finite = np.isfinite(wire).all(axis=1)
     if not finite.all():
         bad = int(np.argmin(finite))
+        source = np.asarray(vectors[bad], dtype=np.float64)
+        if not np.isfinite(source).all():
+            raise InvalidChunkError(
+                f"expected finite numbers in the embedding, got NaN or inf ({labels[bad]})"
+            )
         limit = "65504" if vector_type == "halfvec" else "3.4e38"
         raise InvalidChunkError(
             f"expected embedding values within +-{limit} for {vector_type}, got "
-            f"{float(np.abs(matrix[bad]).max())} ({labels[bad]})"
+            f"{float(np.abs(source).max())} ({labels[bad]})"
         )
     return wire
 
@@ -140,7 +143,7 @@ def encode_batch(
         labels.append(f"chunk {chunk.chunk_id!r}")
     if not chunks:
         return []
-    matrix = _to_wire(_as_matrix([c.embedding for c in chunks], dim, labels), vector_type, labels)
+    matrix = _to_wire([c.embedding for c in chunks], dim, vector_type, labels)
     stride = matrix.itemsize * dim
     raw = matrix.tobytes()
     header = struct.pack(">HH", dim, 0)
