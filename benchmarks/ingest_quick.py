@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -26,6 +28,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from rag_pgstore import Chunk, ChunkStore
+
+OUT = Path(__file__).parent.parent / "docs" / "results" / "ingest-quick.md"
 
 
 def main() -> None:
@@ -133,12 +137,23 @@ def main() -> None:
         for name, run in runs.items():
             times[name].append(run())
     floor = statistics.median(times["raw COPY, bare table"])
-    print(f"{args.rows} x {args.dim}, median of {args.repeat}:")
+    lines = [
+        "# Quick ingest timing",
+        "",
+        f"Command: `python -m benchmarks.ingest_quick --rows {args.rows} --dim {args.dim} "
+        f"--repeat {args.repeat}` (Python {platform.python_version()}, {platform.machine()}, "
+        f"{os.cpu_count()} cores; server and client on one machine). Median of {args.repeat} runs, "
+        "each into a fresh empty table.",
+        "",
+        "| writer | rows/s | ratio to the bare COPY floor |",
+        "|---|---|---|",
+    ]
     for name, values in times.items():
         median = statistics.median(values)
-        print(
-            f"  {name:<24} {args.rows / median:>9,.0f} rows/s   {floor / median:.2f}x of the bare floor"
-        )
+        lines.append(f"| {name} | {args.rows / median:,.0f} | {floor / median:.2f}x |")
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
     for s in (store, shaped):
         s.drop()
         s.close()

@@ -158,10 +158,12 @@ def upsert(
     if batch_size < 1:
         raise InvalidChunkError(f"expected batch_size >= 1, got {batch_size}")
     if isinstance(chunks, Sequence) and chunks:
-        # Validate a whole in-memory batch before a connection is even taken.
-        encoded = [encode_batch(chunks, dim=collection.dim, vector_type=collection.vector_type)]
-        return _upsert(collection, iter(encoded))
-    return _upsert(collection, _encode_stream(collection, chunks, batch_size))
+        # Validate a whole in-memory batch before a connection is even taken, and let the last
+        # duplicate win here, so the database need not deduplicate.
+        rows = encode_batch(chunks, dim=collection.dim, vector_type=collection.vector_type)
+        latest = list({row[1]: row for row in rows}.values())
+        return _upsert(collection, iter([latest]), unique=True)
+    return _upsert(collection, _encode_stream(collection, chunks, batch_size), unique=False)
 
 
 def _encode_stream(c: Collection, chunks: Iterable[Chunk], batch_size: int) -> Iterator[list[Any]]:
@@ -173,7 +175,10 @@ def _encode_stream(c: Collection, chunks: Iterable[Chunk], batch_size: int) -> I
         yield rows
 
 
-def _upsert(c: Collection, batches: Iterator[list[Any]]) -> Plan[int]:
+UPSERT_WORK_MEM = "64MB"  # sorting the staged rows by chunk_id in memory, not on disk
+
+
+def _upsert(c: Collection, batches: Iterator[list[Any]], *, unique: bool) -> Plan[int]:
     staged = False
     for rows in batches:
         if not staged:
@@ -182,7 +187,8 @@ def _upsert(c: Collection, batches: Iterator[list[Any]]) -> Plan[int]:
         yield Copy(st.stage_copy(), st.COPY_TYPES, rows)
     if not staged:
         return 0
-    changed: int = yield Execute(st.upsert_from_stage(c))
+    yield Execute(st.set_local_many({"work_mem": UPSERT_WORK_MEM}))
+    changed: int = yield Execute(st.upsert_from_stage(c, deduplicate=not unique))
     return changed
 
 

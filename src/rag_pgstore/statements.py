@@ -128,27 +128,31 @@ def stage_copy() -> sql.Composed:
     )
 
 
-def upsert_from_stage(collection: Collection) -> sa.Insert:
+def upsert_from_stage(collection: Collection, *, deduplicate: bool = True) -> sa.Insert:
     """Move staged rows into the table: last duplicate wins, rows locked in ``chunk_id`` order.
 
-    ``row_number() OVER (PARTITION BY chunk_id ORDER BY seq DESC) = 1`` keeps the last occurrence
-    of each id, and inserting in ``chunk_id`` order makes every writer take row locks in the same
-    order, so concurrent upserts of overlapping ids wait for each other instead of deadlocking.
-    Rows that did not change are not rewritten.
+    With ``deduplicate``, ``row_number() OVER (PARTITION BY chunk_id ORDER BY seq DESC) = 1``
+    keeps the last occurrence of each id (pass ``False`` when the caller already did). Inserting
+    in ``chunk_id`` order makes every writer take row locks in the same order, so concurrent
+    upserts of overlapping ids wait for each other instead of deadlocking. Rows that did not
+    change are not rewritten.
     """
     table, stage = collection.table, collection.staging
-    latest = sa.func.row_number().over(partition_by=stage.c.chunk_id, order_by=stage.c.seq.desc())
-    ranked = sa.select(
-        *(stage.c[name] for name in STAGED_COLUMNS), latest.label("latest")
-    ).subquery()
+    staged: Any = stage
+    if deduplicate:
+        latest = sa.func.row_number().over(
+            partition_by=stage.c.chunk_id, order_by=stage.c.seq.desc()
+        )
+        ranked = sa.select(*(stage.c[name] for name in STAGED_COLUMNS), latest.label("latest"))
+        staged = ranked.subquery()
     content_hash = sa.func.encode(
-        sa.func.sha256(sa.func.convert_to(ranked.c.content, "UTF8")), "hex"
+        sa.func.sha256(sa.func.convert_to(staged.c.content, "UTF8")), "hex"
     )
-    source = (
-        sa.select(*(ranked.c[name] for name in STAGED_COLUMNS), content_hash)
-        .where(ranked.c.latest == 1)
-        .order_by(ranked.c.chunk_id)
+    source = sa.select(*(staged.c[name] for name in STAGED_COLUMNS), content_hash).order_by(
+        staged.c.chunk_id
     )
+    if deduplicate:
+        source = source.where(staged.c.latest == 1)
     stmt = pg.insert(table).from_select([*STAGED_COLUMNS, "content_hash"], source)
     updated = [name for name in STAGED_COLUMNS if name != "chunk_id"]
     changed = sa.tuple_(*(table.c[name] for name in updated)).is_distinct_from(
