@@ -1,0 +1,76 @@
+"""Statement builders compiled with the PostgreSQL dialect, without a database."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from rag_pgstore import Distance, HybridOptions
+from rag_pgstore import statements as st
+from rag_pgstore.hybrid import hybrid_search, text_search
+from rag_pgstore.schema import Collection
+from tests.conftest import PG
+
+
+def sql(statement: sa.ClauseElement) -> str:
+    return " ".join(str(statement.compile(dialect=PG)).split())
+
+
+def test_vector_search_orders_by_the_distance_operator() -> None:
+    for distance in Distance:
+        c = Collection("docs", 3, distance=distance)
+        text = sql(st.vector_search(c, st.query_param(c, [1.0, 2.0, 3.0]), k=5))
+        assert f"ORDER BY public.docs.embedding {distance.operator} %(query)s" in text
+        assert "LIMIT %(param_1)s" in text
+    exact = sql(st.vector_search(c, st.query_param(c, [1.0, 2.0, 3.0]), k=5, exact=True))
+    assert "+ %(" in exact  # an expression no ANN index matches
+
+
+def test_upsert_dedupes_orders_and_skips_unchanged_rows() -> None:
+    c = Collection("docs", 3)
+    text = sql(st.upsert_from_stage(c))
+    assert (
+        "row_number() OVER (PARTITION BY rag_pgstore_stage.chunk_id ORDER BY rag_pgstore_stage.seq DESC)"
+        in text
+    )
+    assert "ON CONFLICT (chunk_id) DO UPDATE" in text
+    assert "IS DISTINCT FROM" in text
+    assert text.index("ORDER BY anon_1.chunk_id") < text.index("ON CONFLICT")
+    assert "row_number" not in sql(st.upsert_from_stage(c, deduplicate=False))
+
+
+def test_copy_statement_quotes_identifiers() -> None:
+    from psycopg import sql as psql
+
+    copy = st.stage_copy()
+    assert isinstance(copy, psql.Composed)
+    assert "Identifier('rag_pgstore_stage')" in repr(copy)
+    assert "FROM STDIN (FORMAT BINARY)" in repr(copy)
+
+
+def test_set_local_binds_names_and_values() -> None:
+    compiled = st.set_local_many({"hnsw.ef_search": "100"}).compile(dialect=PG)
+    assert "hnsw" not in str(compiled)
+    assert list(compiled.params.values()) == ["hnsw.ef_search", "100", True]
+
+
+def test_hybrid_is_a_single_select_with_both_searches() -> None:
+    c = Collection("docs", 3, text_config="simple")
+    text = sql(
+        hybrid_search(
+            c,
+            st.query_param(c, [1.0, 0.0, 0.0]),
+            "o'brien",
+            k=5,
+            where=None,
+            options=HybridOptions(),
+        )
+    )
+    assert text.startswith("WITH vec AS")
+    assert "FULL OUTER JOIN txt" in text
+    assert "ts_rank(public.docs.tsv, tsq.q, " in text
+    assert "o'brien" not in text  # bound
+    assert "CAST(%(param_" in text and "AS REGCONFIG)" in text
+    assert "websearch_to_tsquery" not in text
+    assert "ORDER BY fused.score DESC" in text
+    only_text = sql(text_search(c, "x", k=3, where=None, mode=HybridOptions().text_mode))
+    assert "<=>" not in only_text
