@@ -21,6 +21,7 @@ from rag_pgstore.schema import STAGED_COLUMNS, Collection
 __all__ = [
     "COPY_TYPES",
     "Explain",
+    "any_of",
     "count",
     "delete",
     "distance_expr",
@@ -110,6 +111,11 @@ def count(collection: Collection, where: ColumnElement[bool]) -> sa.Select[Any]:
 
 def delete(collection: Collection, where: ColumnElement[bool]) -> sa.Delete:
     return sa.delete(collection.table).where(where)
+
+
+def any_of(values: Sequence[str]) -> Any:
+    """``= ANY(:values)`` with one array parameter: no 65,535-parameter ceiling, however many."""
+    return sa.any_(sa.bindparam(None, list(values), type_=pg.ARRAY(sa.Text)))
 
 
 def set_local_many(settings: dict[str, str]) -> sa.Select[Any]:

@@ -1,8 +1,9 @@
 """Run an operation's steps on a sync or an async connection, inside one transaction.
 
-Each operation of the store is a generator (see ``operations.py``) that yields steps and
-receives their results. It never touches a connection, so the same generator serves both the
-sync and the async API; only the two small drivers below differ, by ``await``.
+Each operation of the store is a generator (``lifecycle.py``, ``writes.py``, ``reads.py``)
+that yields steps and receives their results. It never touches a connection, so the same
+generator serves both the sync and the async API; only the two small drivers below differ, by
+``await``.
 """
 
 from __future__ import annotations

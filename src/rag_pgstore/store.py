@@ -10,8 +10,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from rag_pgstore import embedded
-from rag_pgstore import operations as ops
+from rag_pgstore import embedded, lifecycle, reads, writes
 from rag_pgstore.connect import make_engines
 from rag_pgstore.embedded import EmbeddedPostgres
 from rag_pgstore.errors import UnsupportedError
@@ -180,19 +179,19 @@ class ChunkStore:
 
     def setup(self) -> None:
         """Create the table and its indexes, or upgrade them; safe to call any number of times."""
-        self._run(ops.setup(self.collection, create_extension=self.create_extension))
+        self._run(lifecycle.setup(self.collection, create_extension=self.create_extension))
 
     async def asetup(self) -> None:
         """Async :meth:`setup`."""
-        await self._arun(ops.setup(self.collection, create_extension=self.create_extension))
+        await self._arun(lifecycle.setup(self.collection, create_extension=self.create_extension))
 
     def drop(self) -> None:
         """Drop the collection: its table, indexes and registry entry. There is no undo."""
-        self._run(ops.drop(self.collection))
+        self._run(lifecycle.drop(self.collection))
 
     async def adrop(self) -> None:
         """Async :meth:`drop`."""
-        await self._arun(ops.drop(self.collection))
+        await self._arun(lifecycle.drop(self.collection))
 
     def create_index(self, spec: HnswIndex | IvfflatIndex | None = None) -> bool:
         """Build the ANN index for the collection's distance; ``False`` if it already exists.
@@ -200,84 +199,86 @@ class ChunkStore:
         A different index (other kind or parameters) is replaced. Building HNSW over many rows
         takes a while: build it after bulk loading when you can.
         """
-        return self._run(ops.create_index(self.collection, spec or HnswIndex()))
+        return self._run(lifecycle.create_index(self.collection, spec or HnswIndex()))
 
     async def acreate_index(self, spec: HnswIndex | IvfflatIndex | None = None) -> bool:
         """Async :meth:`create_index`."""
-        return await self._arun(ops.create_index(self.collection, spec or HnswIndex()))
+        return await self._arun(lifecycle.create_index(self.collection, spec or HnswIndex()))
 
     def drop_index(self) -> None:
         """Drop the ANN index, if any; searches become exact scans."""
-        self._run(ops.drop_index(self.collection))
+        self._run(lifecycle.drop_index(self.collection))
 
     async def adrop_index(self) -> None:
         """Async :meth:`drop_index`."""
-        await self._arun(ops.drop_index(self.collection))
+        await self._arun(lifecycle.drop_index(self.collection))
 
     # -- writes --------------------------------------------------------------------------------
 
-    def upsert(self, chunks: Iterable[Chunk], *, batch_size: int = ops.DEFAULT_BATCH) -> int:
+    def upsert(self, chunks: Iterable[Chunk], *, batch_size: int = writes.DEFAULT_BATCH) -> int:
         """Insert or fully replace chunks by ``chunk_id`` in one transaction; return rows changed.
 
         Any number of chunks (streamed through binary COPY ``batch_size`` at a time). If an id
         appears twice, the last one wins. If anything fails, nothing is written. Unchanged
         chunks are not rewritten (and not counted).
         """
-        return self._run(ops.upsert(self.collection, chunks, batch_size=batch_size))
+        return self._run(writes.upsert(self.collection, chunks, batch_size=batch_size))
 
-    async def aupsert(self, chunks: Iterable[Chunk], *, batch_size: int = ops.DEFAULT_BATCH) -> int:
+    async def aupsert(
+        self, chunks: Iterable[Chunk], *, batch_size: int = writes.DEFAULT_BATCH
+    ) -> int:
         """Async :meth:`upsert`."""
-        return await self._arun(ops.upsert(self.collection, chunks, batch_size=batch_size))
+        return await self._arun(writes.upsert(self.collection, chunks, batch_size=batch_size))
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete chunks by id; missing ids are ignored. Return how many were deleted."""
-        return self._run(ops.delete(self.collection, ids))
+        return self._run(writes.delete(self.collection, ids))
 
     async def adelete(self, ids: Iterable[str]) -> int:
         """Async :meth:`delete`."""
-        return await self._arun(ops.delete(self.collection, ids))
+        return await self._arun(writes.delete(self.collection, ids))
 
     def delete_entities(self, entity_ids: Iterable[str]) -> int:
         """Delete every chunk of the given entities (source documents)."""
-        return self._run(ops.delete_entities(self.collection, entity_ids))
+        return self._run(writes.delete_entities(self.collection, entity_ids))
 
     async def adelete_entities(self, entity_ids: Iterable[str]) -> int:
         """Async :meth:`delete_entities`."""
-        return await self._arun(ops.delete_entities(self.collection, entity_ids))
+        return await self._arun(writes.delete_entities(self.collection, entity_ids))
 
     def delete_where(self, filter: Filter) -> int:
         """Delete the chunks matching a (non-empty) metadata filter."""
-        return self._run(ops.delete_filtered(self.collection, filter))
+        return self._run(writes.delete_filtered(self.collection, filter))
 
     async def adelete_where(self, filter: Filter) -> int:
         """Async :meth:`delete_where`."""
-        return await self._arun(ops.delete_filtered(self.collection, filter))
+        return await self._arun(writes.delete_filtered(self.collection, filter))
 
     def clear(self) -> int:
         """Delete every chunk of the collection (the table stays)."""
-        return self._run(ops.clear(self.collection))
+        return self._run(writes.clear(self.collection))
 
     async def aclear(self) -> int:
         """Async :meth:`clear`."""
-        return await self._arun(ops.clear(self.collection))
+        return await self._arun(writes.clear(self.collection))
 
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, ids: Iterable[str], *, with_embeddings: bool = False) -> list[StoredChunk]:
         """Fetch chunks by id, ordered by (entity_id, chunk_index); missing ids are skipped."""
-        return self._run(ops.get(self.collection, ids, with_embeddings=with_embeddings))
+        return self._run(reads.get(self.collection, ids, with_embeddings=with_embeddings))
 
     async def aget(self, ids: Iterable[str], *, with_embeddings: bool = False) -> list[StoredChunk]:
         """Async :meth:`get`."""
-        return await self._arun(ops.get(self.collection, ids, with_embeddings=with_embeddings))
+        return await self._arun(reads.get(self.collection, ids, with_embeddings=with_embeddings))
 
     def count(self, filter: Filter | None = None) -> int:
         """Count chunks, optionally only those matching ``filter``."""
-        return self._run(ops.count(self.collection, filter))
+        return self._run(reads.count(self.collection, filter))
 
     async def acount(self, filter: Filter | None = None) -> int:
         """Async :meth:`count`."""
-        return await self._arun(ops.count(self.collection, filter))
+        return await self._arun(reads.count(self.collection, filter))
 
     def search(
         self,
@@ -297,7 +298,7 @@ class ChunkStore:
         parameters.
         """
         return self._run(
-            ops.search(
+            reads.search(
                 self.collection,
                 query,
                 k=k,
@@ -322,7 +323,7 @@ class ChunkStore:
     ) -> list[ScoredChunk]:
         """Async :meth:`search`."""
         return await self._arun(
-            ops.search(
+            reads.search(
                 self.collection,
                 query,
                 k=k,
@@ -344,7 +345,7 @@ class ChunkStore:
     ) -> list[ScoredChunk]:
         """More like this: the ``k`` chunks nearest to a stored chunk, excluding it."""
         return self._run(
-            ops.search_like(self.collection, chunk_id, k=k, filter=filter, tuning=tuning)
+            reads.search_like(self.collection, chunk_id, k=k, filter=filter, tuning=tuning)
         )
 
     async def asearch_like(
@@ -357,7 +358,7 @@ class ChunkStore:
     ) -> list[ScoredChunk]:
         """Async :meth:`search_like`."""
         return await self._arun(
-            ops.search_like(self.collection, chunk_id, k=k, filter=filter, tuning=tuning)
+            reads.search_like(self.collection, chunk_id, k=k, filter=filter, tuning=tuning)
         )
 
     def mmr_search(
@@ -375,7 +376,7 @@ class ChunkStore:
         ``lambda_mult`` 1 ranks by relevance only, 0 by diversity only.
         """
         return self._run(
-            ops.mmr_search(
+            reads.mmr_search(
                 self.collection,
                 query,
                 k=k,
@@ -398,7 +399,7 @@ class ChunkStore:
     ) -> list[ScoredChunk]:
         """Async :meth:`mmr_search`."""
         return await self._arun(
-            ops.mmr_search(
+            reads.mmr_search(
                 self.collection,
                 query,
                 k=k,
@@ -426,7 +427,7 @@ class ChunkStore:
         chunks only the text search found.
         """
         return self._run(
-            ops.hybrid_search(
+            reads.hybrid_search(
                 self.collection, query, text, k=k, filter=filter, options=options, tuning=tuning
             )
         )
@@ -443,7 +444,7 @@ class ChunkStore:
     ) -> list[ScoredChunk]:
         """Async :meth:`hybrid_search`."""
         return await self._arun(
-            ops.hybrid_search(
+            reads.hybrid_search(
                 self.collection, query, text, k=k, filter=filter, options=options, tuning=tuning
             )
         )
@@ -452,14 +453,14 @@ class ChunkStore:
         self, text: str, *, k: int = 4, filter: Filter | None = None, mode: TextMode = TextMode.ANY
     ) -> list[ScoredChunk]:
         """Full-text search alone (``ts_rank`` over the collection's text-search config)."""
-        return self._run(ops.text_search(self.collection, text, k=k, filter=filter, mode=mode))
+        return self._run(reads.text_search(self.collection, text, k=k, filter=filter, mode=mode))
 
     async def atext_search(
         self, text: str, *, k: int = 4, filter: Filter | None = None, mode: TextMode = TextMode.ANY
     ) -> list[ScoredChunk]:
         """Async :meth:`text_search`."""
         return await self._arun(
-            ops.text_search(self.collection, text, k=k, filter=filter, mode=mode)
+            reads.text_search(self.collection, text, k=k, filter=filter, mode=mode)
         )
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import json
 import math
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,14 @@ import numpy as np
 from rag_pgstore.errors import CollectionNameError, DimensionError, InvalidChunkError
 from rag_pgstore.records import Chunk
 
-__all__ = ["MAX_NAME_LENGTH", "check_name", "encode_batch", "encode_query", "metadata_json"]
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "check_ids",
+    "check_name",
+    "encode_batch",
+    "encode_query",
+    "metadata_json",
+]
 
 # PostgreSQL truncates identifiers at 63 bytes; index names add a suffix of up to 15 characters.
 MAX_NAME_LENGTH = 48
@@ -179,4 +186,15 @@ def encode_query(vector: Sequence[float], dim: int) -> list[float]:
     values = [float(v) for v in vector]
     if not all(math.isfinite(v) for v in values):
         raise InvalidChunkError("expected finite numbers in the query embedding, got NaN or inf")
+    return values
+
+
+def check_ids(ids: Iterable[str], what: str) -> list[str]:
+    """Return ``ids`` as a list without repeats, or raise if it is not a list of strings."""
+    if isinstance(ids, str) or not isinstance(ids, Iterable):
+        raise InvalidChunkError(f"expected a list of {what}, got {type(ids).__name__} {ids!r}")
+    values = list(dict.fromkeys(ids))
+    for value in values:
+        if not isinstance(value, str) or "\x00" in value:
+            raise InvalidChunkError(f"expected {what} to be strings without NUL, got {value!r}")
     return values

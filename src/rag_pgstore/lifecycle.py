@@ -1,0 +1,168 @@
+"""Create, upgrade, drop and index a collection, as plans (see ``steps.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from rag_pgstore.errors import InvalidChunkError, SchemaError, UnsupportedError
+from rag_pgstore.records import Distance, HnswIndex, IvfflatIndex
+from rag_pgstore.schema import MAX_INDEXED_DIM, MIGRATIONS, SCHEMA_VERSION, Collection, ann_index
+from rag_pgstore.steps import Execute, Fetch, Plan
+
+MIN_PGVECTOR = (0, 7, 0)  # halfvec, L1 distance and binary COPY of both
+
+
+_pg_extension = sa.table(
+    "pg_extension", sa.column("extname"), sa.column("extversion"), schema="pg_catalog"
+)
+
+
+_pg_ts_config = sa.table("pg_ts_config", sa.column("cfgname"), schema="pg_catalog")
+
+
+def _lock(collection: Collection) -> Execute:
+    """Serialise setup and index changes of one collection across processes."""
+    key = f"rag_pgstore:{collection.schema}.{collection.name}"
+    return Execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0))))
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+
+def setup(collection: Collection, *, create_extension: bool = True) -> Plan[None]:
+    """Create or upgrade the collection's table, idempotently."""
+    c = collection
+    yield _lock(c)
+    if create_extension:
+        yield Execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+    found = yield Fetch(
+        sa.select(_pg_extension.c.extversion).where(_pg_extension.c.extname == "vector")
+    )
+    if not found:
+        raise SchemaError(
+            "expected the pgvector extension in this database, found none; run CREATE EXTENSION "
+            "vector as a user allowed to, or pass create_extension=True"
+        )
+    if _version(found[0][0]) < MIN_PGVECTOR:
+        raise UnsupportedError(
+            f"expected pgvector >= 0.7.0, got {found[0][0]}; upgrade the extension"
+        )
+    configs = yield Fetch(sa.select(_pg_ts_config.c.cfgname).order_by(_pg_ts_config.c.cfgname))
+    names = [row[0] for row in configs]
+    if c.text_config not in names:
+        raise UnsupportedError(
+            f"expected text_config to be one of {', '.join(names)}, got {c.text_config!r}"
+        )
+    if c.schema != "public":
+        yield Execute(sa.schema.CreateSchema(c.schema, if_not_exists=True))
+    registry = c.registry
+    yield Execute(sa.schema.CreateTable(registry, if_not_exists=True))
+    found = yield Fetch(sa.select(registry).where(registry.c.name == c.name))
+    if found:
+        row = found[0]._mapping
+        _check_matches(c, row)
+        version = row["schema_version"]
+    else:
+        existing = yield Fetch(sa.select(sa.func.to_regclass(f"{c.schema}.{c.name}")))
+        if existing[0][0] is not None:
+            raise SchemaError(
+                f"expected no table named {c.schema}.{c.name} outside rag_pgstore, found one; "
+                "choose another collection name"
+            )
+        version = 0
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"expected schema version <= {SCHEMA_VERSION}, got {version}: the collection was "
+            "written by a newer rag_pgstore; upgrade this one"
+        )
+    for migration in MIGRATIONS[version:]:
+        for statement in migration(c):
+            yield Execute(statement)
+    values = {
+        "name": c.name,
+        "dim": c.dim,
+        "vector_type": c.vector_type,
+        "distance": c.distance.value,
+        "text_config": c.text_config,
+        "schema_version": SCHEMA_VERSION,
+    }
+    upsert = pg.insert(registry).values(values)
+    yield Execute(
+        upsert.on_conflict_do_update(
+            index_elements=[registry.c.name],
+            set_={"schema_version": SCHEMA_VERSION, "upgraded_at": sa.func.now()},
+        )
+    )
+
+
+def drop(c: Collection) -> Plan[None]:
+    """Drop the collection's table and forget it in the registry."""
+    yield _lock(c)
+    yield Execute(sa.schema.DropTable(c.table, if_exists=True))
+    registry = c.registry
+    exists = yield Fetch(sa.select(sa.func.to_regclass(f"{c.schema}.{registry.name}")))
+    if exists[0][0] is not None:
+        yield Execute(sa.delete(registry).where(registry.c.name == c.name))
+
+
+def _check_matches(c: Collection, row: Mapping[str, Any]) -> None:
+    for field, want in (
+        ("dim", c.dim),
+        ("distance", c.distance.value),
+        ("text_config", c.text_config),
+    ):
+        if row[field] != want:
+            raise SchemaError(
+                f"collection {c.name!r} was created with {field}={row[field]!r}, "
+                f"got {field}={want!r}; open it with {field}={row[field]!r} "
+                "or use another collection"
+            )
+
+
+def create_index(c: Collection, spec: HnswIndex | IvfflatIndex) -> Plan[bool]:
+    """Build the ANN index ``spec`` describes, replacing another; ``False`` if it already exists."""
+    if c.dim > MAX_INDEXED_DIM:
+        raise UnsupportedError(
+            f"expected at most {MAX_INDEXED_DIM} dimensions for an ANN index, got {c.dim}; "
+            "search this collection exactly or reduce the embedding size"
+        )
+    if isinstance(spec, HnswIndex):
+        using, options = "hnsw", {"m": spec.m, "ef_construction": spec.ef_construction}
+    elif isinstance(spec, IvfflatIndex):
+        if c.distance is Distance.L1:
+            raise UnsupportedError(
+                "expected an HnswIndex for L1 distance: IVFFlat does not support it"
+            )
+        using, options = "ivfflat", {"lists": spec.lists}
+    else:
+        raise InvalidChunkError(f"expected HnswIndex or IvfflatIndex, got {type(spec).__name__}")
+    return _create_index(c, using, options)
+
+
+def _create_index(c: Collection, using: str, options: dict[str, int]) -> Plan[bool]:
+    wanted = {"using": using, **options}
+    registry = c.registry
+    yield _lock(c)
+    found = yield Fetch(sa.select(registry.c.ann_index).where(registry.c.name == c.name))
+    if not found:
+        raise SchemaError(f"expected collection {c.name!r} to exist; call setup() first")
+    index = ann_index(c, using, options)
+    present = yield Fetch(sa.select(sa.func.to_regclass(f"{c.schema}.{c.index_name}")))
+    if found[0][0] == wanted and present[0][0] is not None:
+        return False
+    yield Execute(sa.schema.DropIndex(index, if_exists=True))
+    yield Execute(sa.schema.CreateIndex(index))
+    yield Execute(sa.update(registry).where(registry.c.name == c.name).values(ann_index=wanted))
+    return True
+
+
+def drop_index(c: Collection) -> Plan[None]:
+    yield _lock(c)
+    yield Execute(sa.schema.DropIndex(ann_index(c, "hnsw", {}), if_exists=True))
+    registry = c.registry
+    yield Execute(sa.update(registry).where(registry.c.name == c.name).values(ann_index=None))

@@ -1,0 +1,275 @@
+"""Read and search chunks, as plans (see ``steps.py``).
+
+Each function validates its arguments when called, so bad input fails before a connection is
+taken, and returns a generator of steps that runs in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from rag_pgstore import statements as st
+from rag_pgstore.errors import InvalidChunkError
+from rag_pgstore.filters import compile_filter
+from rag_pgstore.hybrid import HybridOptions, TextMode
+from rag_pgstore.hybrid import hybrid_search as hybrid_statement
+from rag_pgstore.hybrid import text_search as text_statement
+from rag_pgstore.mmr import mmr_select
+from rag_pgstore.records import Distance, ScoredChunk, SearchTuning, StoredChunk
+from rag_pgstore.schema import Collection
+from rag_pgstore.steps import Execute, Fetch, Plan
+from rag_pgstore.validate import check_ids, encode_query
+
+
+def get(
+    c: Collection, ids: Iterable[str], *, with_embeddings: bool = False
+) -> Plan[list[StoredChunk]]:
+    wanted = check_ids(ids, "chunk ids")
+    where = c.table.c.chunk_id == st.any_of(wanted)
+    return _fetch_chunks(st.select_chunks(c, where, with_embeddings=with_embeddings))
+
+
+def _fetch_chunks(statement: sa.Select[Any]) -> Plan[list[StoredChunk]]:
+    rows = yield Fetch(statement)
+    return [to_stored(row._mapping) for row in rows]
+
+
+def count(c: Collection, filter: Mapping[str, Any] | None = None) -> Plan[int]:
+    return _scalar(st.count(c, compile_filter(filter, c.table)))
+
+
+def _scalar(statement: sa.Select[Any]) -> Plan[Any]:
+    rows = yield Fetch(statement)
+    return rows[0][0]
+
+
+def _check_k(k: int, name: str = "k") -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidChunkError(f"expected {name} to be a positive int, got {k!r}")
+    return k
+
+
+def search(
+    c: Collection,
+    query: Sequence[float],
+    *,
+    k: int = 4,
+    filter: Mapping[str, Any] | None = None,
+    offset: int = 0,
+    min_score: float | None = None,
+    tuning: SearchTuning | None = None,
+    with_embeddings: bool = False,
+) -> Plan[list[ScoredChunk]]:
+    """The ``k`` chunks nearest to ``query``; see :meth:`ChunkStore.search`."""
+    _check_k(k)
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidChunkError(f"expected offset to be an int >= 0, got {offset!r}")
+    vector = st.query_param(c, encode_query(query, c.dim))
+    where = compile_filter(filter, c.table) if filter else None
+    return _search(
+        c,
+        vector,
+        where,
+        k=k,
+        offset=offset,
+        min_score=min_score,
+        tuning=tuning,
+        with_embeddings=with_embeddings,
+    )
+
+
+def search_like(
+    c: Collection,
+    chunk_id: str,
+    *,
+    k: int = 4,
+    filter: Mapping[str, Any] | None = None,
+    tuning: SearchTuning | None = None,
+) -> Plan[list[ScoredChunk]]:
+    """The ``k`` chunks nearest to the stored chunk ``chunk_id``, excluding itself."""
+    _check_k(k)
+    (wanted,) = check_ids([chunk_id], "chunk id")
+    table = c.table
+    vector = sa.select(table.c.embedding).where(table.c.chunk_id == wanted).scalar_subquery()
+    # A missing chunk_id makes the subquery NULL: no neighbours rather than NULL distances.
+    where = sa.and_(table.c.chunk_id != wanted, vector.is_not(None))
+    if filter:
+        where = sa.and_(where, compile_filter(filter, table))
+    return _search(c, vector, where, k=k, tuning=tuning)
+
+
+def _search(
+    c: Collection,
+    vector: Any,
+    where: Any,
+    *,
+    k: int,
+    offset: int = 0,
+    min_score: float | None = None,
+    tuning: SearchTuning | None = None,
+    with_embeddings: bool = False,
+) -> Plan[list[ScoredChunk]]:
+    tuning = tuning or SearchTuning()
+    exact = tuning.exact
+    if exact is None and where is not None:
+        plan = yield Fetch(st.Explain(sa.select(sa.literal(1)).select_from(c.table).where(where)))
+        exact = plan[0][0][0]["Plan"]["Plan Rows"] <= tuning.exact_below
+    settings = scan_settings(tuning, filtered=where is not None and not exact)
+    if settings:
+        yield Execute(st.set_local_many(settings))
+    statement = st.vector_search(
+        c,
+        vector,
+        k=k,
+        offset=offset,
+        where=where,
+        exact=bool(exact),
+        with_embeddings=with_embeddings,
+    )
+    rows = yield Fetch(statement)
+    # Iterative scans may return rows slightly out of order; a stable re-sort of k rows is free.
+    hits = sorted(
+        (to_scored(row._mapping, c.distance) for row in rows), key=lambda h: h.distance or 0.0
+    )
+    if min_score is not None:
+        hits = [hit for hit in hits if hit.score >= min_score]
+    return hits
+
+
+def mmr_search(
+    c: Collection,
+    query: Sequence[float],
+    *,
+    k: int = 4,
+    fetch_k: int = 20,
+    lambda_mult: float = 0.5,
+    filter: Mapping[str, Any] | None = None,
+    tuning: SearchTuning | None = None,
+) -> Plan[list[ScoredChunk]]:
+    """``k`` of the ``fetch_k`` nearest chunks, chosen by maximal marginal relevance."""
+    _check_k(k)
+    _check_k(fetch_k, "fetch_k")
+    if not 0.0 <= lambda_mult <= 1.0:
+        raise InvalidChunkError(f"expected 0 <= lambda_mult <= 1, got {lambda_mult}")
+    values = encode_query(query, c.dim)
+    where = compile_filter(filter, c.table) if filter else None
+    vector = st.query_param(c, values)
+    return _mmr(
+        _search(c, vector, where, k=max(k, fetch_k), tuning=tuning, with_embeddings=True),
+        values,
+        k,
+        lambda_mult,
+    )
+
+
+def _mmr(
+    candidates: Plan[list[ScoredChunk]], query: list[float], k: int, lambda_mult: float
+) -> Plan[list[ScoredChunk]]:
+    hits = yield from candidates
+    order = mmr_select(query, [h.chunk.embedding or [] for h in hits], k=k, lambda_mult=lambda_mult)
+    return [hits[i] for i in order]
+
+
+def hybrid_search(
+    c: Collection,
+    query: Sequence[float],
+    text: str,
+    *,
+    k: int = 4,
+    filter: Mapping[str, Any] | None = None,
+    options: HybridOptions | None = None,
+    tuning: SearchTuning | None = None,
+) -> Plan[list[ScoredChunk]]:
+    """Full-text and vector search fused in one statement; see :class:`HybridOptions`."""
+    _check_k(k)
+    text = _text(text)
+    vector = st.query_param(c, encode_query(query, c.dim))
+    where = compile_filter(filter, c.table) if filter else None
+    statement = hybrid_statement(
+        c, vector, text, k=k, where=where, options=options or HybridOptions()
+    )
+    return _hybrid(statement, scan_settings(tuning or SearchTuning(), filtered=where is not None))
+
+
+def text_search(
+    c: Collection,
+    text: str,
+    *,
+    k: int = 4,
+    filter: Mapping[str, Any] | None = None,
+    mode: TextMode = TextMode.ANY,
+) -> Plan[list[ScoredChunk]]:
+    """Full-text search alone, ranked by ``ts_rank``; ``distance`` is ``None``."""
+    _check_k(k)
+    where = compile_filter(filter, c.table) if filter else None
+    return _hybrid(text_statement(c, _text(text), k=k, where=where, mode=TextMode(mode)), {})
+
+
+def _text(text: object) -> str:
+    if not isinstance(text, str) or "\x00" in text:
+        raise InvalidChunkError(f"expected the query text to be a str without NUL, got {text!r}")
+    return text
+
+
+def _hybrid(statement: sa.Select[Any], settings: dict[str, str]) -> Plan[list[ScoredChunk]]:
+    if settings:
+        yield Execute(st.set_local_many(settings))
+    rows = yield Fetch(statement)
+    hits = []
+    for row in rows:
+        mapping = row._mapping
+        d = mapping.get("distance")
+        hits.append(
+            ScoredChunk(chunk=to_stored(mapping), score=float(mapping["score"]), distance=d)
+        )
+    return hits
+
+
+def scan_settings(tuning: SearchTuning, *, filtered: bool) -> dict[str, str]:
+    """The ``SET LOCAL`` values for one query. Filtered ANN queries scan iteratively by default."""
+    settings: dict[str, str] = {}
+    if tuning.ef_search is not None:
+        settings["hnsw.ef_search"] = str(tuning.ef_search)
+    if tuning.probes is not None:
+        settings["ivfflat.probes"] = str(tuning.probes)
+    iterative = tuning.iterative_scan or ("strict_order" if filtered else None)
+    if iterative is not None:
+        settings["hnsw.iterative_scan"] = iterative
+        # IVFFlat only scans iteratively in relaxed order; results are re-sorted anyway.
+        settings["ivfflat.iterative_scan"] = "off" if iterative == "off" else "relaxed_order"
+    if tuning.max_scan_tuples is not None:
+        settings["hnsw.max_scan_tuples"] = str(tuning.max_scan_tuples)
+    return settings
+
+
+def _floats(value: Any) -> list[float] | None:
+    """pgvector returns numpy arrays (0.3), lists, or its own vector objects (0.4+)."""
+    if value is None:
+        return None
+    if hasattr(value, "to_list"):
+        return [float(v) for v in value.to_list()]
+    if hasattr(value, "tolist"):
+        return [float(v) for v in value.tolist()]
+    return [float(v) for v in value]
+
+
+def to_stored(row: Mapping[str, Any]) -> StoredChunk:
+    return StoredChunk(
+        chunk_id=row["chunk_id"],
+        entity_id=row["entity_id"],
+        chunk_index=row["chunk_index"],
+        total_chunks=row["total_chunks"],
+        content=row["content"],
+        metadata=row["metadata"],
+        content_hash=row["content_hash"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        embedding=_floats(row.get("embedding")),
+    )
+
+
+def to_scored(row: Mapping[str, Any], distance: Distance) -> ScoredChunk:
+    d = float(row["distance"])
+    return ScoredChunk(chunk=to_stored(row), score=distance.score(d), distance=d)
