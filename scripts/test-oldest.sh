@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the tests against the oldest versions we support (SQLAlchemy 2.0, pgvector 0.3,
-# psycopg 3.1, numpy 1.x) in .venv-oldest. The real-model quality test needs torch; it runs
-# in scripts/test.sh.
+# psycopg 3.1, numpy 1.x) in .venv-oldest: the core's tests. The framework adapters and the
+# real-model quality test run in scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -14,4 +14,6 @@ if [ ! -f "$stamp" ]; then
   pip_install --no-deps -e .
   touch "$stamp"
 fi
-.venv-oldest/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/test_hybrid_quality.py "$@"
+.venv-oldest/bin/python -m pytest -q -p no:cacheprovider -m "not frameworks" \
+  --ignore=tests/test_hybrid_quality.py --ignore-glob="tests/test_langchain*" \
+  --ignore-glob="tests/test_llamaindex*" "$@"

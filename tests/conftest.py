@@ -117,7 +117,7 @@ class Api:
     def __init__(self, mode: str) -> None:
         self.mode = mode
 
-    async def __call__(self, store: ChunkStore, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def __call__(self, store: object, method: str, *args: Any, **kwargs: Any) -> Any:
         if self.mode == "sync":
             return getattr(store, method)(*args, **kwargs)
         result: Awaitable[Any] = getattr(store, "a" + method)(*args, **kwargs)

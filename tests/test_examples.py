@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rag_pgstore.testing import TestDatabase as Database
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -28,3 +30,12 @@ def test_quickstart(db: Database) -> None:
     assert sections[0].splitlines()[1].split()[1] == "pgvector"
     assert sections[2].splitlines()[1].split()[1] == "bread"
     assert len(sections[2].splitlines()) == 2  # the cooking filter leaves one chunk
+
+
+@pytest.mark.frameworks
+def test_langchain_rag(db: Database) -> None:
+    out = run_example("langchain_rag.py", db)
+    sources = out.splitlines()[0]
+    assert sources.startswith("sources: pgvector.md")
+    assert "Question: How does pgvector find nearest neighbours?" in out
+    assert "[pgvector.md] pgvector stores embeddings" in out

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from rag_pgstore import (
     DatabaseError,
     DimensionError,
     InvalidChunkError,
+    UnsupportedError,
 )
 from tests.conftest import Api, StoreFactory
 
@@ -233,3 +235,22 @@ def test_repr_hides_the_password(engines: Any) -> None:
     assert "s3cret" not in repr(store)
     assert "***" in repr(store)
     assert engine.url.query["sslmode"] == "require"
+
+
+async def test_aupsert_consumes_an_async_stream_in_one_transaction(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+
+    async def produce(n: int, bad_at: int | None = None) -> AsyncIterator[Chunk]:
+        for i in range(n):
+            await asyncio.sleep(0)  # e.g. waiting for an embedding API
+            yield chunk(f"s{i}", [1.0, float(i), 0.0] if i != bad_at else [1.0])
+
+    assert await store.aupsert(produce(25), batch_size=10) == 25
+    assert await store.acount() == 25
+    with pytest.raises(DimensionError):
+        await store.aupsert(produce(40, bad_at=35), batch_size=10)
+    assert await store.acount() == 25  # the first three batches were rolled back with the fourth
+    with pytest.raises(UnsupportedError, match="a\\* methods"):
+        store.upsert(produce(1))  # type: ignore[arg-type]

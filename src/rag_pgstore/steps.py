@@ -8,7 +8,7 @@ generator serves both the sync and the async API; only the two small drivers bel
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,9 +24,10 @@ from rag_pgstore.errors import (
     DatabaseUnavailableError,
     RagPgStoreError,
     SchemaError,
+    UnsupportedError,
 )
 
-__all__ = ["Copy", "Execute", "Fetch", "Plan", "run", "run_async"]
+__all__ = ["Copy", "Execute", "Fetch", "Plan", "Pull", "run", "run_async"]
 
 T = TypeVar("T")
 
@@ -54,7 +55,17 @@ class Copy:
     rows: Sequence[Sequence[Any]]
 
 
-Step = Fetch | Execute | Copy
+@dataclass(frozen=True)
+class Pull:
+    """Reply with the next item of ``source`` (awaited if it is async), ``None`` at its end.
+
+    This is how a plan consumes a stream of input without knowing whether it is sync or async.
+    """
+
+    source: Iterator[Any] | AsyncIterator[Any]
+
+
+Step = Fetch | Execute | Copy | Pull
 Plan = Generator[Step, Any, T]
 
 
@@ -93,6 +104,12 @@ async def run_async(engine: AsyncEngine, plan: Plan[T]) -> T:
 
 
 def _sync_step(conn: Connection, step: Step) -> Any:
+    if isinstance(step, Pull):
+        if not isinstance(step.source, Iterator):
+            raise UnsupportedError(
+                "expected a sync iterable here; async iterables need the a* methods"
+            )
+        return next(step.source, None)
     if isinstance(step, Fetch):
         return conn.execute(step.statement).all()
     if isinstance(step, Execute):
@@ -107,6 +124,10 @@ def _sync_step(conn: Connection, step: Step) -> Any:
 
 
 async def _async_step(conn: AsyncConnection, step: Step) -> Any:
+    if isinstance(step, Pull):
+        if isinstance(step.source, AsyncIterator):
+            return await anext(step.source, None)
+        return next(step.source, None)
     if isinstance(step, Fetch):
         return (await conn.execute(step.statement)).all()
     if isinstance(step, Execute):

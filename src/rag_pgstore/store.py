@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL, Engine
@@ -225,9 +225,12 @@ class ChunkStore:
         return self._run(writes.upsert(self.collection, chunks, batch_size=batch_size))
 
     async def aupsert(
-        self, chunks: Iterable[Chunk], *, batch_size: int = writes.DEFAULT_BATCH
+        self,
+        chunks: Iterable[Chunk] | AsyncIterable[Chunk],
+        *,
+        batch_size: int = writes.DEFAULT_BATCH,
     ) -> int:
-        """Async :meth:`upsert`."""
+        """Async :meth:`upsert`; ``chunks`` may also be an async iterator, consumed as it goes."""
         return await self._arun(writes.upsert(self.collection, chunks, batch_size=batch_size))
 
     def delete(self, ids: Iterable[str]) -> int:

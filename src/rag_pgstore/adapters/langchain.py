@@ -1,0 +1,518 @@
+"""LangChain ``VectorStore`` over a :class:`rag_pgstore.ChunkStore`.
+
+A translator only: documents become chunks and hits become documents; every query and write is
+the core store's (``pip install 'rag-pgstore[langchain]'``).
+
+Mapping: ``Document.id`` is the ``chunk_id``; ``Document.metadata`` is stored as the chunk's
+metadata and comes back exactly as given (keys named ``id`` or ``entity_id`` included: they
+live in the JSON, not in columns). ``entity_id`` is taken from the metadata key ``entity_key``
+(``"source"`` by default) when it holds a string, else it is the chunk id, so
+``delete(filter={"entity_id": ...})`` removes every chunk of a source document.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from typing import Any, ClassVar
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
+
+from rag_pgstore.errors import InvalidChunkError
+from rag_pgstore.hybrid import HybridOptions
+from rag_pgstore.records import Chunk, ScoredChunk
+from rag_pgstore.store import ChunkStore
+
+__all__ = ["HashEmbeddings", "LangChainVectorStore", "PgStoreRetriever"]
+
+Filter = dict[str, Any]
+
+
+class LangChainVectorStore(VectorStore):
+    """A LangChain vector store whose chunks live in a rag_pgstore collection.
+
+    >>> vs = LangChainVectorStore(store, embedding=embeddings)
+    >>> vs.add_texts(["..."], metadatas=[{"source": "a.md"}])
+    >>> vs.as_retriever(search_type="hybrid", search_kwargs={"k": 5}).invoke("question")
+    """
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        embedding: Embeddings,
+        *,
+        entity_key: str | None = "source",
+        embed_batch_size: int = 512,
+    ) -> None:
+        if embed_batch_size < 1:
+            raise InvalidChunkError(f"expected embed_batch_size >= 1, got {embed_batch_size}")
+        self.store = store
+        self.embedding = embedding
+        self.entity_key = entity_key
+        self.embed_batch_size = embed_batch_size
+
+    @property
+    def embeddings(self) -> Embeddings:
+        return self.embedding
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        texts: Iterable[str],
+        metadatas: Sequence[dict[str, Any]] | None,
+        ids: Sequence[str | None] | None,
+    ) -> Iterator[tuple[list[str], list[str], list[dict[str, Any]]]]:
+        """Batches of (ids, texts, metadatas), ids generated where missing."""
+        texts_it = iter(texts)
+        metadatas_it: Iterator[dict[str, Any]] = (
+            iter(metadatas) if metadatas is not None else itertools.repeat({})
+        )
+        ids_it: Iterator[str | None] = iter(ids) if ids is not None else itertools.repeat(None)
+        while batch := list(itertools.islice(texts_it, self.embed_batch_size)):
+            batch_meta = list(itertools.islice(metadatas_it, len(batch)))
+            batch_ids = list(itertools.islice(ids_it, len(batch)))
+            if len(batch_meta) != len(batch) or len(batch_ids) != len(batch):
+                raise InvalidChunkError("expected as many metadatas and ids as texts")
+            yield [i if i is not None else str(uuid.uuid4()) for i in batch_ids], batch, batch_meta
+        if metadatas is not None and next(metadatas_it, None) is not None:
+            raise InvalidChunkError("expected as many metadatas as texts, got more metadatas")
+
+    def _chunk(
+        self, chunk_id: str, text: str, metadata: dict[str, Any], vector: list[float]
+    ) -> Chunk:
+        entity = metadata.get(self.entity_key) if self.entity_key else None
+        return Chunk(
+            chunk_id=chunk_id,
+            entity_id=entity if isinstance(entity, str) else None,
+            content=text,
+            embedding=vector,
+            metadata=metadata,
+        )
+
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Embed ``texts`` in batches and upsert them in one transaction; return their ids."""
+        written: list[str] = []
+
+        def chunks() -> Iterator[Chunk]:
+            for batch_ids, batch, batch_meta in self._prepare(texts, metadatas, ids):
+                vectors = self.embedding.embed_documents(batch)
+                written.extend(batch_ids)
+                yield from map(self._chunk, batch_ids, batch, batch_meta, vectors)
+
+        self.store.upsert(chunks(), batch_size=self.embed_batch_size)
+        return written
+
+    async def aadd_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Async :meth:`add_texts`: embedding batches stream into one transaction."""
+        written: list[str] = []
+
+        async def chunks() -> AsyncIterator[Chunk]:
+            for batch_ids, batch, batch_meta in self._prepare(texts, metadatas, ids):
+                vectors = await self.embedding.aembed_documents(batch)
+                written.extend(batch_ids)
+                for chunk in map(self._chunk, batch_ids, batch, batch_meta, vectors):
+                    yield chunk
+
+        await self.store.aupsert(chunks(), batch_size=self.embed_batch_size)
+        return written
+
+    def add_embeddings(
+        self,
+        texts: Iterable[str],
+        embeddings: Iterable[Sequence[float]],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+    ) -> list[str]:
+        """Add texts with precomputed vectors: no embedding call, streamed through COPY."""
+        written: list[str] = []
+        vectors = iter(embeddings)
+
+        def chunks() -> Iterator[Chunk]:
+            for batch_ids, batch, batch_meta in self._prepare(texts, metadatas, ids):
+                written.extend(batch_ids)
+                for chunk_id, text, meta in zip(batch_ids, batch, batch_meta, strict=True):
+                    yield self._chunk(chunk_id, text, meta, list(next(vectors)))
+
+        self.store.upsert(chunks(), batch_size=self.embed_batch_size)
+        return written
+
+    async def aadd_embeddings(
+        self,
+        texts: Iterable[str],
+        embeddings: Iterable[Sequence[float]],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+    ) -> list[str]:
+        """Async :meth:`add_embeddings`."""
+        written: list[str] = []
+        vectors = iter(embeddings)
+
+        def chunks() -> Iterator[Chunk]:
+            for batch_ids, batch, batch_meta in self._prepare(texts, metadatas, ids):
+                written.extend(batch_ids)
+                for chunk_id, text, meta in zip(batch_ids, batch, batch_meta, strict=True):
+                    yield self._chunk(chunk_id, text, meta, list(next(vectors)))
+
+        await self.store.aupsert(chunks(), batch_size=self.embed_batch_size)
+        return written
+
+    def delete(
+        self, ids: list[str] | None = None, *, filter: Filter | None = None, **kwargs: Any
+    ) -> bool:
+        """Delete by ids, by metadata filter, or both; missing ids are ignored."""
+        if ids is None and not filter:
+            raise InvalidChunkError(
+                "expected ids or a filter; use store.clear() to delete everything"
+            )
+        if ids is not None:
+            self.store.delete(ids)
+        if filter:
+            self.store.delete_where(filter)
+        return True
+
+    async def adelete(
+        self, ids: list[str] | None = None, *, filter: Filter | None = None, **kwargs: Any
+    ) -> bool:
+        """Async :meth:`delete`."""
+        if ids is None and not filter:
+            raise InvalidChunkError(
+                "expected ids or a filter; use store.aclear() to delete everything"
+            )
+        if ids is not None:
+            await self.store.adelete(ids)
+        if filter:
+            await self.store.adelete_where(filter)
+        return True
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """Documents for the ids that exist, in the order asked."""
+        return _in_order(ids, self.store.get(ids))
+
+    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """Async :meth:`get_by_ids`."""
+        return _in_order(ids, await self.store.aget(ids))
+
+    def similarity_search(
+        self, query: str, k: int = 4, filter: Filter | None = None, **kwargs: Any
+    ) -> list[Document]:
+        return [
+            doc for doc, _ in self.similarity_search_with_score(query, k, filter=filter, **kwargs)
+        ]
+
+    async def asimilarity_search(
+        self, query: str, k: int = 4, filter: Filter | None = None, **kwargs: Any
+    ) -> list[Document]:
+        return [
+            doc
+            for doc, _ in await self.asimilarity_search_with_score(
+                query, k, filter=filter, **kwargs
+            )
+        ]
+
+    def similarity_search_with_score(
+        self, query: str, k: int = 4, filter: Filter | None = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """Documents with the *distance* the operator returned (lower is closer)."""
+        return self.similarity_search_with_score_by_vector(
+            self.embedding.embed_query(query), k, filter, **kwargs
+        )
+
+    async def asimilarity_search_with_score(
+        self, query: str, k: int = 4, filter: Filter | None = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        vector = await self.embedding.aembed_query(query)
+        return await self.asimilarity_search_with_score_by_vector(vector, k, filter, **kwargs)
+
+    def similarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, filter: Filter | None = None, **kwargs: Any
+    ) -> list[Document]:
+        return [
+            doc
+            for doc, _ in self.similarity_search_with_score_by_vector(
+                embedding, k, filter, **kwargs
+            )
+        ]
+
+    async def asimilarity_search_by_vector(
+        self, embedding: list[float], k: int = 4, filter: Filter | None = None, **kwargs: Any
+    ) -> list[Document]:
+        hits = await self.asimilarity_search_with_score_by_vector(embedding, k, filter, **kwargs)
+        return [doc for doc, _ in hits]
+
+    def similarity_search_with_score_by_vector(
+        self, embedding: Sequence[float], k: int = 4, filter: Filter | None = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        hits = self.store.search(embedding, k=k, filter=filter, **_search_options(kwargs))
+        return [(to_document(hit), _distance(hit)) for hit in hits]
+
+    async def asimilarity_search_with_score_by_vector(
+        self, embedding: Sequence[float], k: int = 4, filter: Filter | None = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        hits = await self.store.asearch(embedding, k=k, filter=filter, **_search_options(kwargs))
+        return [(to_document(hit), _distance(hit)) for hit in hits]
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        """The core's score for the collection's distance: [0, 1], never inverted."""
+        return self.store.collection.distance.score
+
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Filter | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        vector = self.embedding.embed_query(query)
+        return self.max_marginal_relevance_search_by_vector(
+            vector, k, fetch_k, lambda_mult, filter, **kwargs
+        )
+
+    async def amax_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Filter | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        vector = await self.embedding.aembed_query(query)
+        return await self.amax_marginal_relevance_search_by_vector(
+            vector, k, fetch_k, lambda_mult, filter, **kwargs
+        )
+
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Filter | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        hits = self.store.mmr_search(
+            embedding, k=k, fetch_k=fetch_k, lambda_mult=lambda_mult, filter=filter
+        )
+        return [to_document(hit) for hit in hits]
+
+    async def amax_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Filter | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        hits = await self.store.ammr_search(
+            embedding, k=k, fetch_k=fetch_k, lambda_mult=lambda_mult, filter=filter
+        )
+        return [to_document(hit) for hit in hits]
+
+    def hybrid_search_with_score(
+        self, query: str, k: int = 4, filter: Filter | None = None, **options: Any
+    ) -> list[tuple[Document, float]]:
+        """Full-text and vector search fused in one statement; scores are the fused ones.
+
+        ``options`` are :class:`rag_pgstore.HybridOptions` fields (``vector_weight``,
+        ``fusion``, ``text_mode``, ...).
+        """
+        hits = self.store.hybrid_search(
+            self.embedding.embed_query(query),
+            query,
+            k=k,
+            filter=filter,
+            options=HybridOptions(**options),
+        )
+        return [(to_document(hit), hit.score) for hit in hits]
+
+    async def ahybrid_search_with_score(
+        self, query: str, k: int = 4, filter: Filter | None = None, **options: Any
+    ) -> list[tuple[Document, float]]:
+        """Async :meth:`hybrid_search_with_score`."""
+        vector = await self.embedding.aembed_query(query)
+        hits = await self.store.ahybrid_search(
+            vector, query, k=k, filter=filter, options=HybridOptions(**options)
+        )
+        return [(to_document(hit), hit.score) for hit in hits]
+
+    def hybrid_search(
+        self, query: str, k: int = 4, filter: Filter | None = None, **options: Any
+    ) -> list[Document]:
+        """Documents of :meth:`hybrid_search_with_score`."""
+        return [doc for doc, _ in self.hybrid_search_with_score(query, k, filter, **options)]
+
+    async def ahybrid_search(
+        self, query: str, k: int = 4, filter: Filter | None = None, **options: Any
+    ) -> list[Document]:
+        """Async :meth:`hybrid_search`."""
+        return [doc for doc, _ in await self.ahybrid_search_with_score(query, k, filter, **options)]
+
+    def search(self, query: str, search_type: str, **kwargs: Any) -> list[Document]:
+        """LangChain's search types, plus ``"hybrid"``."""
+        if search_type == "hybrid":
+            return self.hybrid_search(query, **kwargs)
+        return super().search(query, search_type, **kwargs)
+
+    async def asearch(self, query: str, search_type: str, **kwargs: Any) -> list[Document]:
+        if search_type == "hybrid":
+            return await self.ahybrid_search(query, **kwargs)
+        return await super().asearch(query, search_type, **kwargs)
+
+    def as_retriever(self, **kwargs: Any) -> PgStoreRetriever:
+        """A retriever; ``search_type`` may also be ``"hybrid"``."""
+        tags = kwargs.pop("tags", None) or [*self._get_retriever_tags()]
+        return PgStoreRetriever(vectorstore=self, tags=tags, **kwargs)
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        url: str | None = None,
+        collection: str = "langchain",
+        store: ChunkStore | None = None,
+        dim: int | None = None,
+        **kwargs: Any,
+    ) -> LangChainVectorStore:
+        """Create (or open) a collection and add ``texts`` to it.
+
+        With neither ``store`` nor ``url``, the embedded local Postgres is used. ``dim`` is
+        found by embedding one probe text when not given. Other keyword arguments go to
+        :meth:`ChunkStore.from_url` (``distance``, ``schema``, ``text_config``, ...).
+        """
+        if store is None:
+            size = dim or len(embedding.embed_query("dimension probe"))
+            store = ChunkStore.from_url(url, collection=collection, dim=size, **kwargs)
+        vs = cls(store, embedding)
+        vs.add_texts(texts, metadatas, ids=ids)
+        return vs
+
+    @classmethod
+    async def afrom_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        url: str | None = None,
+        collection: str = "langchain",
+        store: ChunkStore | None = None,
+        dim: int | None = None,
+        **kwargs: Any,
+    ) -> LangChainVectorStore:
+        """Async :meth:`from_texts`."""
+        if store is None:
+            size = dim or len(await embedding.aembed_query("dimension probe"))
+            store = await ChunkStore.afrom_url(url, collection=collection, dim=size, **kwargs)
+        vs = cls(store, embedding)
+        await vs.aadd_texts(texts, metadatas, ids=ids)
+        return vs
+
+
+class PgStoreRetriever(VectorStoreRetriever):
+    """LangChain's vector-store retriever with one more ``search_type``: ``"hybrid"``."""
+
+    allowed_search_types: ClassVar[tuple[str, ...]] = (
+        "similarity",
+        "similarity_score_threshold",
+        "mmr",
+        "hybrid",
+    )
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        if self.search_type == "hybrid":
+            assert isinstance(self.vectorstore, LangChainVectorStore)
+            return self.vectorstore.hybrid_search(query, **{**self.search_kwargs, **kwargs})
+        return super()._get_relevant_documents(query, run_manager=run_manager, **kwargs)
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        if self.search_type == "hybrid":
+            assert isinstance(self.vectorstore, LangChainVectorStore)
+            return await self.vectorstore.ahybrid_search(query, **{**self.search_kwargs, **kwargs})
+        return await super()._aget_relevant_documents(query, run_manager=run_manager, **kwargs)
+
+
+class HashEmbeddings(Embeddings):
+    """LangChain face of :func:`rag_pgstore.hashing.hash_embedding`: deterministic, no model."""
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        from rag_pgstore.hashing import hash_embedding
+
+        return [hash_embedding(text, self.dim) for text in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def to_document(hit: ScoredChunk) -> Document:
+    chunk = hit.chunk
+    return Document(id=chunk.chunk_id, page_content=chunk.content, metadata=chunk.metadata)
+
+
+def _in_order(ids: Sequence[str], chunks: Sequence[Any]) -> list[Document]:
+    by_id = {c.chunk_id: c for c in chunks}
+    return [
+        Document(id=by_id[i].chunk_id, page_content=by_id[i].content, metadata=by_id[i].metadata)
+        for i in dict.fromkeys(ids)
+        if i in by_id
+    ]
+
+
+def _distance(hit: ScoredChunk) -> float:
+    assert hit.distance is not None
+    return hit.distance
+
+
+_SEARCH_OPTIONS = ("offset", "min_score", "tuning")
+
+
+def _search_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pass through the core's search options; refuse anything else rather than ignore it."""
+    unknown = sorted(set(kwargs) - set(_SEARCH_OPTIONS))
+    if unknown:
+        raise InvalidChunkError(
+            f"expected search options among {', '.join(_SEARCH_OPTIONS)}, got {unknown}"
+        )
+    return {key: kwargs[key] for key in _SEARCH_OPTIONS if key in kwargs}

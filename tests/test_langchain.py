@@ -1,0 +1,243 @@
+"""The LangChain adapter beyond the standard suite: filters, scores, MMR, hybrid, chains."""
+
+from __future__ import annotations
+
+import tracemalloc
+from typing import Any
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import FakeListChatModel
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableParallel, RunnablePassthrough
+
+from rag_pgstore import ChunkStore, Distance, InvalidChunkError
+from rag_pgstore.adapters.langchain import HashEmbeddings, LangChainVectorStore
+from rag_pgstore.testing import TestDatabase
+from tests.conftest import Api, StoreFactory
+
+DIM = 64
+DOCS = [
+    Document(
+        id="pg",
+        page_content="PostgreSQL stores rows in tables.",
+        metadata={"source": "db.md", "year": 2021, "tags": ["sql"]},
+    ),
+    Document(
+        id="vec",
+        page_content="pgvector adds vector similarity search to PostgreSQL.",
+        metadata={"source": "db.md", "year": 2023, "tags": ["sql", "ai"]},
+    ),
+    Document(
+        id="bread",
+        page_content="Sourdough bread needs flour, water and salt.",
+        metadata={"source": "food.md", "year": 2020},
+    ),
+    Document(
+        id="odd",
+        page_content="A page about nothing much.",
+        metadata={"id": "user-id", "entity_id": "user-entity"},
+    ),
+]
+
+
+@pytest.fixture
+def vs(make_store: StoreFactory) -> LangChainVectorStore:
+    store = make_store(dim=DIM)
+    vs = LangChainVectorStore(store, embedding=HashEmbeddings(DIM))
+    vs.add_documents(DOCS)
+    return vs
+
+
+def ids(docs: list[Document]) -> list[str | None]:
+    return [d.id for d in docs]
+
+
+async def test_documents_round_trip_without_extra_keys(vs: LangChainVectorStore, api: Api) -> None:
+    got = await api(vs, "get_by_ids", ["odd", "bread", "missing", "pg"])
+    assert got == [DOCS[3], DOCS[2], DOCS[0]]
+    stored = vs.store.get(["pg", "odd"])
+    assert {c.chunk_id: c.entity_id for c in stored} == {
+        "pg": "db.md",
+        "odd": "odd",
+    }  # from "source"
+
+
+@pytest.mark.parametrize(
+    ("filter", "expected"),
+    [
+        ({"source": "db.md"}, ["pg", "vec"]),
+        ({"year": {"$between": [2021, 2023]}}, ["pg", "vec"]),
+        ({"$or": [{"year": 2020}, {"tags": {"$contains": "ai"}}]}, ["bread", "vec"]),
+        ({"$and": [{"source": "db.md"}, {"$not": {"year": 2021}}]}, ["vec"]),
+        ({"tags": {"$exists": False}}, ["bread", "odd"]),
+        ({"year": {"$in": [2020, 2023]}}, ["bread", "vec"]),
+        ({"id": "user-id"}, ["odd"]),
+        ({"entity_id": "db.md"}, ["pg", "vec"]),  # the column, set from "source"
+    ],
+)
+async def test_filters_are_the_core_language(
+    vs: LangChainVectorStore, api: Api, filter: dict[str, Any], expected: list[str]
+) -> None:
+    docs = await api(vs, "similarity_search", "PostgreSQL", k=10, filter=filter)
+    assert sorted(ids(docs)) == expected  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize("distance", list(Distance), ids=[d.value for d in Distance])
+async def test_relevance_scores_are_right_for_every_distance(
+    make_store: StoreFactory, api: Api, distance: Distance
+) -> None:
+    vs = LangChainVectorStore(make_store(dim=DIM, distance=distance), embedding=HashEmbeddings(DIM))
+    vs.add_documents(DOCS)
+    scored = await api(vs, "similarity_search_with_relevance_scores", DOCS[1].page_content, k=4)
+    assert scored[0][0].id == "vec"
+    assert scored[0][1] == pytest.approx(1.0, abs=1e-5)  # identical text: the best possible score
+    scores = [s for _, s in scored]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    raw = await api(vs, "similarity_search_with_score", DOCS[1].page_content, k=4)
+    assert [d.id for d, _ in raw] == [d.id for d, _ in scored]
+    assert [vs.store.collection.distance.score(d) for _, d in raw] == pytest.approx(scores)
+    kept = await api(
+        vs,
+        "similarity_search_with_relevance_scores",
+        DOCS[1].page_content,
+        k=4,
+        score_threshold=scores[1],
+    )
+    assert [d.id for d, _ in kept] == [d.id for d, s in scored if s >= scores[1]]
+    assert len(kept) < len(scored)
+
+
+async def test_retrievers_for_every_search_type(vs: LangChainVectorStore) -> None:
+    similarity = vs.as_retriever(search_kwargs={"k": 2, "filter": {"source": "db.md"}})
+    assert ids(similarity.invoke("vector search")) == ["vec", "pg"]
+    threshold = vs.as_retriever(
+        search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.99, "k": 3}
+    )
+    assert ids(await threshold.ainvoke(DOCS[2].page_content)) == ["bread"]
+    mmr = vs.as_retriever(
+        search_type="mmr", search_kwargs={"k": 2, "fetch_k": 4, "lambda_mult": 0.3}
+    )
+    assert len(mmr.invoke("PostgreSQL")) == 2
+    hybrid = vs.as_retriever(search_type="hybrid", search_kwargs={"k": 2, "vector_weight": 0.3})
+    assert ids(hybrid.invoke("sourdough flour"))[0] == "bread"
+    assert ids(await hybrid.ainvoke("sourdough flour"))[0] == "bread"
+    with pytest.raises(ValueError, match="not allowed"):
+        vs.as_retriever(search_type="telepathy")
+
+
+async def test_hybrid_search_reaches_the_core(vs: LangChainVectorStore, api: Api) -> None:
+    scored = await api(vs, "hybrid_search_with_score", "pgvector similarity", k=2, fusion="rrf")
+    assert scored[0][0].id == "vec"
+    assert ids(await api(vs, "search", "flour", "hybrid", k=1)) == ["bread"]
+
+
+async def test_mmr_defaults_and_diversity(vs: LangChainVectorStore, api: Api) -> None:
+    plain = await api(vs, "similarity_search", "PostgreSQL pgvector", k=2)
+    diverse = await api(
+        vs, "max_marginal_relevance_search", "PostgreSQL pgvector", k=2, lambda_mult=0.0
+    )
+    assert ids(plain) != ids(diverse)
+    assert ids(diverse)[0] == ids(plain)[0]
+
+
+async def test_delete_by_ids_and_by_filter(vs: LangChainVectorStore, api: Api) -> None:
+    assert await api(vs, "delete", ["pg"]) is True
+    assert await api(vs, "delete", filter={"source": "food.md"}) is True
+    assert sorted(c.chunk_id for c in vs.store.get([d.id or "" for d in DOCS])) == ["odd", "vec"]
+    with pytest.raises(InvalidChunkError, match="ids or a filter"):
+        await api(vs, "delete")
+
+
+class NoCalls(Embeddings):
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        raise AssertionError("add_embeddings must not embed")
+
+    def embed_query(self, text: str) -> list[float]:
+        return HashEmbeddings(DIM).embed_query(text)
+
+
+async def test_add_embeddings_uses_the_given_vectors(make_store: StoreFactory, api: Api) -> None:
+    vs = LangChainVectorStore(make_store(dim=DIM), embedding=NoCalls())
+    vectors = HashEmbeddings(DIM).embed_documents(["alpha", "beta"])
+    assert await api(
+        vs, "add_embeddings", ["alpha", "beta"], vectors, [{"n": 1}, {"n": 2}], ids=["a", "b"]
+    ) == ["a", "b"]
+    assert ids(vs.similarity_search("beta", k=1)) == ["b"]
+
+
+class CountingEmbeddings(HashEmbeddings):
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.batches: list[int] = []
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.batches.append(len(texts))
+        return super().embed_documents(texts)
+
+
+def test_add_texts_streams_in_batches_with_bounded_memory(make_store: StoreFactory) -> None:
+    embeddings = CountingEmbeddings(32)
+    vs = LangChainVectorStore(make_store(dim=32), embedding=embeddings, embed_batch_size=500)
+    n = 20_000
+    all_vectors_bytes = 20_000 * (32 * (8 + 24) + 56)  # what n vectors as Python lists would take
+    tracemalloc.start()
+    try:
+        written = vs.add_texts(f"text number {i}" for i in range(n))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(written) == n == vs.store.count()
+    assert max(embeddings.batches) == 500 and sum(embeddings.batches) == n
+    assert peak < all_vectors_bytes / 3, peak
+
+
+async def test_from_texts_on_a_url(db: TestDatabase, collection_name: str) -> None:
+    url = db.url.render_as_string(hide_password=False)
+    vs = LangChainVectorStore.from_texts(
+        ["one", "two"], HashEmbeddings(DIM), url=url, collection=collection_name
+    )
+    assert vs.store.collection.dim == DIM
+    assert [d.page_content for d in vs.similarity_search("two", k=1)] == ["two"]
+    again = await LangChainVectorStore.afrom_texts(
+        ["three"], HashEmbeddings(DIM), url=url, collection=collection_name, ids=["3"]
+    )
+    assert again.store.count() == 3
+    vs.store.close()
+    await again.store.aclose()
+
+
+def test_unknown_search_options_are_refused(vs: LangChainVectorStore) -> None:
+    with pytest.raises(InvalidChunkError, match="search options"):
+        vs.similarity_search("x", k=1, fetch_k=3)
+    assert vs.similarity_search("x", k=1, offset=1, min_score=0.0)
+
+
+async def test_an_lcel_chain_answers_with_its_sources(vs: LangChainVectorStore) -> None:
+    retriever = vs.as_retriever(search_type="hybrid", search_kwargs={"k": 2})
+    prompt = ChatPromptTemplate.from_template("Context:\n{context}\n\nQuestion: {question}")
+    llm = FakeListChatModel(responses=["Use pgvector."])
+
+    def format_docs(docs: list[Document]) -> str:
+        return "\n".join(d.page_content for d in docs)
+
+    chain = RunnableParallel(sources=retriever, question=RunnablePassthrough()).assign(
+        answer=(lambda x: {"context": format_docs(x["sources"]), "question": x["question"]})
+        | prompt
+        | llm
+        | StrOutputParser()
+    )
+    result = chain.invoke("How do I add vector search to PostgreSQL?")
+    assert result["answer"] == "Use pgvector."
+    assert "vec" in ids(result["sources"])
+    assert {d.metadata.get("source") for d in result["sources"]} <= {"db.md", "food.md", None}
+    result = await chain.ainvoke("sourdough flour")
+    assert ids(result["sources"])[0] == "bread"
+
+
+def test_store_property_and_embeddings(vs: LangChainVectorStore) -> None:
+    assert isinstance(vs.store, ChunkStore)
+    assert isinstance(vs.embeddings, HashEmbeddings)
