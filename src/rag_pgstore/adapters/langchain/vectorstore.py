@@ -15,22 +15,19 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForRetrieverRun,
-    CallbackManagerForRetrieverRun,
-)
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
-from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
+from langchain_core.vectorstores import VectorStore
 
+from rag_pgstore.adapters.langchain.retriever import PgStoreRetriever
 from rag_pgstore.errors import InvalidChunkError
 from rag_pgstore.hybrid import HybridOptions
 from rag_pgstore.records import Chunk, ScoredChunk
 from rag_pgstore.store import ChunkStore
 
-__all__ = ["HashEmbeddings", "LangChainVectorStore", "PgStoreRetriever"]
+__all__ = ["LangChainVectorStore", "to_document"]
 
 Filter = dict[str, Any]
 
@@ -138,6 +135,23 @@ class LangChainVectorStore(VectorStore):
         await self.store.aupsert(chunks(), batch_size=self.embed_batch_size)
         return written
 
+    def _given(
+        self,
+        texts: Iterable[str],
+        embeddings: Iterable[Sequence[float]],
+        metadatas: list[dict[str, Any]] | None,
+        ids: list[str] | None,
+        written: list[str],
+    ) -> Iterator[Chunk]:
+        vectors = iter(embeddings)
+        for batch_ids, batch, batch_meta in self._prepare(texts, metadatas, ids):
+            written.extend(batch_ids)
+            for chunk_id, text, meta in zip(batch_ids, batch, batch_meta, strict=True):
+                vector = next(vectors, None)
+                if vector is None:
+                    raise InvalidChunkError("expected as many embeddings as texts, got fewer")
+                yield self._chunk(chunk_id, text, meta, list(vector))
+
     def add_embeddings(
         self,
         texts: Iterable[str],
@@ -148,15 +162,8 @@ class LangChainVectorStore(VectorStore):
     ) -> list[str]:
         """Add texts with precomputed vectors: no embedding call, streamed through COPY."""
         written: list[str] = []
-        vectors = iter(embeddings)
-
-        def chunks() -> Iterator[Chunk]:
-            for batch_ids, batch, batch_meta in self._prepare(texts, metadatas, ids):
-                written.extend(batch_ids)
-                for chunk_id, text, meta in zip(batch_ids, batch, batch_meta, strict=True):
-                    yield self._chunk(chunk_id, text, meta, list(next(vectors)))
-
-        self.store.upsert(chunks(), batch_size=self.embed_batch_size)
+        chunks = self._given(texts, embeddings, metadatas, ids, written)
+        self.store.upsert(chunks, batch_size=self.embed_batch_size)
         return written
 
     async def aadd_embeddings(
@@ -169,15 +176,8 @@ class LangChainVectorStore(VectorStore):
     ) -> list[str]:
         """Async :meth:`add_embeddings`."""
         written: list[str] = []
-        vectors = iter(embeddings)
-
-        def chunks() -> Iterator[Chunk]:
-            for batch_ids, batch, batch_meta in self._prepare(texts, metadatas, ids):
-                written.extend(batch_ids)
-                for chunk_id, text, meta in zip(batch_ids, batch, batch_meta, strict=True):
-                    yield self._chunk(chunk_id, text, meta, list(next(vectors)))
-
-        await self.store.aupsert(chunks(), batch_size=self.embed_batch_size)
+        chunks = self._given(texts, embeddings, metadatas, ids, written)
+        await self.store.aupsert(chunks, batch_size=self.embed_batch_size)
         return written
 
     def delete(
@@ -442,48 +442,6 @@ class LangChainVectorStore(VectorStore):
         vs = cls(store, embedding)
         await vs.aadd_texts(texts, metadatas, ids=ids)
         return vs
-
-
-class PgStoreRetriever(VectorStoreRetriever):
-    """LangChain's vector-store retriever with one more ``search_type``: ``"hybrid"``."""
-
-    allowed_search_types: ClassVar[tuple[str, ...]] = (
-        "similarity",
-        "similarity_score_threshold",
-        "mmr",
-        "hybrid",
-    )
-
-    def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
-    ) -> list[Document]:
-        if self.search_type == "hybrid":
-            assert isinstance(self.vectorstore, LangChainVectorStore)
-            return self.vectorstore.hybrid_search(query, **{**self.search_kwargs, **kwargs})
-        return super()._get_relevant_documents(query, run_manager=run_manager, **kwargs)
-
-    async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
-    ) -> list[Document]:
-        if self.search_type == "hybrid":
-            assert isinstance(self.vectorstore, LangChainVectorStore)
-            return await self.vectorstore.ahybrid_search(query, **{**self.search_kwargs, **kwargs})
-        return await super()._aget_relevant_documents(query, run_manager=run_manager, **kwargs)
-
-
-class HashEmbeddings(Embeddings):
-    """LangChain face of :func:`rag_pgstore.hashing.hash_embedding`: deterministic, no model."""
-
-    def __init__(self, dim: int = 256) -> None:
-        self.dim = dim
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        from rag_pgstore.hashing import hash_embedding
-
-        return [hash_embedding(text, self.dim) for text in texts]
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
 
 
 def to_document(hit: ScoredChunk) -> Document:
