@@ -236,3 +236,34 @@ async def test_drop_removes_table_and_registry_entry(make_store: StoreFactory, a
     await api(store, "drop")
     other.setup()
     assert other.count() == 0
+
+
+def test_a_version_1_table_is_upgraded_in_place(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert([Chunk(chunk_id="old", content="written by version 1", embedding=[1.0, 0.0, 0.0])])
+    table, registry = store.collection.table, registry_table("public")
+    assert store.engine is not None
+    with store.engine.begin() as conn:  # make it look like version 1 left it
+        conn.execute(sa.DDL("ALTER TABLE %(fullname)s DROP COLUMN adapter_data").against(table))  # type: ignore[no-untyped-call]
+        conn.execute(
+            sa.update(registry).where(registry.c.name == table.name).values(schema_version=1)
+        )
+    store.setup()
+    assert (
+        scalar(store, sa.select(registry.c.schema_version).where(registry.c.name == table.name))
+        == SCHEMA_VERSION
+        == 2
+    )
+    (old,) = store.get(["old"])
+    assert (old.content, old.adapter_data) == ("written by version 1", None)
+    store.upsert(
+        [
+            Chunk(
+                chunk_id="new",
+                content="x",
+                embedding=[0.0, 1.0, 0.0],
+                adapter_data={"kind": "node"},
+            )
+        ]
+    )
+    assert store.get(["new"])[0].adapter_data == {"kind": "node"}

@@ -267,6 +267,7 @@ def to_stored(row: Mapping[str, Any]) -> StoredChunk:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         embedding=_floats(row.get("embedding")),
+        adapter_data=row.get("adapter_data"),
     )
 
 

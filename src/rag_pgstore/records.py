@@ -83,6 +83,8 @@ class Chunk:
     """One piece of a document, ready to be written.
 
     ``entity_id`` names the document or record the chunk came from; it defaults to ``chunk_id``.
+    ``adapter_data`` is for framework adapters (JSON they need to rebuild their own objects);
+    it is stored apart from ``metadata`` and never filtered on.
     """
 
     chunk_id: str
@@ -92,6 +94,7 @@ class Chunk:
     chunk_index: int = 0
     total_chunks: int = 1
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    adapter_data: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -112,6 +115,7 @@ class StoredChunk:
     created_at: datetime
     updated_at: datetime
     embedding: list[float] | None = None
+    adapter_data: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -86,6 +86,9 @@ class Collection:
             sa.Column("metadata", pg.JSONB, nullable=False, server_default="{}"),
             sa.Column("embedding", vector_type, nullable=False),
             sa.Column("content_hash", sa.Text, nullable=False),
+            # Data an adapter needs to rebuild its own objects (LlamaIndex node type and
+            # relationships); kept apart from metadata so it never shows up as user metadata.
+            sa.Column("adapter_data", pg.JSONB),
             sa.Column(
                 "created_at",
                 sa.DateTime(timezone=True),
@@ -127,7 +130,10 @@ class Collection:
             "rag_pgstore_stage",
             sa.MetaData(),
             sa.Column("seq", sa.Integer, nullable=False),
-            *(sa.Column(name, source[name].type, nullable=False) for name in STAGED_COLUMNS),
+            *(
+                sa.Column(name, source[name].type, nullable=source[name].nullable)
+                for name in STAGED_COLUMNS
+            ),
             prefixes=["TEMPORARY"],
             postgresql_on_commit="DROP",
         )
@@ -142,6 +148,7 @@ STAGED_COLUMNS = (
     "content",
     "metadata",
     "embedding",
+    "adapter_data",
 )
 
 
@@ -193,6 +200,16 @@ def ann_index(collection: Collection, using: str, options: dict[str, int]) -> sa
     return index
 
 
-# Migration N (1-based) brings a collection from version N-1 to N. Append, never edit.
-MIGRATIONS: tuple[Callable[[Collection], list[Executable]], ...] = (_v1_create_table,)
+def _v2_adapter_data(collection: Collection) -> list[Executable]:
+    """Add ``adapter_data`` to tables created by version 1 (new tables already have it)."""
+    add = sa.DDL("ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS adapter_data jsonb")  # type: ignore[no-untyped-call]
+    return [add.against(collection.table)]
+
+
+# Migration N (1-based) brings a collection from version N-1 to N. Append, never edit. The
+# first creates the table in its latest shape; later ones bring older tables up to it.
+MIGRATIONS: tuple[Callable[[Collection], list[Executable]], ...] = (
+    _v1_create_table,
+    _v2_adapter_data,
+)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -42,11 +42,12 @@ CHUNK_COLUMNS = (
     "content_hash",
     "created_at",
     "updated_at",
+    "adapter_data",
 )
 # Binary COPY carries no type information, only each field's bytes. jsonb and vector fields are
 # encoded by validate.encode_batch already, so they travel as opaque "bytea"; the server reads
 # them with jsonb_recv / vector_recv because that is the type of the target column.
-COPY_TYPES = ("int4", "text", "text", "int4", "int4", "text", "bytea", "bytea")
+COPY_TYPES = ("int4", "text", "text", "int4", "int4", "text", "bytea", "bytea", "bytea")
 
 
 def chunk_columns(table: sa.Table, *, with_embeddings: bool) -> list[sa.Column[Any]]:

@@ -134,12 +134,13 @@ def _to_wire(
 
 def encode_batch(
     chunks: Sequence[Chunk], *, dim: int, vector_type: str, first_seq: int = 0
-) -> list[tuple[int, str, str, int, int, str, bytes, bytes]]:
+) -> list[tuple[int, str, str, int, int, str, bytes, bytes, bytes | None]]:
     """Validate ``chunks`` and return rows for binary COPY into the staging table.
 
-    Each row is ``(seq, chunk_id, entity_id, chunk_index, total_chunks, content, jsonb, vector)``
-    with ``jsonb`` and ``vector`` already in PostgreSQL's binary wire format, so the COPY can send
-    them as opaque bytes. ``seq`` is the position in the call, used to let the last duplicate win.
+    Each row is ``(seq, chunk_id, entity_id, chunk_index, total_chunks, content, metadata,
+    vector, adapter_data)`` with the jsonb and vector fields already in PostgreSQL's binary wire
+    format, so the COPY can send them as opaque bytes. ``seq`` is the position in the call,
+    used to let the last duplicate win.
     """
     labels: list[str] = []
     for position, chunk in enumerate(chunks):
@@ -168,6 +169,9 @@ def encode_batch(
                 _check_text(chunk.content, "content", label),
                 b"\x01" + metadata_json(chunk.metadata, label).encode(),  # jsonb binary v1
                 header + raw[i * stride : (i + 1) * stride],
+                None
+                if chunk.adapter_data is None
+                else b"\x01" + metadata_json(chunk.adapter_data, label).encode(),
             )
         )
     return rows
