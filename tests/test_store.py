@@ -254,3 +254,23 @@ async def test_aupsert_consumes_an_async_stream_in_one_transaction(
     assert await store.acount() == 25  # the first three batches were rolled back with the fourth
     with pytest.raises(UnsupportedError, match="a\\* methods"):
         store.upsert(produce(1))  # type: ignore[arg-type]
+
+
+def test_a_store_keeps_working_across_event_loops(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert([chunk("a")])
+    for _ in range(3):  # each asyncio.run is a new loop; pooled connections must not leak across
+        assert asyncio.run(store.acount()) == 1
+        assert [c.chunk_id for c in asyncio.run(store.aget_where({"chunk_id": "a"}))] == ["a"]
+
+
+async def test_get_where(make_store: StoreFactory, api: Api) -> None:
+    store = make_store()
+    store.upsert(
+        [
+            chunk(f"c{i}", entity_id="e", chunk_index=i, metadata={"even": i % 2 == 0})
+            for i in range(5)
+        ]
+    )
+    assert [c.chunk_id for c in await api(store, "get_where", {"even": True})] == ["c0", "c2", "c4"]
+    assert [c.chunk_id for c in await api(store, "get_where", None, limit=2)] == ["c0", "c1"]

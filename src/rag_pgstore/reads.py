@@ -31,6 +31,22 @@ def get(
     return _fetch_chunks(st.select_chunks(c, where, with_embeddings=with_embeddings))
 
 
+def get_where(
+    c: Collection,
+    filter: Mapping[str, Any] | None,
+    *,
+    limit: int | None = None,
+    with_embeddings: bool = False,
+) -> Plan[list[StoredChunk]]:
+    """Chunks matching ``filter`` (all of them without one), by (entity_id, chunk_index)."""
+    if limit is not None:
+        _check_k(limit, "limit")
+    statement = st.select_chunks(
+        c, compile_filter(filter, c.table), with_embeddings=with_embeddings
+    )
+    return _fetch_chunks(statement.limit(limit))
+
+
 def _fetch_chunks(statement: sa.Select[Any]) -> Plan[list[StoredChunk]]:
     rows = yield Fetch(statement)
     return [to_stored(row._mapping) for row in rows]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -76,6 +77,7 @@ class ChunkStore:
         self.create_extension = create_extension
         self._owned: tuple[Engine | None, AsyncEngine | None] = (None, None)
         self._server: EmbeddedPostgres | None = None
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
     @classmethod
     def from_url(
@@ -173,6 +175,13 @@ class ChunkStore:
             raise UnsupportedError(
                 "this store has no async engine; pass async_engine= to use a* methods"
             )
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop() is not loop:
+            # Pooled async connections belong to the loop that opened them. A new loop (a second
+            # asyncio.run, a framework's own loop) gets a fresh pool; closing the idle ones is
+            # safe here because psycopg closes a connection without awaiting its old loop.
+            await self.async_engine.dispose()
+        self._loop = weakref.ref(loop)
         return await run_async(self.async_engine, plan)
 
     # -- schema --------------------------------------------------------------------------------
@@ -274,6 +283,30 @@ class ChunkStore:
     async def aget(self, ids: Iterable[str], *, with_embeddings: bool = False) -> list[StoredChunk]:
         """Async :meth:`get`."""
         return await self._arun(reads.get(self.collection, ids, with_embeddings=with_embeddings))
+
+    def get_where(
+        self,
+        filter: Filter | None = None,
+        *,
+        limit: int | None = None,
+        with_embeddings: bool = False,
+    ) -> list[StoredChunk]:
+        """Fetch the chunks matching ``filter``, ordered by (entity_id, chunk_index)."""
+        return self._run(
+            reads.get_where(self.collection, filter, limit=limit, with_embeddings=with_embeddings)
+        )
+
+    async def aget_where(
+        self,
+        filter: Filter | None = None,
+        *,
+        limit: int | None = None,
+        with_embeddings: bool = False,
+    ) -> list[StoredChunk]:
+        """Async :meth:`get_where`."""
+        return await self._arun(
+            reads.get_where(self.collection, filter, limit=limit, with_embeddings=with_embeddings)
+        )
 
     def count(self, filter: Filter | None = None) -> int:
         """Count chunks, optionally only those matching ``filter``."""
