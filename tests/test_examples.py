@@ -39,3 +39,11 @@ def test_langchain_rag(db: Database) -> None:
     assert sources.startswith("sources: pgvector.md")
     assert "Question: How does pgvector find nearest neighbours?" in out
     assert "[pgvector.md] pgvector stores embeddings" in out
+
+
+@pytest.mark.frameworks
+def test_llamaindex_rag(db: Database) -> None:
+    out = run_example("llamaindex_rag.py", db)
+    assert out.splitlines()[0].startswith("source: pgvector.md")
+    assert "Query: How does pgvector find nearest neighbours?" in out
+    assert "pgvector stores embeddings in a vector column" in out

@@ -161,7 +161,12 @@ class ChunkStore:
 
     # -- running plans -------------------------------------------------------------------------
 
-    def _run(self, plan: Plan[T]) -> T:
+    def run_plan(self, plan: Plan[T]) -> T:
+        """Run one plan from ``rag_pgstore.reads``/``writes``/``lifecycle`` in a transaction.
+
+        Every method here is one such call. Adapters use it to turn a request into whichever
+        operation fits, once, for both the sync and the async path.
+        """
         if self.engine is None:
             plan.close()
             raise UnsupportedError(
@@ -169,7 +174,8 @@ class ChunkStore:
             )
         return run(self.engine, plan)
 
-    async def _arun(self, plan: Plan[T]) -> T:
+    async def arun_plan(self, plan: Plan[T]) -> T:
+        """Async :meth:`run_plan`."""
         if self.async_engine is None:
             plan.close()
             raise UnsupportedError(
@@ -188,19 +194,21 @@ class ChunkStore:
 
     def setup(self) -> None:
         """Create the table and its indexes, or upgrade them; safe to call any number of times."""
-        self._run(lifecycle.setup(self.collection, create_extension=self.create_extension))
+        self.run_plan(lifecycle.setup(self.collection, create_extension=self.create_extension))
 
     async def asetup(self) -> None:
         """Async :meth:`setup`."""
-        await self._arun(lifecycle.setup(self.collection, create_extension=self.create_extension))
+        await self.arun_plan(
+            lifecycle.setup(self.collection, create_extension=self.create_extension)
+        )
 
     def drop(self) -> None:
         """Drop the collection: its table, indexes and registry entry. There is no undo."""
-        self._run(lifecycle.drop(self.collection))
+        self.run_plan(lifecycle.drop(self.collection))
 
     async def adrop(self) -> None:
         """Async :meth:`drop`."""
-        await self._arun(lifecycle.drop(self.collection))
+        await self.arun_plan(lifecycle.drop(self.collection))
 
     def create_index(self, spec: HnswIndex | IvfflatIndex | None = None) -> bool:
         """Build the ANN index for the collection's distance; ``False`` if it already exists.
@@ -208,19 +216,19 @@ class ChunkStore:
         A different index (other kind or parameters) is replaced. Building HNSW over many rows
         takes a while: build it after bulk loading when you can.
         """
-        return self._run(lifecycle.create_index(self.collection, spec or HnswIndex()))
+        return self.run_plan(lifecycle.create_index(self.collection, spec or HnswIndex()))
 
     async def acreate_index(self, spec: HnswIndex | IvfflatIndex | None = None) -> bool:
         """Async :meth:`create_index`."""
-        return await self._arun(lifecycle.create_index(self.collection, spec or HnswIndex()))
+        return await self.arun_plan(lifecycle.create_index(self.collection, spec or HnswIndex()))
 
     def drop_index(self) -> None:
         """Drop the ANN index, if any; searches become exact scans."""
-        self._run(lifecycle.drop_index(self.collection))
+        self.run_plan(lifecycle.drop_index(self.collection))
 
     async def adrop_index(self) -> None:
         """Async :meth:`drop_index`."""
-        await self._arun(lifecycle.drop_index(self.collection))
+        await self.arun_plan(lifecycle.drop_index(self.collection))
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -231,7 +239,7 @@ class ChunkStore:
         appears twice, the last one wins. If anything fails, nothing is written. Unchanged
         chunks are not rewritten (and not counted).
         """
-        return self._run(writes.upsert(self.collection, chunks, batch_size=batch_size))
+        return self.run_plan(writes.upsert(self.collection, chunks, batch_size=batch_size))
 
     async def aupsert(
         self,
@@ -240,49 +248,51 @@ class ChunkStore:
         batch_size: int = writes.DEFAULT_BATCH,
     ) -> int:
         """Async :meth:`upsert`; ``chunks`` may also be an async iterator, consumed as it goes."""
-        return await self._arun(writes.upsert(self.collection, chunks, batch_size=batch_size))
+        return await self.arun_plan(writes.upsert(self.collection, chunks, batch_size=batch_size))
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete chunks by id; missing ids are ignored. Return how many were deleted."""
-        return self._run(writes.delete(self.collection, ids))
+        return self.run_plan(writes.delete(self.collection, ids))
 
     async def adelete(self, ids: Iterable[str]) -> int:
         """Async :meth:`delete`."""
-        return await self._arun(writes.delete(self.collection, ids))
+        return await self.arun_plan(writes.delete(self.collection, ids))
 
     def delete_entities(self, entity_ids: Iterable[str]) -> int:
         """Delete every chunk of the given entities (source documents)."""
-        return self._run(writes.delete_entities(self.collection, entity_ids))
+        return self.run_plan(writes.delete_entities(self.collection, entity_ids))
 
     async def adelete_entities(self, entity_ids: Iterable[str]) -> int:
         """Async :meth:`delete_entities`."""
-        return await self._arun(writes.delete_entities(self.collection, entity_ids))
+        return await self.arun_plan(writes.delete_entities(self.collection, entity_ids))
 
     def delete_where(self, filter: Filter) -> int:
         """Delete the chunks matching a (non-empty) metadata filter."""
-        return self._run(writes.delete_filtered(self.collection, filter))
+        return self.run_plan(writes.delete_filtered(self.collection, filter))
 
     async def adelete_where(self, filter: Filter) -> int:
         """Async :meth:`delete_where`."""
-        return await self._arun(writes.delete_filtered(self.collection, filter))
+        return await self.arun_plan(writes.delete_filtered(self.collection, filter))
 
     def clear(self) -> int:
         """Delete every chunk of the collection (the table stays)."""
-        return self._run(writes.clear(self.collection))
+        return self.run_plan(writes.clear(self.collection))
 
     async def aclear(self) -> int:
         """Async :meth:`clear`."""
-        return await self._arun(writes.clear(self.collection))
+        return await self.arun_plan(writes.clear(self.collection))
 
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, ids: Iterable[str], *, with_embeddings: bool = False) -> list[StoredChunk]:
         """Fetch chunks by id, ordered by (entity_id, chunk_index); missing ids are skipped."""
-        return self._run(reads.get(self.collection, ids, with_embeddings=with_embeddings))
+        return self.run_plan(reads.get(self.collection, ids, with_embeddings=with_embeddings))
 
     async def aget(self, ids: Iterable[str], *, with_embeddings: bool = False) -> list[StoredChunk]:
         """Async :meth:`get`."""
-        return await self._arun(reads.get(self.collection, ids, with_embeddings=with_embeddings))
+        return await self.arun_plan(
+            reads.get(self.collection, ids, with_embeddings=with_embeddings)
+        )
 
     def get_where(
         self,
@@ -292,7 +302,7 @@ class ChunkStore:
         with_embeddings: bool = False,
     ) -> list[StoredChunk]:
         """Fetch the chunks matching ``filter``, ordered by (entity_id, chunk_index)."""
-        return self._run(
+        return self.run_plan(
             reads.get_where(self.collection, filter, limit=limit, with_embeddings=with_embeddings)
         )
 
@@ -304,17 +314,17 @@ class ChunkStore:
         with_embeddings: bool = False,
     ) -> list[StoredChunk]:
         """Async :meth:`get_where`."""
-        return await self._arun(
+        return await self.arun_plan(
             reads.get_where(self.collection, filter, limit=limit, with_embeddings=with_embeddings)
         )
 
     def count(self, filter: Filter | None = None) -> int:
         """Count chunks, optionally only those matching ``filter``."""
-        return self._run(reads.count(self.collection, filter))
+        return self.run_plan(reads.count(self.collection, filter))
 
     async def acount(self, filter: Filter | None = None) -> int:
         """Async :meth:`count`."""
-        return await self._arun(reads.count(self.collection, filter))
+        return await self.arun_plan(reads.count(self.collection, filter))
 
     def search(
         self,
@@ -333,7 +343,7 @@ class ChunkStore:
         whose relevance score (:meth:`Distance.score`) is lower; ``tuning`` sets per-query index
         parameters.
         """
-        return self._run(
+        return self.run_plan(
             reads.search(
                 self.collection,
                 query,
@@ -358,7 +368,7 @@ class ChunkStore:
         with_embeddings: bool = False,
     ) -> list[ScoredChunk]:
         """Async :meth:`search`."""
-        return await self._arun(
+        return await self.arun_plan(
             reads.search(
                 self.collection,
                 query,
@@ -380,7 +390,7 @@ class ChunkStore:
         tuning: SearchTuning | None = None,
     ) -> list[ScoredChunk]:
         """More like this: the ``k`` chunks nearest to a stored chunk, excluding it."""
-        return self._run(
+        return self.run_plan(
             reads.search_like(self.collection, chunk_id, k=k, filter=filter, tuning=tuning)
         )
 
@@ -393,7 +403,7 @@ class ChunkStore:
         tuning: SearchTuning | None = None,
     ) -> list[ScoredChunk]:
         """Async :meth:`search_like`."""
-        return await self._arun(
+        return await self.arun_plan(
             reads.search_like(self.collection, chunk_id, k=k, filter=filter, tuning=tuning)
         )
 
@@ -411,7 +421,7 @@ class ChunkStore:
 
         ``lambda_mult`` 1 ranks by relevance only, 0 by diversity only.
         """
-        return self._run(
+        return self.run_plan(
             reads.mmr_search(
                 self.collection,
                 query,
@@ -434,7 +444,7 @@ class ChunkStore:
         tuning: SearchTuning | None = None,
     ) -> list[ScoredChunk]:
         """Async :meth:`mmr_search`."""
-        return await self._arun(
+        return await self.arun_plan(
             reads.mmr_search(
                 self.collection,
                 query,
@@ -462,7 +472,7 @@ class ChunkStore:
         filter applies to both. ``score`` is the fused score; ``distance`` is ``None`` for
         chunks only the text search found.
         """
-        return self._run(
+        return self.run_plan(
             reads.hybrid_search(
                 self.collection, query, text, k=k, filter=filter, options=options, tuning=tuning
             )
@@ -479,7 +489,7 @@ class ChunkStore:
         tuning: SearchTuning | None = None,
     ) -> list[ScoredChunk]:
         """Async :meth:`hybrid_search`."""
-        return await self._arun(
+        return await self.arun_plan(
             reads.hybrid_search(
                 self.collection, query, text, k=k, filter=filter, options=options, tuning=tuning
             )
@@ -489,13 +499,15 @@ class ChunkStore:
         self, text: str, *, k: int = 4, filter: Filter | None = None, mode: TextMode = TextMode.ANY
     ) -> list[ScoredChunk]:
         """Full-text search alone (``ts_rank`` over the collection's text-search config)."""
-        return self._run(reads.text_search(self.collection, text, k=k, filter=filter, mode=mode))
+        return self.run_plan(
+            reads.text_search(self.collection, text, k=k, filter=filter, mode=mode)
+        )
 
     async def atext_search(
         self, text: str, *, k: int = 4, filter: Filter | None = None, mode: TextMode = TextMode.ANY
     ) -> list[ScoredChunk]:
         """Async :meth:`text_search`."""
-        return await self._arun(
+        return await self.arun_plan(
             reads.text_search(self.collection, text, k=k, filter=filter, mode=mode)
         )
 

@@ -1,0 +1,10 @@
+"""LlamaIndex integration: a ``BasePydanticVectorStore`` over a rag_pgstore collection.
+
+Importing this package imports ``llama_index.core`` (``pip install 'rag-pgstore[llamaindex]'``);
+``import rag_pgstore`` alone does not.
+"""
+
+from rag_pgstore.adapters.llamaindex.embeddings import HashEmbedding
+from rag_pgstore.adapters.llamaindex.vectorstore import LlamaIndexVectorStore
+
+__all__ = ["HashEmbedding", "LlamaIndexVectorStore"]

@@ -1,0 +1,264 @@
+"""LlamaIndex ``BasePydanticVectorStore`` over a :class:`rag_pgstore.ChunkStore`.
+
+A translator only: nodes become chunks, ``VectorStoreQuery`` becomes a core search, and every
+statement is the core store's (``pip install 'rag-pgstore[llamaindex]'``).
+
+Mapping: ``node_id`` is the ``chunk_id``; ``ref_doc_id`` is the indexed ``entity_id`` column;
+the text is ``content``; ``node.metadata`` is the chunk's metadata, exactly. What LlamaIndex
+needs to rebuild the node (its type and relationships, from ``node_to_metadata_dict``) goes to
+the chunk's ``adapter_data``, never into the metadata users filter and read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.schema import (
+    BaseNode,
+    MetadataMode,
+    NodeRelationship,
+    RelatedNodeInfo,
+    TextNode,
+)
+from llama_index.core.vector_stores.types import (
+    BasePydanticVectorStore,
+    MetadataFilters,
+    VectorStoreQuery,
+    VectorStoreQueryMode,
+    VectorStoreQueryResult,
+)
+from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
+
+from rag_pgstore import reads
+from rag_pgstore.adapters.llamaindex.filters import translate
+from rag_pgstore.errors import InvalidChunkError, UnsupportedError
+from rag_pgstore.hybrid import HybridOptions
+from rag_pgstore.records import Chunk, ScoredChunk, StoredChunk
+from rag_pgstore.steps import Plan
+from rag_pgstore.store import ChunkStore
+
+__all__ = ["LlamaIndexVectorStore"]
+
+_BOOKKEEPING = ("_node_content", "_node_type")
+DEFAULT_MMR_PREFETCH = 20
+
+
+class LlamaIndexVectorStore(BasePydanticVectorStore):
+    """A LlamaIndex vector store whose nodes live in a rag_pgstore collection.
+
+    >>> vector_store = LlamaIndexVectorStore(store=store)
+    >>> index = VectorStoreIndex.from_vector_store(vector_store, embed_model=embed_model)
+    >>> index.as_query_engine(vector_store_query_mode="hybrid").query("...")
+    """
+
+    stores_text: bool = True
+    is_embedding_query: bool = True
+    flat_metadata: bool = False
+
+    _store: ChunkStore = PrivateAttr()
+
+    def __init__(self, store: ChunkStore, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._store = store
+
+    @classmethod
+    def from_url(
+        cls, url: str | None, *, collection: str, dim: int, **options: Any
+    ) -> LlamaIndexVectorStore:
+        """Open (creating if needed) a collection; ``None`` is the embedded local Postgres."""
+        return cls(ChunkStore.from_url(url, collection=collection, dim=dim, **options))
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RagPgStoreVectorStore"
+
+    @property
+    def client(self) -> ChunkStore:
+        """The core store: use it for what LlamaIndex has no word for (indexes, tuning)."""
+        return self._store
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+        """Insert or replace nodes by id, in one transaction."""
+        self._store.upsert([to_chunk(n) for n in nodes])
+        return [n.node_id for n in nodes]
+
+    async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+        await self._store.aupsert([to_chunk(n) for n in nodes])
+        return [n.node_id for n in nodes]
+
+    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        """Delete every node of a source document (an index scan on ``entity_id``)."""
+        self._store.delete_entities([ref_doc_id])
+
+    async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        await self._store.adelete_entities([ref_doc_id])
+
+    def delete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        """Delete nodes by id and/or filter (both must match when both are given)."""
+        self._store.delete_where(_required(node_ids, filters))
+
+    async def adelete_nodes(
+        self,
+        node_ids: list[str] | None = None,
+        filters: MetadataFilters | None = None,
+        **delete_kwargs: Any,
+    ) -> None:
+        await self._store.adelete_where(_required(node_ids, filters))
+
+    def clear(self) -> None:
+        self._store.clear()
+
+    async def aclear(self) -> None:
+        await self._store.aclear()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def get_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> list[BaseNode]:
+        return [
+            to_node(c)
+            for c in self._store.get_where(_restrict(translate(filters), node_ids=node_ids))
+        ]
+
+    async def aget_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> list[BaseNode]:
+        return [
+            to_node(c)
+            for c in await self._store.aget_where(_restrict(translate(filters), node_ids=node_ids))
+        ]
+
+    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        """Answer ``query`` field by field; see the module docs for each mode."""
+        return _result(self._store.run_plan(_plan(self._store, query, kwargs)))
+
+    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        return _result(await self._store.arun_plan(_plan(self._store, query, kwargs)))
+
+
+def _plan(
+    store: ChunkStore, query: VectorStoreQuery, kwargs: dict[str, Any]
+) -> Plan[list[ScoredChunk]]:
+    """The core plan for one query: the same for ``query`` and ``aquery``."""
+    c = store.collection
+    where = _restrict(translate(query.filters), node_ids=query.node_ids, doc_ids=query.doc_ids)
+    k = query.similarity_top_k
+    mode = query.mode
+    if mode in (VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.SPARSE):
+        return reads.text_search(c, _text(query), k=query.sparse_top_k or k, filter=where)
+    vector = _vector(query)
+    if mode is VectorStoreQueryMode.DEFAULT:
+        return reads.search(c, vector, k=k, filter=where)
+    if mode is VectorStoreQueryMode.HYBRID:
+        # Candidate pools default to the core's (max(4k, 40) per side): min-max fusion over a
+        # handful of candidates would push every second-best hit to 0.
+        options = HybridOptions(
+            vector_weight=0.5 if query.alpha is None else query.alpha,
+            text_k=query.sparse_top_k,
+        )
+        return reads.hybrid_search(
+            c, vector, _text(query), k=query.hybrid_top_k or k, filter=where, options=options
+        )
+    if mode is VectorStoreQueryMode.MMR:
+        fetch_k = (
+            kwargs.get("mmr_prefetch_k")
+            or int(kwargs.get("mmr_prefetch_factor", 0) * k)
+            or DEFAULT_MMR_PREFETCH
+        )
+        lambda_mult = 0.5 if query.mmr_threshold is None else query.mmr_threshold
+        return reads.mmr_search(
+            c, vector, k=k, fetch_k=max(fetch_k, k), lambda_mult=lambda_mult, filter=where
+        )
+    raise UnsupportedError(
+        f"expected a query mode among default, text_search, sparse, hybrid, mmr; got {mode.value!r}"
+    )
+
+
+def _vector(query: VectorStoreQuery) -> list[float]:
+    if query.query_embedding is None:
+        raise InvalidChunkError(
+            f"expected a query_embedding for {query.mode.value!r} queries, got None"
+        )
+    return query.query_embedding
+
+
+def _text(query: VectorStoreQuery) -> str:
+    if not query.query_str:
+        raise InvalidChunkError(
+            f"expected a query_str for {query.mode.value!r} queries, got {query.query_str!r}"
+        )
+    return query.query_str
+
+
+def _restrict(
+    where: dict[str, Any] | None,
+    *,
+    node_ids: list[str] | None = None,
+    doc_ids: list[str] | None = None,
+) -> dict[str, Any] | None:
+    """Add id restrictions; an empty list is no restriction (``as_retriever()`` passes ``[]``)."""
+    parts = [where] if where else []
+    if node_ids:
+        parts.append({"chunk_id": {"$in": list(node_ids)}})
+    if doc_ids:
+        parts.append({"entity_id": {"$in": list(doc_ids)}})
+    return {"$and": parts} if parts else None
+
+
+def _required(node_ids: list[str] | None, filters: MetadataFilters | None) -> dict[str, Any]:
+    where = _restrict(translate(filters), node_ids=node_ids)
+    if where is None:
+        raise InvalidChunkError("expected node_ids or filters; use clear() to delete every node")
+    return where
+
+
+def _result(hits: list[ScoredChunk]) -> VectorStoreQueryResult:
+    return VectorStoreQueryResult(
+        nodes=[to_node(h.chunk) for h in hits],
+        similarities=[h.score for h in hits],
+        ids=[h.chunk.chunk_id for h in hits],
+    )
+
+
+def to_chunk(node: BaseNode) -> Chunk:
+    """A node as a chunk: text, user metadata, and LlamaIndex's bookkeeping kept apart."""
+    embedding = node.get_embedding()
+    if embedding is None:
+        raise InvalidChunkError(f"expected node {node.node_id!r} to carry an embedding, got None")
+    # Serialise without the user metadata (stored in its own column) and without the text.
+    bookkeeping = node_to_metadata_dict(node.model_copy(update={"metadata": {}}), remove_text=True)
+    return Chunk(
+        chunk_id=node.node_id,
+        entity_id=node.ref_doc_id,
+        content=node.get_content(metadata_mode=MetadataMode.NONE),
+        embedding=embedding,
+        metadata=node.metadata,
+        adapter_data={key: bookkeeping[key] for key in _BOOKKEEPING},
+    )
+
+
+def to_node(chunk: StoredChunk) -> BaseNode:
+    """Rebuild the node LlamaIndex stored, or a ``TextNode`` for chunks written elsewhere."""
+    if chunk.adapter_data and all(key in chunk.adapter_data for key in _BOOKKEEPING):
+        node = metadata_dict_to_node(dict(chunk.adapter_data), text=chunk.content)
+        node.metadata = dict(chunk.metadata)
+        return node
+    relationships = {}
+    if chunk.entity_id != chunk.chunk_id:
+        relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=chunk.entity_id)
+    return TextNode(
+        id_=chunk.chunk_id,
+        text=chunk.content,
+        metadata=dict(chunk.metadata),
+        relationships=relationships,
+    )

@@ -1,0 +1,328 @@
+"""The LlamaIndex adapter: the vector-store interface field by field, sync and async through one
+body, filters as data, and the index / retriever / query engine / ingestion pipeline on top."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from llama_index.core import Document, StorageContext, VectorStoreIndex
+from llama_index.core.ingestion import DocstoreStrategy, IngestionPipeline
+from llama_index.core.llms import MockLLM
+from llama_index.core.node_parser import SentenceSplitter
+from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
+from llama_index.core.storage.docstore import SimpleDocumentStore
+from llama_index.core.vector_stores.types import (
+    FilterCondition,
+    FilterOperator,
+    MetadataFilter,
+    MetadataFilters,
+    VectorStoreQuery,
+    VectorStoreQueryMode,
+)
+
+from rag_pgstore import InvalidChunkError, UnsupportedError
+from rag_pgstore.adapters.langchain import HashEmbeddings, LangChainVectorStore
+from rag_pgstore.adapters.llamaindex import HashEmbedding, LlamaIndexVectorStore
+from rag_pgstore.hashing import hash_embedding
+from tests.conftest import StoreFactory
+
+DIM = 64
+ASYNC_NAMES = {"add": "async_add"}
+
+
+class Call:
+    """Call a LlamaIndex vector-store method in its sync or async form."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    async def __call__(
+        self, vs: LlamaIndexVectorStore, name: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        if self.mode == "sync":
+            return getattr(vs, name)(*args, **kwargs)
+        return await getattr(vs, ASYNC_NAMES.get(name, "a" + name))(*args, **kwargs)
+
+
+@pytest.fixture(params=["sync", "async"])
+def call(request: pytest.FixtureRequest) -> Call:
+    return Call(request.param)
+
+
+def node(node_id: str, text: str, doc: str | None = None, **metadata: Any) -> TextNode:
+    n = TextNode(id_=node_id, text=text, metadata=metadata, embedding=hash_embedding(text, DIM))
+    if doc is not None:
+        n.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=doc)
+    return n
+
+
+NODES = [
+    node(
+        "a",
+        "PostgreSQL stores rows in tables",
+        doc="doc1",
+        author="Ada",
+        year=2020,
+        tags=["db", "sql"],
+    ),
+    node(
+        "b",
+        "pgvector adds vector search",
+        doc="doc1",
+        author="O'Brien",
+        year=2023,
+        tags=["db", "ai"],
+    ),
+    node(
+        "c",
+        "Sourdough needs flour and water",
+        doc="doc2",
+        author='say "hi"',
+        year="2021",
+        code="42",
+    ),
+    node("d", "Nothing much here", author="50%_off", code=42, empty=[]),
+]
+
+
+@pytest.fixture
+def vs(make_store: StoreFactory) -> LlamaIndexVectorStore:
+    vs = LlamaIndexVectorStore(make_store(dim=DIM))
+    vs.add(NODES)
+    return vs
+
+
+def query(text: str = "vector search", k: int = 10, **fields: Any) -> VectorStoreQuery:
+    return VectorStoreQuery(
+        query_embedding=hash_embedding(text, DIM), query_str=text, similarity_top_k=k, **fields
+    )
+
+
+async def test_nodes_round_trip_exactly(vs: LlamaIndexVectorStore, call: Call) -> None:
+    got = {n.node_id: n for n in await call(vs, "get_nodes", ["a", "c", "missing"])}
+    assert set(got) == {"a", "c"}
+    assert got["a"].metadata == NODES[0].metadata  # no _node_content, doc_id, ... in metadata
+    assert got["a"].ref_doc_id == "doc1"
+    assert got["a"].get_content() == "PostgreSQL stores rows in tables"
+    assert isinstance(got["c"], TextNode)
+    stored = vs.client.get(["a", "d"])
+    assert [(c.entity_id, sorted(c.metadata)) for c in stored] == [
+        ("d", ["author", "code", "empty"]),
+        ("doc1", ["author", "tags", "year"]),
+    ]
+    assert vs.class_name() == "RagPgStoreVectorStore"
+    assert vs.stores_text and vs.is_embedding_query
+
+
+async def test_adding_twice_updates(vs: LlamaIndexVectorStore, call: Call) -> None:
+    await call(vs, "add", [node("a", "PostgreSQL rewritten", doc="doc1", author="Ada")])
+    assert vs.client.count() == 4
+    (a,) = await call(vs, "get_nodes", ["a"])
+    assert (a.get_content(), a.metadata) == ("PostgreSQL rewritten", {"author": "Ada"})
+
+
+async def test_delete_by_ref_doc_nodes_and_clear(vs: LlamaIndexVectorStore, call: Call) -> None:
+    await call(vs, "delete", "doc1")
+    assert sorted(n.node_id for n in await call(vs, "get_nodes")) == ["c", "d"]
+    await call(vs, "delete_nodes", ["c"])
+    await call(
+        vs, "delete_nodes", filters=MetadataFilters(filters=[MetadataFilter(key="code", value=42)])
+    )
+    assert await call(vs, "get_nodes") == []
+    with pytest.raises(InvalidChunkError, match="node_ids or filters"):
+        await call(vs, "delete_nodes")
+    vs.add(NODES)
+    await call(vs, "clear")
+    assert vs.client.count() == 0
+
+
+def f(key: str, value: Any, op: FilterOperator = FilterOperator.EQ) -> MetadataFilter:
+    return MetadataFilter(key=key, value=value, operator=op)
+
+
+FILTERS: list[tuple[MetadataFilters, str]] = [
+    (MetadataFilters(filters=[f("author", "O'Brien")]), "b"),
+    (MetadataFilters(filters=[f("author", 'say "hi"')]), "c"),
+    (MetadataFilters(filters=[f("code", "42")]), "c"),  # a numeric-looking string stays a string
+    (MetadataFilters(filters=[f("code", 42)]), "d"),
+    (MetadataFilters(filters=[f("year", 2020, FilterOperator.GT)]), "b"),
+    (
+        MetadataFilters(
+            filters=[f("year", 2020, FilterOperator.GTE), f("year", 2023, FilterOperator.LT)]
+        ),
+        "a",
+    ),
+    (MetadataFilters(filters=[f("year", 2023, FilterOperator.LTE)]), "ab"),
+    (MetadataFilters(filters=[f("author", "Ada", FilterOperator.NE)]), "bcd"),
+    (MetadataFilters(filters=[f("author", ["Ada", "O'Brien"], FilterOperator.IN)]), "ab"),
+    (MetadataFilters(filters=[f("author", [], FilterOperator.IN)]), ""),
+    (MetadataFilters(filters=[f("author", ["Ada"], FilterOperator.NIN)]), "bcd"),
+    (MetadataFilters(filters=[f("tags", ["ai", "sql"], FilterOperator.ANY)]), "ab"),
+    (MetadataFilters(filters=[f("tags", [], FilterOperator.ANY)]), ""),
+    (MetadataFilters(filters=[f("tags", ["db", "ai"], FilterOperator.ALL)]), "b"),
+    (MetadataFilters(filters=[f("tags", "sql", FilterOperator.CONTAINS)]), "a"),
+    (MetadataFilters(filters=[f("author", "Brien", FilterOperator.TEXT_MATCH)]), "b"),
+    (MetadataFilters(filters=[f("author", "brien", FilterOperator.TEXT_MATCH)]), ""),
+    (MetadataFilters(filters=[f("author", "BRIEN", FilterOperator.TEXT_MATCH_INSENSITIVE)]), "b"),
+    (
+        MetadataFilters(filters=[f("author", "%_", FilterOperator.TEXT_MATCH)]),
+        "d",
+    ),  # wildcards are literal
+    (MetadataFilters(filters=[f("tags", None, FilterOperator.IS_EMPTY)]), "cd"),
+    (MetadataFilters(filters=[f("empty", None, FilterOperator.IS_EMPTY)]), "abcd"),
+    (
+        MetadataFilters(filters=[f("author", "Ada"), f("code", 42)], condition=FilterCondition.OR),
+        "ad",
+    ),
+    (MetadataFilters(filters=[f("author", "Ada")], condition=FilterCondition.NOT), "bcd"),
+    (
+        MetadataFilters(
+            filters=[
+                f("ref_doc_id", "doc1"),
+                MetadataFilters(
+                    filters=[f("year", 2020), f("year", 2023)], condition=FilterCondition.OR
+                ),
+                MetadataFilters(filters=[f("author", "Ada")], condition=FilterCondition.NOT),
+            ]
+        ),
+        "b",
+    ),
+    (MetadataFilters(filters=[f("doc_id", "doc2")]), "c"),
+    (MetadataFilters(filters=[]), "abcd"),
+]
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"), FILTERS, ids=[str(i) for i in range(len(FILTERS))]
+)
+async def test_filters(
+    vs: LlamaIndexVectorStore, call: Call, filters: MetadataFilters, expected: str
+) -> None:
+    result = await call(vs, "query", query(filters=filters))
+    assert "".join(sorted(result.ids)) == expected
+    assert (
+        "".join(sorted(n.node_id for n in await call(vs, "get_nodes", filters=filters))) == expected
+    )
+
+
+async def test_node_and_doc_id_restrictions(vs: LlamaIndexVectorStore, call: Call) -> None:
+    assert sorted((await call(vs, "query", query(node_ids=["a", "c"]))).ids) == ["a", "c"]
+    assert sorted((await call(vs, "query", query(node_ids=[]))).ids) == [
+        "a",
+        "b",
+        "c",
+        "d",
+    ]  # [] = all
+    assert sorted((await call(vs, "query", query(doc_ids=["doc1"]))).ids) == ["a", "b"]
+    assert (await call(vs, "query", query(doc_ids=["doc1"], node_ids=["c"]))).ids == []
+
+
+async def test_query_modes(vs: LlamaIndexVectorStore, call: Call) -> None:
+    default = await call(vs, "query", query("pgvector adds vector search", k=2))
+    assert default.ids[0] == "b" and len(default.ids) == 2
+    assert default.similarities[0] == pytest.approx(1.0)
+    assert [n.node_id for n in default.nodes] == default.ids
+    for mode in (VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.SPARSE):
+        text = await call(
+            vs, "query", VectorStoreQuery(query_str="flour water", mode=mode, similarity_top_k=3)
+        )
+        assert text.ids == ["c"]
+    hybrid = await call(
+        vs,
+        "query",
+        query("sourdough", k=2, mode=VectorStoreQueryMode.HYBRID, alpha=0.0, hybrid_top_k=1),
+    )
+    assert hybrid.ids == ["c"]
+    mmr = await call(
+        vs,
+        "query",
+        query("PostgreSQL vector", k=2, mode=VectorStoreQueryMode.MMR, mmr_threshold=0.0),
+    )
+    assert len(mmr.ids) == 2
+    with pytest.raises(UnsupportedError, match="svm"):
+        await call(vs, "query", query(mode=VectorStoreQueryMode.SVM))
+    with pytest.raises(InvalidChunkError, match="query_str"):
+        await call(
+            vs, "query", VectorStoreQuery(query_str=None, mode=VectorStoreQueryMode.TEXT_SEARCH)
+        )
+
+
+async def test_index_retriever_and_query_engine(make_store: StoreFactory) -> None:
+    vs = LlamaIndexVectorStore(make_store(dim=DIM))
+    embed = HashEmbedding(dim=DIM)
+    docs = [
+        Document(
+            text="pgvector adds vector similarity search to PostgreSQL.",
+            id_="pg",
+            metadata={"topic": "db"},
+        ),
+        Document(
+            text="Sourdough bread needs flour, water and time.",
+            id_="bread",
+            metadata={"topic": "food"},
+        ),
+    ]
+    index = VectorStoreIndex.from_documents(
+        docs, storage_context=StorageContext.from_defaults(vector_store=vs), embed_model=embed
+    )
+    nodes = index.as_retriever(similarity_top_k=1).retrieve("vector search in PostgreSQL")
+    assert nodes[0].node.ref_doc_id == "pg"
+    engine = index.as_query_engine(
+        llm=MockLLM(), similarity_top_k=1, vector_store_query_mode="hybrid"
+    )
+    response = engine.query("flour and water")
+    assert response.source_nodes[0].node.ref_doc_id == "bread"
+    aresponse = await engine.aquery("vector search")
+    assert aresponse.source_nodes[0].node.ref_doc_id == "pg"
+    index.delete_ref_doc("pg")
+    assert vs.client.count({"entity_id": "pg"}) == 0
+
+
+def test_ingestion_pipeline_upserts_and_refresh(make_store: StoreFactory) -> None:
+    vs = LlamaIndexVectorStore(make_store(dim=DIM))
+    embed = HashEmbedding(dim=DIM)
+    pipeline = IngestionPipeline(
+        transformations=[SentenceSplitter(chunk_size=64, chunk_overlap=0), embed],
+        vector_store=vs,
+        docstore=SimpleDocumentStore(),
+        docstore_strategy=DocstoreStrategy.UPSERTS,
+    )
+    first = [
+        Document(text="Alpha text. " * 80, id_="alpha"),
+        Document(text="Beta text.", id_="beta"),
+    ]
+    pipeline.run(documents=first)
+    count = vs.client.count()
+    assert count >= 3
+    pipeline.run(documents=first)  # unchanged: nothing new
+    assert vs.client.count() == count
+    pipeline.run(documents=[Document(text="Beta rewritten.", id_="beta"), first[0]])
+    assert [c.content for c in vs.client.get_where({"entity_id": "beta"})] == ["Beta rewritten."]
+    assert vs.client.count() == count
+
+    index = VectorStoreIndex.from_vector_store(vs, embed_model=embed)
+    refreshed = index.refresh_ref_docs([Document(text="Gamma.", id_="gamma")])
+    assert refreshed == [True]
+    assert vs.client.count({"entity_id": "gamma"}) == 1
+
+
+def test_cross_framework(make_store: StoreFactory) -> None:
+    store = make_store(dim=DIM)
+    li = LlamaIndexVectorStore(store)
+    lc = LangChainVectorStore(store, embedding=HashEmbeddings(DIM))
+    li.add([node("li-1", "written by LlamaIndex about pgvector", doc="li-doc", topic="db")])
+    lc.add_texts(
+        ["written by LangChain about pgvector"], [{"source": "lc-doc", "topic": "db"}], ids=["lc-1"]
+    )
+    # LangChain sees LlamaIndex's node as a Document with the user metadata only.
+    docs = {d.id: d for d in lc.similarity_search("pgvector", k=5, filter={"topic": "db"})}
+    assert docs["li-1"].metadata == {"topic": "db"}
+    assert docs["li-1"].page_content == "written by LlamaIndex about pgvector"
+    # LlamaIndex sees LangChain's document as a TextNode whose source is the "source" entity.
+    result = li.query(query("pgvector", k=5))
+    by_id = {n.node_id: n for n in result.nodes or []}
+    assert by_id["lc-1"].ref_doc_id == "lc-doc"
+    assert by_id["lc-1"].metadata == {"source": "lc-doc", "topic": "db"}
+    li.delete("lc-doc")
+    assert lc.get_by_ids(["lc-1", "li-1"])[0].id == "li-1"
