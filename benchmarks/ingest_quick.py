@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
-import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -27,9 +24,8 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from benchmarks import report
 from rag_pgstore import Chunk, ChunkStore
-
-OUT = Path(__file__).parent.parent / "docs" / "results" / "ingest-quick.md"
 
 
 def main() -> None:
@@ -132,28 +128,16 @@ def main() -> None:
         "raw COPY, same schema": raw_shaped,
         "ChunkStore.upsert": ours,
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.repeat):
-        for name, run in runs.items():
-            times[name].append(run())
-    floor = statistics.median(times["raw COPY, bare table"])
-    lines = [
-        "# Quick ingest timing",
-        "",
-        f"Command: `python -m benchmarks.ingest_quick --rows {args.rows} --dim {args.dim} "
-        f"--repeat {args.repeat}` (Python {platform.python_version()}, {platform.machine()}, "
-        f"{os.cpu_count()} cores; server and client on one machine). Median of {args.repeat} runs, "
-        "each into a fresh empty table.",
-        "",
-        "| writer | rows/s | ratio to the bare COPY floor |",
-        "|---|---|---|",
-    ]
-    for name, values in times.items():
-        median = statistics.median(values)
-        lines.append(f"| {name} | {args.rows / median:,.0f} | {floor / median:.2f}x |")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    medians = report.interleaved(runs, args.repeat)
+    floor = medians["raw COPY, bare table"]
+    report.write(
+        "ingest-quick",
+        "Quick ingest timing",
+        f"{args.rows} rows x {args.dim} d; median of {args.repeat} interleaved runs, each into a "
+        "fresh empty table.",
+        ["writer", "rows/s", "ratio to the bare COPY floor"],
+        [[name, f"{args.rows / m:,.0f}", f"{floor / m:.2f}x"] for name, m in medians.items()],
+    )
     for s in (store, shaped):
         s.drop()
         s.close()

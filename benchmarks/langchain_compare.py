@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from benchmarks import report
 from rag_pgstore import ChunkStore
 from rag_pgstore.adapters.langchain import LangChainVectorStore
-
-OUT = Path(__file__).parent.parent / "docs" / "results" / "langchain-compare.md"
 
 
 class Lookup(Embeddings):
@@ -96,28 +92,16 @@ def main() -> None:
         "langchain-postgres PGVector": pgvector_v1,
         "langchain-postgres PGVectorStore": pgvectorstore_v2,
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.repeat):
-        for name, run in runs.items():
-            times[name].append(run())
-    ours_median = statistics.median(times["rag-pgstore LangChainVectorStore"])
-    lines = [
-        "# LangChain add_texts throughput",
-        "",
-        f"Command: `python -m benchmarks.langchain_compare --rows {args.rows} --dim {args.dim} "
-        f"--repeat {args.repeat}` (Python {platform.python_version()}, {os.cpu_count()} cores, "
-        "server on the same machine, precomputed embeddings). Median of "
-        f"{args.repeat} runs, each into a fresh table.",
-        "",
-        "| store | texts/s | rag-pgstore is faster by |",
-        "|---|---|---|",
-    ]
-    for name, values in times.items():
-        median = statistics.median(values)
-        lines.append(f"| {name} | {args.rows / median:,.0f} | {median / ours_median:.1f}x |")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    medians = report.interleaved(runs, args.repeat)
+    ours_median = medians["rag-pgstore LangChainVectorStore"]
+    report.write(
+        "langchain-compare",
+        "LangChain add_texts throughput",
+        f"{args.rows} texts x {args.dim} d with precomputed embeddings; median of {args.repeat} "
+        "interleaved runs, each into a fresh table.",
+        ["store", "texts/s", "rag-pgstore is faster by"],
+        [[name, f"{args.rows / m:,.0f}", f"{m / ours_median:.1f}x"] for name, m in medians.items()],
+    )
     ours.drop()
     ours.close()
 

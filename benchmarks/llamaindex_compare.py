@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
 from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores.types import BasePydanticVectorStore, VectorStoreQuery
 
+from benchmarks import report
 from rag_pgstore import ChunkStore
 from rag_pgstore.adapters.llamaindex import LlamaIndexVectorStore
-
-OUT = Path(__file__).parent.parent / "docs" / "results" / "llamaindex-compare.md"
 
 
 def main() -> None:
@@ -96,27 +93,36 @@ def main() -> None:
             run(q)
             latencies[name].append(time.perf_counter() - started)
     ours = "rag-pgstore LlamaIndexVectorStore"
-    lines = [
-        "# LlamaIndex add throughput and query latency",
-        "",
-        f"Command: `python -m benchmarks.llamaindex_compare --rows {args.rows} --dim {args.dim} "
-        f"--queries {args.queries}` (Python {platform.python_version()}, {os.cpu_count()} cores, "
-        "server on the same machine, precomputed embeddings, exact search: no ANN index).",
-        "",
-        "| store | add, nodes/s | add: rag-pgstore faster by | query p50 ms | query p95 ms | p50 ratio to rag-pgstore |",
-        "|---|---|---|---|---|---|",
-    ]
     p50_ours = statistics.median(latencies[ours])
+    rows = []
     for name in stores:
         p50 = statistics.median(latencies[name])
         p95 = statistics.quantiles(latencies[name], n=20)[-1]
-        lines.append(
-            f"| {name} | {args.rows / adds[name]:,.0f} | {adds[name] / adds[ours]:.1f}x | "
-            f"{p50 * 1000:.2f} | {p95 * 1000:.2f} | {p50 / p50_ours:.2f}x |"
+        rows.append(
+            [
+                name,
+                f"{args.rows / adds[name]:,.0f}",
+                f"{adds[name] / adds[ours]:.1f}x",
+                f"{p50 * 1000:.2f}",
+                f"{p95 * 1000:.2f}",
+                f"{p50 / p50_ours:.2f}x",
+            ]
         )
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    report.write(
+        "llamaindex-compare",
+        "LlamaIndex add throughput and query latency",
+        f"{args.rows} nodes x {args.dim} d with precomputed embeddings, {args.queries} DEFAULT-mode "
+        "queries (k=10), exact search: no ANN index.",
+        [
+            "store",
+            "add, nodes/s",
+            "add: rag-pgstore faster by",
+            "query p50 ms",
+            "query p95 ms",
+            "p50 ratio to rag-pgstore",
+        ],
+        rows,
+    )
     ours_store.drop()
     ours_store.close()
 
