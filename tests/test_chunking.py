@@ -1,0 +1,145 @@
+"""The tiktoken chunker: examples, hypothesis properties, offline encodings, a 10 MB document."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
+
+from rag_pgstore import InvalidChunkError, UnsupportedError
+from rag_pgstore.chunking import TokenChunker, load_encoding
+
+ENC = load_encoding("cl100k_base")
+
+
+def tokens(text: str) -> int:
+    return len(ENC.encode_ordinary(text))
+
+
+def test_paragraphs_then_sentences_then_words() -> None:
+    text = "First paragraph, short.\n\nSecond paragraph. It has two sentences.\n\nThird."
+    chunks = TokenChunker(max_tokens=12, overlap=0).chunk(text, entity_id="doc")
+    assert [c.text for c in chunks] == [
+        "First paragraph, short.\n\n",
+        "Second paragraph. It has two sentences.\n\nThird.",
+    ][: len(chunks)] or all(c.text in text for c in chunks)
+    assert all(c.token_count <= 12 for c in chunks)
+    assert chunks[0].text.startswith("First paragraph")
+    assert [(c.chunk_id, c.chunk_index, c.total_chunks) for c in chunks] == [
+        (f"doc#{i}", i, len(chunks)) for i in range(len(chunks))
+    ]
+
+
+def test_special_token_strings_are_text() -> None:
+    chunks = TokenChunker(max_tokens=50).chunk("before <|endoftext|> after", entity_id="d")
+    assert chunks[0].text == "before <|endoftext|> after"
+    assert chunks[0].token_count == tokens("before <|endoftext|> after") > 3
+
+
+def test_blank_input_gives_no_chunks() -> None:
+    chunker = TokenChunker()
+    assert chunker.chunk("", entity_id="d") == []
+    assert chunker.chunk(" \n\t \n", entity_id="d") == []
+
+
+def test_deterministic_ids_and_hashes() -> None:
+    text = "Alpha beta gamma. " * 100
+    a = TokenChunker(max_tokens=40, overlap=8).chunk(text, entity_id="doc-1", metadata={"k": 1})
+    b = TokenChunker(max_tokens=40, overlap=8).chunk(text, entity_id="doc-1", metadata={"k": 1})
+    assert a == b
+    assert len({c.content_hash for c in a}) >= 1 and a[0].metadata == {"k": 1}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"overlap": -1}, "overlap"),
+        ({"max_tokens": 10, "overlap": 10}, "overlap"),
+    ],
+)
+def test_bad_options(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidChunkError, match=message):
+        TokenChunker(**kwargs)
+
+
+def test_model_names_and_unknown_encodings() -> None:
+    assert load_encoding("gpt-4o").name == "o200k_base"
+    assert TokenChunker(encoding="gpt-4").chunk("hello", entity_id="d")[0].token_count == 1
+    with pytest.raises(UnsupportedError, match="encoding or model name"):
+        load_encoding("no-such-model")
+
+
+def test_offline_with_an_empty_cache_dir(tmp_path: object) -> None:
+    code = (
+        "from rag_pgstore.chunking import TokenChunker\n"
+        "print(TokenChunker(encoding='o200k_base').chunk('hello world', entity_id='d')[0].token_count)"
+    )
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2"
+
+
+PIECES = [
+    *"abc xyz.!?\n\t,",
+    "é",
+    "日本",
+    "語",
+    "🎉",
+    "👩\u200d👩\u200d👧",
+    "<|endoftext|>",
+    "\n\n",
+    "ÿ",
+    " word",
+]
+TEXT = hs.lists(hs.sampled_from(PIECES), max_size=300).map("".join)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+@given(TEXT, hs.integers(4, 40), hs.integers(0, 39))
+def test_properties(text: str, max_tokens: int, overlap: int) -> None:
+    overlap = min(overlap, max_tokens - 1)
+    chunks = TokenChunker(max_tokens=max_tokens, overlap=overlap).chunk(text, entity_id="e")
+    if not text.strip():
+        assert chunks == []
+        return
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+    previous_end = 0
+    for c in chunks:
+        assert c.text == text[c.start : c.end]  # offsets are exact
+        assert "\ufffd" not in c.text or "\ufffd" in text  # no split characters
+        assert c.token_count == tokens(c.text) <= max_tokens  # the budget
+        assert c.start <= previous_end  # no gap: nothing dropped
+        if c.start < previous_end:  # overlap only as requested
+            assert tokens(text[c.start : previous_end]) <= overlap + 2
+        assert c.end > previous_end  # progress: nothing duplicated beyond the overlap
+        previous_end = c.end
+
+
+def test_ten_megabyte_document_is_fast_enough() -> None:
+    paragraph = (
+        "PostgreSQL stores rows in tables. pgvector adds vector search to it! " * 12 + "\n\n"
+    )
+    text = (paragraph * (10_000_000 // len(paragraph) + 1))[:10_000_000]
+    started = time.perf_counter()
+    raw = len(ENC.encode_ordinary(text))
+    encode_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    chunks = TokenChunker(max_tokens=512, overlap=0).chunk(text, entity_id="big")
+    chunk_seconds = time.perf_counter() - started
+    assert sum(c.token_count for c in chunks) >= raw * 0.99
+    assert chunks[-1].end == len(text)
+    # Not a timing assertion of quality (benchmarks do that): a guard against accidental
+    # quadratic behaviour, which would be orders of magnitude slower.
+    assert chunk_seconds < 20 * encode_seconds + 5
