@@ -143,3 +143,43 @@ def test_ten_megabyte_document_is_fast_enough() -> None:
     # Not a timing assertion of quality (benchmarks do that): a guard against accidental
     # quadratic behaviour, which would be orders of magnitude slower.
     assert chunk_seconds < 20 * encode_seconds + 5
+
+
+TEXT_FOR_FRAMEWORKS = (
+    "First paragraph about PostgreSQL.\n\n" + "Second paragraph about pgvector and HNSW. " * 30
+)
+
+
+@pytest.mark.frameworks
+def test_langchain_text_splitter_keeps_exact_offsets() -> None:
+    from langchain_core.documents import Document
+
+    from rag_pgstore.adapters.langchain import ChunkerTextSplitter
+
+    splitter = ChunkerTextSplitter(TokenChunker(max_tokens=64, overlap=8), add_start_index=True)
+    docs = splitter.split_documents(
+        [Document(page_content=TEXT_FOR_FRAMEWORKS, metadata={"source": "a.md"})]
+    )
+    assert len(docs) > 2
+    for doc in docs:
+        start, end = doc.metadata["start_index"], doc.metadata["end_index"]
+        assert TEXT_FOR_FRAMEWORKS[start:end] == doc.page_content
+        assert doc.metadata["source"] == "a.md" and doc.metadata["token_count"] <= 64
+    assert splitter.split_text(TEXT_FOR_FRAMEWORKS) == [d.page_content for d in docs]
+
+
+@pytest.mark.frameworks
+def test_llamaindex_node_parser_keeps_offsets_and_source() -> None:
+    from llama_index.core import Document
+    from llama_index.core.schema import TextNode
+
+    from rag_pgstore.adapters.llamaindex import ChunkerNodeParser
+
+    parser = ChunkerNodeParser(max_tokens=64, overlap=8)
+    nodes = parser.get_nodes_from_documents([Document(text=TEXT_FOR_FRAMEWORKS, id_="doc")])
+    assert len(nodes) > 2
+    for node in nodes:
+        assert isinstance(node, TextNode)
+        assert node.ref_doc_id == "doc"
+        assert TEXT_FOR_FRAMEWORKS[node.start_char_idx : node.end_char_idx] == node.get_content()
+        assert tokens(node.get_content()) <= 64

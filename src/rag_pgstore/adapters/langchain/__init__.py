@@ -6,6 +6,7 @@ Importing this package imports ``langchain_core`` (``pip install 'rag-pgstore[la
 
 from rag_pgstore.adapters.langchain.embeddings import HashEmbeddings
 from rag_pgstore.adapters.langchain.retriever import PgStoreRetriever
+from rag_pgstore.adapters.langchain.splitter import ChunkerTextSplitter
 from rag_pgstore.adapters.langchain.vectorstore import LangChainVectorStore
 
-__all__ = ["HashEmbeddings", "LangChainVectorStore", "PgStoreRetriever"]
+__all__ = ["ChunkerTextSplitter", "HashEmbeddings", "LangChainVectorStore", "PgStoreRetriever"]

@@ -5,6 +5,7 @@ Importing this package imports ``llama_index.core`` (``pip install 'rag-pgstore[
 """
 
 from rag_pgstore.adapters.llamaindex.embeddings import HashEmbedding
+from rag_pgstore.adapters.llamaindex.parser import ChunkerNodeParser
 from rag_pgstore.adapters.llamaindex.vectorstore import LlamaIndexVectorStore
 
-__all__ = ["HashEmbedding", "LlamaIndexVectorStore"]
+__all__ = ["ChunkerNodeParser", "HashEmbedding", "LlamaIndexVectorStore"]
