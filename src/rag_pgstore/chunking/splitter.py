@@ -94,19 +94,7 @@ class TokenChunker:
         if not text.strip():
             return []
         units = _Units(text, self)
-        packed = list(_pack(list(units.all()), self.max_tokens, self.overlap_tokens))
-        # Units were counted one by one; count each chunk as a whole (one batched, threaded
-        # call) so token_count is exact. Joining never adds tokens, so this is a check.
-        counts = [
-            len(t) for t in units.enc.encode_ordinary_batch([text[s:e] for s, e, _ in packed])
-        ]
-        for (start, end, _), count in zip(packed, counts, strict=True):
-            if count > self.max_tokens:
-                raise AssertionError(
-                    f"chunk {start}:{end} has {count} tokens, over max_tokens={self.max_tokens}; "
-                    "please report this text"
-                )
-        return [(start, end, count) for (start, end, _), count in zip(packed, counts, strict=True)]
+        return _pack(text, list(units.all()), units.enc, self.max_tokens, self.overlap_tokens)
 
     def chunk(
         self, text: str, *, entity_id: str, metadata: Mapping[str, Any] | None = None
@@ -140,8 +128,9 @@ class _Units:
 
     def all(self) -> Iterator[tuple[int, int, int]]:
         paragraphs = _pieces(self.text, 0, len(self.text), _PARAGRAPH)
-        # One batched call for every paragraph: tiktoken encodes the batch on several threads.
-        counts = map(len, self.enc.encode_ordinary_batch([self.text[s:e] for s, e in paragraphs]))
+        # (tiktoken's encode_ordinary_batch spawns a thread-pool task per text: far slower than
+        # a plain loop for thousands of paragraphs.)
+        counts = [len(self.enc.encode_ordinary(self.text[s:e])) for s, e in paragraphs]
         for (start, end), count in zip(paragraphs, counts, strict=True):
             if count <= self.max:
                 yield start, end, count
@@ -192,22 +181,57 @@ def _pieces(text: str, start: int, end: int, separator: re.Pattern[str]) -> list
 
 
 def _pack(
-    units: list[tuple[int, int, int]], budget: int, overlap: int
-) -> Iterator[tuple[int, int, int]]:
-    """Greedily fill chunks with whole units; start the next one up to ``overlap`` tokens back."""
-    i = 0
-    while i < len(units):
+    text: str,
+    units: list[tuple[int, int, int]],
+    enc: tiktoken.Encoding,
+    budget: int,
+    overlap: int,
+) -> list[tuple[int, int, int]]:
+    """Greedily fill chunks with whole units; start each next one up to ``overlap`` tokens back.
+
+    Units are counted apart, and a chunk usually encodes to no more than the sum of its units,
+    but not always (tiktoken's pre-tokenizer can split differently across a join). So every
+    chunk is counted whole; a chunk that came out over budget loses units from its end, and
+    packing resumes after it.
+    """
+
+    def greedy_end(i: int) -> int:
         j, total = i, 0
         while j < len(units) and (j == i or total + units[j][2] <= budget):
             total += units[j][2]  # every unit fits the budget alone, so the first always goes in
             j += 1
-        yield units[i][0], units[j - 1][1], total
-        if j == len(units):
-            return
+        return j
+
+    def next_start(i: int, j: int) -> int:
         # Step back over whole units for the overlap, leaving room for the next new unit so
-        # every chunk adds text.
+        # that every chunk adds text.
         k, back, fresh = j, 0, units[j][2]
         while k - 1 > i and back + units[k - 1][2] <= min(overlap, budget - fresh):
             back += units[k - 1][2]
             k -= 1
-        i = k
+        return k
+
+    def span(i: int, j: int) -> str:
+        return text[units[i][0] : units[j - 1][1]]
+
+    chunks: list[tuple[int, int, int]] = []
+    i = 0
+    while i < len(units):
+        ranges = []
+        start = i
+        while start < len(units):
+            end = greedy_end(start)
+            ranges.append((start, end))
+            start = next_start(start, end) if end < len(units) else len(units)
+        counts = [len(enc.encode_ordinary(span(a, b))) for a, b in ranges]
+        i = len(units)
+        for (a, planned), counted in zip(ranges, counts, strict=True):
+            b, count = planned, counted
+            while count > budget and b - 1 > a:
+                b -= 1
+                count = len(enc.encode_ordinary(span(a, b)))
+            chunks.append((units[a][0], units[b - 1][1], count))
+            if b != planned:  # shrunk: what follows must be packed again
+                i = next_start(a, b)
+                break
+    return chunks
