@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.base import Executable
 
@@ -162,8 +162,3 @@ def translate(exc: BaseException) -> RagPgStoreError:
     ):
         return DatabaseUnavailableError(f"database unavailable: {message}", sqlstate=sqlstate)
     return DatabaseError(message, sqlstate=sqlstate)
-
-
-def rows(reply: Any) -> list[Row[Any]]:
-    """Type the reply of a :class:`Fetch` step."""
-    return reply  # type: ignore[no-any-return]
