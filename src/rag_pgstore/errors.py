@@ -12,6 +12,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "DimensionError",
     "EmbeddedServerError",
+    "EmbeddingError",
     "FilterError",
     "InvalidChunkError",
     "RagPgStoreError",
@@ -68,6 +69,17 @@ class EmbeddedServerError(RagPgStoreError):
     """The embedded PostgreSQL server could not be started."""
 
 
+class EmbeddingError(RagPgStoreError):
+    """The embedding model kept failing; ``not_ingested`` lists the documents left out.
+
+    Documents ingested before the failure stay ingested; rerun to finish the rest.
+    """
+
+    def __init__(self, message: str, *, not_ingested: list[str]) -> None:
+        super().__init__(message)
+        self.not_ingested = not_ingested
+
+
 for _cls in (
     RagPgStoreError,
     InvalidChunkError,
@@ -79,5 +91,6 @@ for _cls in (
     DatabaseError,
     DatabaseUnavailableError,
     EmbeddedServerError,
+    EmbeddingError,
 ):
     _cls.__module__ = "rag_pgstore"

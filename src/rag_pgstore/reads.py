@@ -260,7 +260,7 @@ def scan_settings(tuning: SearchTuning, *, filtered: bool) -> dict[str, str]:
     return settings
 
 
-def _floats(value: Any) -> list[float] | None:
+def to_floats(value: Any) -> list[float] | None:
     """pgvector returns numpy arrays (0.3), lists, or its own vector objects (0.4+)."""
     if value is None:
         return None
@@ -282,7 +282,7 @@ def to_stored(row: Mapping[str, Any]) -> StoredChunk:
         content_hash=row["content_hash"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
-        embedding=_floats(row.get("embedding")),
+        embedding=to_floats(row.get("embedding")),
         adapter_data=row.get("adapter_data"),
     )
 

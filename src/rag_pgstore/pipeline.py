@@ -1,0 +1,312 @@
+"""Documents -> chunks -> embeddings -> store, incrementally and resumably.
+
+For each batch of documents the pipeline chunks them, compares the chunks with what the store
+holds (ids and content hashes), embeds only the text that changed and is not in the embedding
+cache, and replaces the batch's chunks in one transaction: new and changed chunks upserted,
+chunks a document no longer has deleted. An unchanged document costs one read and nothing
+else. Each batch commits on its own, so an interrupted run keeps its finished batches (and
+every embedding it computed) and a rerun picks up the rest.
+
+The steps are written once, as a generator of effects (a database plan to run, texts to
+embed); :meth:`Pipeline.ingest` and :meth:`Pipeline.aingest` only differ in how they carry
+them out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from rag_pgstore import cache, writes
+from rag_pgstore import statements as st
+from rag_pgstore.chunking import TextChunk, TokenChunker
+from rag_pgstore.embedders import Embedder, as_embedder
+from rag_pgstore.errors import EmbeddingError, InvalidChunkError
+from rag_pgstore.records import Chunk
+from rag_pgstore.schema import Collection
+from rag_pgstore.steps import Fetch, Plan
+from rag_pgstore.store import ChunkStore
+
+__all__ = ["Document", "IngestReport", "Pipeline"]
+
+
+@dataclass(frozen=True)
+class Document:
+    """A source document: ``id`` becomes every chunk's ``entity_id``."""
+
+    id: str
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IngestReport:
+    """What one ingestion did."""
+
+    documents: int = 0
+    unchanged: int = 0
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    embedded: int = 0
+    from_cache: int = 0
+
+
+@dataclass(frozen=True)
+class _Db:
+    plan: Plan[Any]
+
+
+@dataclass(frozen=True)
+class _Embed:
+    texts: list[str]
+
+
+_Effect = _Db | _Embed
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Keep a collection in step with a set of documents.
+
+    ``embedder`` is a LangChain ``Embeddings``, a LlamaIndex ``BaseEmbedding``, a callable or an
+    :class:`~rag_pgstore.embedders.Embedder`. Failed embedding calls are retried ``retries``
+    times with exponential backoff from ``backoff`` seconds; async embedders run up to
+    ``concurrency`` calls of ``embed_batch`` texts at once.
+    """
+
+    store: ChunkStore
+    embedder: Any
+    chunker: TokenChunker = field(default_factory=TokenChunker)
+    batch_documents: int = 32
+    embed_batch: int = 128
+    retries: int = 4
+    backoff: float = 0.5
+    concurrency: int = 4
+
+    def ingest(self, documents: Iterable[Document]) -> IngestReport:
+        """Ingest ``documents`` (any iterable, consumed in batches)."""
+        embedder = as_embedder(self.embedder)
+        report = IngestReport()
+        self.store.run_plan(cache.setup(self.store.collection.schema))
+        for batch in _batches(iter(documents), self.batch_documents):
+            steps = self._batch(batch, embedder.name, report)
+            reply: Any = None
+            while True:
+                try:
+                    effect = steps.send(reply)
+                except StopIteration:
+                    break
+                if isinstance(effect, _Db):
+                    reply = self.store.run_plan(effect.plan)
+                else:
+                    reply = self._embed_sync(embedder, effect.texts, batch)
+        return report
+
+    async def aingest(
+        self, documents: Iterable[Document] | AsyncIterable[Document]
+    ) -> IngestReport:
+        """Async :meth:`ingest`; documents may come from an async iterator."""
+        embedder = as_embedder(self.embedder)
+        report = IngestReport()
+        await self.store.arun_plan(cache.setup(self.store.collection.schema))
+        async for batch in _abatches(documents, self.batch_documents):
+            steps = self._batch(batch, embedder.name, report)
+            reply: Any = None
+            while True:
+                try:
+                    effect = steps.send(reply)
+                except StopIteration:
+                    break
+                if isinstance(effect, _Db):
+                    reply = await self.store.arun_plan(effect.plan)
+                else:
+                    reply = await self._embed_async(embedder, effect.texts, batch)
+        return report
+
+    # -- the steps, once ---------------------------------------------------------------------
+
+    def _batch(
+        self, docs: list[Document], model: str, report: IngestReport
+    ) -> Generator[_Effect, Any, None]:
+        c = self.store.collection
+        _check(docs)
+        chunked = {
+            d.id: self.chunker.chunk(d.text, entity_id=d.id, metadata=d.metadata) for d in docs
+        }
+        existing: dict[str, tuple[Any, ...]] = yield _Db(_existing(c, list(chunked)))
+        new_ids = {ch.chunk_id for chunks in chunked.values() for ch in chunks}
+        stale = [cid for cid in existing if cid not in new_ids]  # chunks a document no longer has
+        shrunk = {existing[cid][0] for cid in stale}
+        wanted: list[TextChunk] = []
+        for doc_id, chunks in chunked.items():
+            changed = [ch for ch in chunks if existing.get(ch.chunk_id) != _fingerprint(ch)]
+            if not changed and doc_id not in shrunk:
+                report.unchanged += 1
+            wanted.extend(changed)
+        report.documents += len(docs)
+        if not wanted and not stale:
+            return
+        hashes = sorted({ch.content_hash for ch in wanted})
+        vectors: dict[str, list[float]] = yield _Db(cache.lookup(c.schema, model, hashes))
+        report.from_cache += len(vectors)
+        todo = {ch.content_hash: ch.text for ch in wanted if ch.content_hash not in vectors}
+        if todo:
+            fresh: list[list[float]] = yield _Embed(list(todo.values()))
+            computed = dict(zip(todo, fresh, strict=True))
+            yield _Db(cache.remember(c.schema, model, computed))  # its own commit: kept if we die
+            vectors.update(computed)
+            report.embedded += len(computed)
+        records = [_to_chunk(ch, vectors[ch.content_hash]) for ch in wanted]
+        written, deleted = yield _Db(_replace(c, records, stale))
+        report.chunks_written += written
+        report.chunks_deleted += deleted
+
+    # -- embedding, with retries ---------------------------------------------------------------
+
+    def _delays(self) -> Iterator[float]:
+        return (self.backoff * 2**attempt for attempt in range(self.retries))
+
+    def _embed_sync(
+        self, embedder: Embedder, texts: list[str], docs: list[Document]
+    ) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for part in _slices(texts, self.embed_batch):
+            delays = self._delays()
+            while True:
+                try:
+                    vectors.extend(_checked(embedder.embed(part), part))
+                    break
+                except Exception as exc:
+                    delay = next(delays, None)
+                    if delay is None:
+                        raise _failure(exc, docs) from exc
+                    time.sleep(delay)
+        return vectors
+
+    async def _embed_async(
+        self, embedder: Embedder, texts: list[str], docs: list[Document]
+    ) -> list[list[float]]:
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(part: list[str]) -> list[list[float]]:
+            delays = self._delays()
+            while True:
+                try:
+                    async with limit:
+                        if embedder.aembed is not None:
+                            return _checked(await embedder.aembed(part), part)
+                        # A sync-only model runs in a worker thread so the loop stays free.
+                        return _checked(await asyncio.to_thread(embedder.embed, part), part)
+                except Exception as exc:
+                    delay = next(delays, None)
+                    if delay is None:
+                        raise _failure(exc, docs) from exc
+                    await asyncio.sleep(delay)
+
+        parts = await asyncio.gather(*(one(p) for p in _slices(texts, self.embed_batch)))
+        return [v for part in parts for v in part]
+
+
+def _check(docs: list[Document]) -> None:
+    for d in docs:
+        if not isinstance(d, Document):
+            raise InvalidChunkError(f"expected rag_pgstore.Document, got {type(d).__name__}")
+    ids = [d.id for d in docs]
+    if len(set(ids)) != len(ids):
+        raise InvalidChunkError(f"expected distinct document ids in a batch, got repeats in {ids}")
+
+
+def _checked(vectors: Sequence[Sequence[float]], texts: list[str]) -> list[list[float]]:
+    if len(vectors) != len(texts):
+        raise InvalidChunkError(
+            f"expected {len(texts)} embeddings from the model, got {len(vectors)}"
+        )
+    return [list(v) for v in vectors]
+
+
+def _failure(exc: BaseException, docs: list[Document]) -> EmbeddingError:
+    ids = [d.id for d in docs]
+    return EmbeddingError(
+        f"embedding failed after retries ({exc}); not ingested: {', '.join(ids)} and any documents "
+        "after them. Documents before them are in the store: rerun to finish.",
+        not_ingested=ids,
+    )
+
+
+def _fingerprint(ch: TextChunk) -> tuple[Any, ...]:
+    return (ch.entity_id, ch.content_hash, ch.chunk_index, ch.total_chunks, dict(ch.metadata))
+
+
+def _existing(c: Collection, entity_ids: list[str]) -> Plan[dict[str, tuple[Any, ...]]]:
+    t = c.table
+    rows = yield Fetch(
+        sa.select(
+            t.c.chunk_id,
+            t.c.entity_id,
+            t.c.content_hash,
+            t.c.chunk_index,
+            t.c.total_chunks,
+            t.c["metadata"],
+        ).where(t.c.entity_id == st.any_of(entity_ids))
+    )
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def _replace(c: Collection, chunks: list[Chunk], stale: list[str]) -> Plan[tuple[int, int]]:
+    """Upsert ``chunks`` and delete ``stale`` in one transaction."""
+    written = (yield from writes.upsert(c, chunks)) if chunks else 0
+    deleted = (yield from writes.delete(c, stale)) if stale else 0
+    return written, deleted
+
+
+def _to_chunk(ch: TextChunk, vector: list[float]) -> Chunk:
+    return Chunk(
+        chunk_id=ch.chunk_id,
+        entity_id=ch.entity_id,
+        chunk_index=ch.chunk_index,
+        total_chunks=ch.total_chunks,
+        content=ch.text,
+        embedding=vector,
+        metadata=ch.metadata,
+    )
+
+
+def _slices(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _batches(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
+    while batch := list(itertools.islice(docs, size)):
+        yield batch
+
+
+async def _abatches(
+    docs: Iterable[Document] | AsyncIterable[Document], size: int
+) -> AsyncIterator[list[Document]]:
+    if not isinstance(docs, AsyncIterable):
+        for ready in _batches(iter(docs), size):
+            yield ready
+        return
+    batch: list[Document] = []
+    async for doc in docs:
+        batch.append(doc)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,228 @@
+"""The ingestion pipeline: incremental, cached, retried, resumable after a real kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from rag_pgstore import ChunkStore, EmbeddingError
+from rag_pgstore.chunking import TokenChunker
+from rag_pgstore.embedders import Embedder, as_embedder, hash_embedder
+from rag_pgstore.hashing import hash_embedding
+from rag_pgstore.pipeline import Document, Pipeline
+from rag_pgstore.testing import TestDatabase
+from tests.conftest import StoreFactory
+
+DIM = 32
+CHUNKER = TokenChunker(max_tokens=16, overlap=0)
+
+
+class Counting:
+    """An embedder that records every text it is asked to embed."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.texts: list[str] = []
+        self.failures = failures
+
+    def __call__(self, texts: list[str]) -> list[list[float]]:
+        if self.failures:
+            self.failures -= 1
+            raise TimeoutError("rate limited")
+        self.texts.extend(texts)
+        return [hash_embedding(t, DIM) for t in texts]
+
+    def embedder(self) -> Embedder:
+        # A name of its own: the cache is shared by every collection in the database.
+        return Embedder(f"counting-{id(self)}", self)
+
+
+def paragraphs(prefix: str, n: int) -> str:
+    return "\n\n".join(f"{prefix} paragraph number {i} has a few more words." for i in range(n))
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> ChunkStore:
+    return make_store(dim=DIM)
+
+
+def test_unchanged_documents_cost_nothing(store: ChunkStore) -> None:
+    counting = Counting()
+    pipeline = Pipeline(store, counting.embedder(), CHUNKER, retries=0)
+    docs = [
+        Document("a", paragraphs("alpha", 10)),
+        Document("b", paragraphs("beta", 3), {"lang": "en"}),
+    ]
+    first = pipeline.ingest(docs)
+    assert first.chunks_written == store.count() == 13
+    assert len(counting.texts) == 13
+    again = pipeline.ingest(docs)
+    assert (again.unchanged, again.chunks_written, again.embedded) == (2, 0, 0)
+    assert len(counting.texts) == 13
+
+
+def test_changed_and_shrunk_documents(store: ChunkStore) -> None:
+    counting = Counting()
+    pipeline = Pipeline(store, counting.embedder(), CHUNKER, retries=0)
+    pipeline.ingest([Document("a", paragraphs("alpha", 10))])
+    edited = paragraphs("alpha", 7).replace("number 3 has", "number 3 now has")
+    report = pipeline.ingest([Document("a", edited)])
+    assert store.count({"entity_id": "a"}) == 7  # 10 chunks shrank to exactly 7
+    assert report.chunks_deleted == 3
+    # Only changed text is embedded: the edited paragraph, and the new last one, which lost its
+    # trailing blank line.
+    assert counting.texts[10:] == [
+        "alpha paragraph number 3 now has a few more words.\n\n",
+        "alpha paragraph number 6 has a few more words.",
+    ]
+    assert [c.chunk_index for c in store.get_where({"entity_id": "a"})] == list(range(7))
+    assert {c.total_chunks for c in store.get_where({"entity_id": "a"})} == {7}
+
+
+def test_the_embedding_cache_is_shared_and_persistent(
+    store: ChunkStore, make_store: StoreFactory
+) -> None:
+    counting = Counting()
+    Pipeline(store, counting.embedder(), CHUNKER).ingest(
+        [Document("x", "Same words here."), Document("y", "Same words here.")]
+    )
+    assert counting.texts == ["Same words here."]  # identical text, embedded once
+    other = make_store(dim=DIM)
+    later = Counting()
+    report = Pipeline(other, Embedder(counting.embedder().name, later), CHUNKER).ingest(
+        [Document("z", "Same words here.")]
+    )
+    assert later.texts == [] and report.from_cache == 1  # another collection, another run: cached
+    renamed = Counting()
+    Pipeline(other, Embedder(f"another-{id(renamed)}", renamed), CHUNKER).ingest(
+        [Document("w", "Same words here.")]
+    )
+    assert renamed.texts == ["Same words here."]  # the cache is per model
+
+
+def test_transient_failures_are_retried(store: ChunkStore) -> None:
+    flaky = Counting(failures=2)
+    report = Pipeline(store, flaky.embedder(), CHUNKER, retries=3, backoff=0.0).ingest(
+        [Document("a", "Hello.")]
+    )
+    assert report.chunks_written == 1
+
+
+def test_persistent_failures_name_the_documents_left_out(store: ChunkStore) -> None:
+    calls = Counting()
+
+    def broken_after_first(texts: list[str]) -> list[list[float]]:
+        if calls.texts:
+            raise TimeoutError("model is down")
+        return calls(texts)
+
+    pipeline = Pipeline(
+        store,
+        Embedder(f"flaky-{id(calls)}", broken_after_first),
+        CHUNKER,
+        batch_documents=1,
+        retries=2,
+        backoff=0.0,
+    )
+    with pytest.raises(EmbeddingError) as info:
+        pipeline.ingest(
+            [Document("first", "One."), Document("second", "Two."), Document("third", "Three.")]
+        )
+    assert info.value.not_ingested == ["second"]
+    assert "model is down" in str(info.value)
+    assert [c.entity_id for c in store.get_where()] == ["first"]  # the finished batch stayed
+
+
+async def test_async_ingest_with_bounded_concurrency(store: ChunkStore) -> None:
+    running = 0
+    peak = 0
+
+    async def aembed(texts: list[str]) -> list[list[float]]:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await __import__("asyncio").sleep(0.01)
+        running -= 1
+        return [hash_embedding(t, DIM) for t in texts]
+
+    embedder = Embedder(
+        f"async-hash-{id(store)}", lambda texts: [hash_embedding(t, DIM) for t in texts], aembed
+    )
+    pipeline = Pipeline(store, embedder, CHUNKER, embed_batch=2, concurrency=3)
+    report = await pipeline.aingest([Document("a", paragraphs("alpha", 12))])
+    assert report.chunks_written == 12 == await store.acount()
+    assert 1 < peak <= 3
+
+
+def test_framework_embedders_are_accepted(store: ChunkStore) -> None:
+    from rag_pgstore.adapters.langchain import HashEmbeddings
+    from rag_pgstore.adapters.llamaindex import HashEmbedding
+
+    assert as_embedder(HashEmbeddings(DIM)).name.startswith("langchain:")
+    assert as_embedder(HashEmbedding(dim=DIM)).name.startswith("llamaindex:")
+    Pipeline(store, HashEmbedding(dim=DIM), CHUNKER).ingest(
+        [Document("li", "LlamaIndex embeds this.")]
+    )
+    Pipeline(store, hash_embedder(DIM), CHUNKER).ingest([Document("h", "Hashing embeds this.")])
+    assert store.count() == 2
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from rag_pgstore import ChunkStore
+    from rag_pgstore.chunking import TokenChunker
+    from rag_pgstore.embedders import Embedder
+    from rag_pgstore.hashing import hash_embedding
+    from rag_pgstore.pipeline import Document, Pipeline
+
+    url, collection, log, pause = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+
+    def embed(texts):
+        time.sleep(pause)  # a slow model: the kill lands here
+        with open(log, "a") as f:  # logged when the vectors are handed back
+            for t in texts:
+                f.write(t.replace("\\n", " ") + "\\n")
+        return [hash_embedding(t, 32) for t in texts]
+
+    store = ChunkStore.from_url(url, collection=collection, dim=32)
+    docs = [Document(f"doc{i}", f"Document {i} says something. " * 3) for i in range(20)]
+    report = Pipeline(store, Embedder("resumable-" + collection, embed), TokenChunker(max_tokens=16, overlap=0), batch_documents=2).ingest(docs)
+    print(report.documents, report.unchanged)
+    """
+)
+
+
+def test_an_interrupted_run_resumes_without_redoing_work(
+    db: TestDatabase, collection_name: str, tmp_path: Path
+) -> None:
+    url = db.url.render_as_string(hide_password=False)
+    log = tmp_path / "embedded.log"
+    args = [sys.executable, "-c", SCRIPT, url, collection_name, str(log)]
+    slow = subprocess.Popen([*args, "0.6"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (
+        not log.exists() or len(log.read_text().splitlines()) < 4
+    ):
+        time.sleep(0.05)
+    time.sleep(0.2)  # let that batch commit; the kill then lands in the next, slow, call
+    os.kill(slow.pid, signal.SIGKILL)  # really interrupted, mid-run
+    slow.wait()
+    embedded_before = len(log.read_text().splitlines())
+    assert embedded_before >= 4
+    done = subprocess.run([*args, "0"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().splitlines()
+    store = ChunkStore.from_url(url, collection=collection_name, dim=32, setup=False)
+    stored = store.get_where()
+    assert sorted({c.entity_id for c in stored}) == sorted(f"doc{i}" for i in range(20))
+    distinct = {c.content.replace("\n", " ") for c in stored}
+    assert embedded_before < len(distinct)  # the first run really was cut short
+    assert len(lines) == len(set(lines)) == len(distinct)  # every text embedded exactly once
+    store.close()
