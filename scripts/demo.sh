@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job: ingest the project's own docs with the local model into the embedded Postgres
+# (or $DATABASE_URL), then answer a few questions, printing the top chunks, sources and scores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/venv.sh
+rag=.venv/bin/rag-pgstore
+"$rag" ingest docs README.md --embedder local --collection project_docs
+for question in \
+  "How do I filter search results by metadata?" \
+  "What happens when a document gets shorter and is ingested again?" \
+  "Which fusion does hybrid search use by default?"; do
+  echo
+  "$rag" search "$question" -k 3 --hybrid --embedder local --collection project_docs
+done
