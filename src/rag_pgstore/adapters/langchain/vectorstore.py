@@ -12,9 +12,7 @@ live in the JSON, not in columns). ``entity_id`` is taken from the metadata key 
 
 from __future__ import annotations
 
-import itertools
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.documents import Document
@@ -22,9 +20,10 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from rag_pgstore.adapters.langchain.retriever import PgStoreRetriever
+from rag_pgstore.adapters.langchain.writing import DocumentWrites
 from rag_pgstore.errors import InvalidChunkError
 from rag_pgstore.hybrid import HybridOptions
-from rag_pgstore.records import Chunk, ScoredChunk
+from rag_pgstore.records import ScoredChunk
 from rag_pgstore.store import ChunkStore
 
 __all__ = ["LangChainVectorStore", "to_document"]
@@ -32,7 +31,7 @@ __all__ = ["LangChainVectorStore", "to_document"]
 Filter = dict[str, Any]
 
 
-class LangChainVectorStore(VectorStore):
+class LangChainVectorStore(DocumentWrites, VectorStore):
     """A LangChain vector store whose chunks live in a rag_pgstore collection.
 
     >>> vs = LangChainVectorStore(store, embedding=embeddings)
@@ -58,155 +57,6 @@ class LangChainVectorStore(VectorStore):
     @property
     def embeddings(self) -> Embeddings:
         return self.embedding
-
-    # -- writing -------------------------------------------------------------------------------
-
-    def _prepare(
-        self,
-        texts: Iterable[str],
-        metadatas: Sequence[dict[str, Any]] | None,
-        ids: Sequence[str | None] | None,
-    ) -> Iterator[tuple[list[str], list[str], list[dict[str, Any]]]]:
-        """Batches of (ids, texts, metadatas), ids generated where missing."""
-        texts_it = iter(texts)
-        metadatas_it: Iterator[dict[str, Any]] = (
-            iter(metadatas) if metadatas is not None else itertools.repeat({})
-        )
-        ids_it: Iterator[str | None] = iter(ids) if ids is not None else itertools.repeat(None)
-        while batch := list(itertools.islice(texts_it, self.embed_batch_size)):
-            batch_meta = list(itertools.islice(metadatas_it, len(batch)))
-            batch_ids = list(itertools.islice(ids_it, len(batch)))
-            if len(batch_meta) != len(batch) or len(batch_ids) != len(batch):
-                raise InvalidChunkError("expected as many metadatas and ids as texts")
-            yield [i if i is not None else str(uuid.uuid4()) for i in batch_ids], batch, batch_meta
-        if metadatas is not None and next(metadatas_it, None) is not None:
-            raise InvalidChunkError("expected as many metadatas as texts, got more metadatas")
-
-    def _chunk(
-        self, chunk_id: str, text: str, metadata: dict[str, Any], vector: list[float]
-    ) -> Chunk:
-        entity = metadata.get(self.entity_key) if self.entity_key else None
-        return Chunk(
-            chunk_id=chunk_id,
-            entity_id=entity if isinstance(entity, str) else None,
-            content=text,
-            embedding=vector,
-            metadata=metadata,
-        )
-
-    def add_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> list[str]:
-        """Embed ``texts`` in batches and upsert them in one transaction; return their ids."""
-        written: list[str] = []
-
-        def chunks() -> Iterator[Chunk]:
-            for batch_ids, batch, batch_meta in self._prepare(texts, metadatas, ids):
-                vectors = self.embedding.embed_documents(batch)
-                written.extend(batch_ids)
-                yield from map(self._chunk, batch_ids, batch, batch_meta, vectors)
-
-        self.store.upsert(chunks(), batch_size=self.embed_batch_size)
-        return written
-
-    async def aadd_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-        **kwargs: Any,
-    ) -> list[str]:
-        """Async :meth:`add_texts`: embedding batches stream into one transaction."""
-        written: list[str] = []
-
-        async def chunks() -> AsyncIterator[Chunk]:
-            for batch_ids, batch, batch_meta in self._prepare(texts, metadatas, ids):
-                vectors = await self.embedding.aembed_documents(batch)
-                written.extend(batch_ids)
-                for chunk in map(self._chunk, batch_ids, batch, batch_meta, vectors):
-                    yield chunk
-
-        await self.store.aupsert(chunks(), batch_size=self.embed_batch_size)
-        return written
-
-    def _given(
-        self,
-        texts: Iterable[str],
-        embeddings: Iterable[Sequence[float]],
-        metadatas: list[dict[str, Any]] | None,
-        ids: list[str] | None,
-        written: list[str],
-    ) -> Iterator[Chunk]:
-        vectors = iter(embeddings)
-        for batch_ids, batch, batch_meta in self._prepare(texts, metadatas, ids):
-            written.extend(batch_ids)
-            for chunk_id, text, meta in zip(batch_ids, batch, batch_meta, strict=True):
-                vector = next(vectors, None)
-                if vector is None:
-                    raise InvalidChunkError("expected as many embeddings as texts, got fewer")
-                yield self._chunk(chunk_id, text, meta, list(vector))
-
-    def add_embeddings(
-        self,
-        texts: Iterable[str],
-        embeddings: Iterable[Sequence[float]],
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-    ) -> list[str]:
-        """Add texts with precomputed vectors: no embedding call, streamed through COPY."""
-        written: list[str] = []
-        chunks = self._given(texts, embeddings, metadatas, ids, written)
-        self.store.upsert(chunks, batch_size=self.embed_batch_size)
-        return written
-
-    async def aadd_embeddings(
-        self,
-        texts: Iterable[str],
-        embeddings: Iterable[Sequence[float]],
-        metadatas: list[dict[str, Any]] | None = None,
-        *,
-        ids: list[str] | None = None,
-    ) -> list[str]:
-        """Async :meth:`add_embeddings`."""
-        written: list[str] = []
-        chunks = self._given(texts, embeddings, metadatas, ids, written)
-        await self.store.aupsert(chunks, batch_size=self.embed_batch_size)
-        return written
-
-    def delete(
-        self, ids: list[str] | None = None, *, filter: Filter | None = None, **kwargs: Any
-    ) -> bool:
-        """Delete by ids, by metadata filter, or both; missing ids are ignored."""
-        if ids is None and not filter:
-            raise InvalidChunkError(
-                "expected ids or a filter; use store.clear() to delete everything"
-            )
-        if ids is not None:
-            self.store.delete(ids)
-        if filter:
-            self.store.delete_where(filter)
-        return True
-
-    async def adelete(
-        self, ids: list[str] | None = None, *, filter: Filter | None = None, **kwargs: Any
-    ) -> bool:
-        """Async :meth:`delete`."""
-        if ids is None and not filter:
-            raise InvalidChunkError(
-                "expected ids or a filter; use store.aclear() to delete everything"
-            )
-        if ids is not None:
-            await self.store.adelete(ids)
-        if filter:
-            await self.store.adelete_where(filter)
-        return True
 
     # -- reading -------------------------------------------------------------------------------
 
