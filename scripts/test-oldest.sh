@@ -16,6 +16,6 @@ if [ ! -f "$stamp" ]; then
 fi
 .venv-oldest/bin/python -m pytest -q -p no:cacheprovider -m "not frameworks" \
   --ignore=tests/test_hybrid_quality.py --ignore=tests/test_chunking.py \
-  --ignore=tests/test_pipeline.py --ignore=tests/test_cli.py \
+  --ignore=tests/test_pipeline.py --ignore=tests/test_cli.py --ignore=tests/test_benchmarks.py \
   --ignore-glob="tests/test_langchain*" \
   --ignore-glob="tests/test_llamaindex*" "$@"
