@@ -226,3 +226,14 @@ def test_an_interrupted_run_resumes_without_redoing_work(
     assert embedded_before < len(distinct)  # the first run really was cut short
     assert len(lines) == len(set(lines)) == len(distinct)  # every text embedded exactly once
     store.close()
+
+
+def test_remember_splits_large_batches_below_the_parameter_ceiling(store: ChunkStore) -> None:
+    from rag_pgstore import cache
+
+    schema = store.collection.schema
+    store.run_plan(cache.setup(schema))
+    vectors = {f"h{i}": [float(i), 1.0] for i in range(25_000)}  # 75,000 parameters in one VALUES
+    store.run_plan(cache.remember(schema, f"bulk-{id(store)}", vectors))
+    found = store.run_plan(cache.lookup(schema, f"bulk-{id(store)}", ["h0", "h24999"]))
+    assert found == {"h0": [0.0, 1.0], "h24999": [24999.0, 1.0]}

@@ -19,6 +19,7 @@ from rag_pgstore.steps import Execute, Fetch, Plan
 __all__ = ["cache_table", "lookup", "remember", "setup"]
 
 CACHE_NAME = "rag_pgstore_embedding_cache"
+REMEMBER_ROWS = 1_000
 
 
 def cache_table(schema: str) -> sa.Table:
@@ -55,5 +56,12 @@ def remember(schema: str, model: str, vectors: Mapping[str, Sequence[float]]) ->
     if not vectors:
         return
     table = cache_table(schema)
-    values = [{"model": model, "content_hash": h, "embedding": list(v)} for h, v in vectors.items()]
-    yield Execute(pg.insert(table).values(values).on_conflict_do_nothing())
+    items = list(vectors.items())
+    # A multi-row VALUES binds three parameters a row: go 1,000 rows a statement, far below
+    # PostgreSQL's 65,535-parameter ceiling however many texts one batch embedded.
+    for start in range(0, len(items), REMEMBER_ROWS):
+        values = [
+            {"model": model, "content_hash": h, "embedding": list(v)}
+            for h, v in items[start : start + REMEMBER_ROWS]
+        ]
+        yield Execute(pg.insert(table).values(values).on_conflict_do_nothing())

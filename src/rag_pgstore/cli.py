@@ -212,7 +212,10 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    info = _info(args)
+    _, dim = _embedder(args)
+    store = _store(args, dim, setup=False)
+    info = _info(store)
+    store.close()
     if args.json:
         print(json.dumps(info))
     else:
@@ -221,9 +224,7 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _info(args: argparse.Namespace) -> dict[str, Any]:
-    _, dim = _embedder(args)
-    store = _store(args, dim, setup=False)
+def _info(store: ChunkStore) -> dict[str, Any]:
     c = store.collection
     assert store.engine is not None
     with store.engine.connect() as conn:
@@ -232,7 +233,6 @@ def _info(args: argparse.Namespace) -> dict[str, Any]:
         entities = conn.execute(
             sa.select(sa.func.count(sa.distinct(c.table.c.entity_id)))
         ).scalar_one()
-    store.close()
     return {
         "collection": c.name,
         "chunks": store.count(),
@@ -267,7 +267,7 @@ def _doctor(args: argparse.Namespace) -> int:
         ).scalar_one()
     checks["vector_search_plan"] = sorted(_node_types(plan))
     checks["uses_ann_index"] = c.index_name in json.dumps(plan)
-    checks.update({k: v for k, v in _info(args).items() if k != "collection"})
+    checks.update({k: v for k, v in _info(store).items() if k != "collection"})
     store.close()
     if args.json:
         print(json.dumps(checks))
