@@ -216,11 +216,16 @@ def _stats(args: argparse.Namespace) -> int:
     store = _store(args, dim, setup=False)
     info = _info(store)
     store.close()
-    if args.json:
-        print(json.dumps(info))
+    return _print_fields(info, as_json=args.json)
+
+
+def _print_fields(fields: dict[str, Any], *, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(fields))
     else:
-        for key, value in info.items():
-            print(f"{key:>16}  {value}")
+        width = max(map(len, fields))
+        for key, value in fields.items():
+            print(f"{key:>{width}}  {value}")
     return 0
 
 
@@ -269,12 +274,7 @@ def _doctor(args: argparse.Namespace) -> int:
     checks["uses_ann_index"] = c.index_name in json.dumps(plan)
     checks.update({k: v for k, v in _info(store).items() if k != "collection"})
     store.close()
-    if args.json:
-        print(json.dumps(checks))
-    else:
-        for key, value in checks.items():
-            print(f"{key:>20}  {value}")
-    return 0
+    return _print_fields(checks, as_json=args.json)
 
 
 def _node_types(plan: Any) -> set[str]:
