@@ -101,6 +101,17 @@ PIECES = [
     "\n\n",
     "ÿ",
     " word",
+    # Characters near the cut rules: slashes after newlines (o200k), CRLF, non-ASCII spaces,
+    # digit runs, contractions, whitespace runs.
+    "/",
+    "\r\n",
+    "\u00a0",
+    "\u3000",
+    "1234567",
+    "'s",
+    "  ",
+    "\n/",
+    "\n  ",
 ]
 TEXT = hs.lists(hs.sampled_from(PIECES), max_size=300).map("".join)
 
@@ -108,10 +119,16 @@ TEXT = hs.lists(hs.sampled_from(PIECES), max_size=300).map("".join)
 @settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
-@given(TEXT, hs.integers(4, 40), hs.integers(0, 39))
-def test_properties(text: str, max_tokens: int, overlap: int) -> None:
+@given(TEXT, hs.integers(4, 40), hs.integers(0, 39), hs.sampled_from(["cl100k_base", "o200k_base"]))
+def test_properties(text: str, max_tokens: int, overlap: int, encoding: str) -> None:
     overlap = min(overlap, max_tokens - 1)
-    chunks = TokenChunker(max_tokens=max_tokens, overlap=overlap).chunk(text, entity_id="e")
+    chunker = TokenChunker(max_tokens=max_tokens, overlap=overlap, encoding=encoding)
+    chunks = chunker.chunk(text, entity_id="e")
+    enc = load_encoding(encoding)
+
+    def tokens(text: str) -> int:
+        return len(enc.encode_ordinary(text))
+
     if not text.strip():
         assert chunks == []
         return
@@ -120,7 +137,7 @@ def test_properties(text: str, max_tokens: int, overlap: int) -> None:
     for c in chunks:
         assert c.text == text[c.start : c.end]  # offsets are exact
         assert "\ufffd" not in c.text or "\ufffd" in text  # no split characters
-        assert c.token_count == tokens(c.text) <= max_tokens  # the budget
+        assert c.token_count == tokens(c.text) <= max_tokens  # the count is exact; the budget
         assert c.start <= previous_end  # no gap: nothing dropped
         if c.start < previous_end:  # overlap only as requested
             assert tokens(text[c.start : previous_end]) <= overlap + 2
@@ -194,7 +211,36 @@ def test_real_text_where_joining_adds_tokens_stays_in_budget() -> None:
     corpus = "\n\n".join(
         json.loads(line)["text"] for line in DATA.read_text(encoding="utf-8").splitlines()
     )
-    for max_tokens, overlap in ((512, 64), (100, 20)):
-        chunks = TokenChunker(max_tokens=max_tokens, overlap=overlap).chunk(corpus, entity_id="ref")
-        assert all(tokens(c.text) == c.token_count <= max_tokens for c in chunks)
-        assert chunks[-1].end == len(corpus)
+    for encoding in ("cl100k_base", "o200k_base"):
+        enc = load_encoding(encoding)
+        for max_tokens, overlap in ((512, 64), (100, 20)):
+            chunker = TokenChunker(max_tokens=max_tokens, overlap=overlap, encoding=encoding)
+            chunks = chunker.chunk(corpus, entity_id="ref")
+            assert all(
+                len(enc.encode_ordinary(c.text)) == c.token_count <= max_tokens for c in chunks
+            )
+            assert chunks[-1].end == len(corpus)
+            # Most chunks fill at least half the budget (cuts prefer the second half).
+            assert sum(c.token_count > max_tokens // 2 for c in chunks) >= 0.9 * len(chunks)
+
+
+def test_overlap_gives_way_when_the_next_character_would_not_fit() -> None:
+    # Found by a random search: the overlap plus the next (7-token) emoji exceeded the budget.
+    text = "\n\n👩\u200d👩\u200d👧?"
+    for c in TokenChunker(max_tokens=7, overlap=5).chunk(text, entity_id="d"):
+        assert tokens(c.text) == c.token_count <= 7
+
+
+def test_lone_surrogates_are_refused() -> None:
+    with pytest.raises(InvalidChunkError, match="lone surrogate at index 3"):
+        TokenChunker().chunk("abc\ud800def", entity_id="d")
+
+
+def test_cuts_prefer_paragraphs_then_sentences() -> None:
+    text = ("One sentence here. " * 8 + "\n\n") * 6
+    chunks = TokenChunker(max_tokens=100, overlap=0).chunk(text, entity_id="d")
+    assert all(c.text.endswith("\n\n") for c in chunks[:-1])
+    text = "One sentence here. " * 200
+    chunks = TokenChunker(max_tokens=100, overlap=0).chunk(text, entity_id="d")
+    assert all(c.text.endswith(".") for c in chunks[:-1])
+    assert "".join(c.text for c in chunks) == text

@@ -1,23 +1,35 @@
 """Split text into chunks of at most ``max_tokens`` tiktoken tokens, at natural boundaries.
 
-The text is cut into units — paragraphs, or, where a paragraph is too long, sentences, then
-words, and only for a "word" longer than the budget (a URL, a line of CJK) token windows — and
-consecutive units are packed greedily into chunks. Each chunk is an exact slice of the source,
-``text[start:end]``, so nothing is rewritten, no character is split (token windows cut at
-character boundaries) and the source is recovered from the offsets. Consecutive chunks share at
-most ``overlap`` tokens of whole units. Special-token strings such as ``<|endoftext|>`` are
-ordinary text.
+The text is encoded once. Each chunk is then filled up to the budget and ends at the best cut
+in reach: the last paragraph break, else the last sentence end or line break, in the second
+half of the budget; else the last word break; only in a run with no break at all (a URL, a
+line of CJK) at a character boundary. Paragraph, line, sentence and word cuts are *stable*
+(see ``boundaries``), so their token counts come from the one encoding; a chunk with a
+character-boundary cut is recounted and shortened until it fits. Each chunk is an exact slice
+of the source, ``text[start:end]``; the next one starts up to ``overlap`` tokens back, at a
+sentence start if there is one there, else a word. Special-token strings such as
+``<|endoftext|>`` are ordinary text.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
+
+from rag_pgstore.chunking.boundaries import (
+    FORCED,
+    PARAGRAPH,
+    SENTENCE,
+    WORD,
+    Ints,
+    levels,
+    token_bounds,
+)
 from rag_pgstore.chunking.encodings import load_encoding
 from rag_pgstore.errors import InvalidChunkError
 
@@ -26,12 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TextChunk", "TokenChunker"]
 
-# Paragraphs end at a blank line; sentences after . ! ? (and their CJK forms) plus space; words
-# at whitespace, which stays with the word after it, as tiktoken's own pre-tokenizer keeps it.
-_PARAGRAPH = re.compile(r"\n[ \t]*\n\s*")
-_SENTENCE = re.compile(r"(?<=[.!?\u3002\uff01\uff1f])\s+")
-_WORD = re.compile(r"(?=\s)(?<=\S)")
-_LEVELS = (_SENTENCE, _WORD)
 # A character is at most 4 UTF-8 bytes, so at most 4 byte-level BPE tokens: with this budget
 # every character fits in a chunk without being split.
 MIN_TOKENS = 4
@@ -77,9 +83,12 @@ class TokenChunker:
         if (
             isinstance(self.max_tokens, bool)
             or not isinstance(self.max_tokens, int)
-            or self.max_tokens < 1
+            or self.max_tokens < MIN_TOKENS
         ):
-            raise InvalidChunkError(f"expected max_tokens >= 1, got {self.max_tokens!r}")
+            raise InvalidChunkError(
+                f"expected max_tokens >= {MIN_TOKENS} (the most tokens one character takes), "
+                f"got {self.max_tokens!r}"
+            )
         if self.overlap is not None and (
             not isinstance(self.overlap, int) or not 0 <= self.overlap < self.max_tokens
         ):
@@ -93,8 +102,17 @@ class TokenChunker:
             raise InvalidChunkError(f"expected text to be str, got {type(text).__name__}")
         if not text.strip():
             return []
-        units = _Units(text, self)
-        return _pack(text, list(units.all()), units.enc, self.max_tokens, self.overlap_tokens)
+        try:
+            data = text.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidChunkError(
+                f"expected text encodable as UTF-8, got a lone surrogate at index {exc.start}; "
+                "decode your input with errors='replace' (or fix its source)"
+            ) from None
+        enc = load_encoding(self.encoding)
+        bounds = token_bounds(enc, text)
+        packer = _Packer(enc, data, bounds, self.max_tokens, self.overlap_tokens)
+        return _char_spans(text, data, packer.spans())
 
     def chunk(
         self, text: str, *, entity_id: str, metadata: Mapping[str, Any] | None = None
@@ -118,120 +136,84 @@ class TokenChunker:
         ]
 
 
-class _Units:
-    """The units of one text, each at most ``max_tokens`` tokens."""
+class _Packer:
+    """Fills chunks over one text's token bounds, in token indices; spans come out in bytes."""
 
-    def __init__(self, text: str, chunker: TokenChunker) -> None:
-        self.text = text
-        self.max = chunker.max_tokens
-        self.enc: tiktoken.Encoding = load_encoding(chunker.encoding)
+    def __init__(
+        self, enc: tiktoken.Encoding, data: bytes, bounds: Ints, budget: int, overlap: int
+    ) -> None:
+        self.enc, self.data, self.bounds = enc, data, bounds
+        self.cuts = levels(np.frombuffer(data, dtype=np.uint8), bounds)
+        self.tokens = len(bounds) - 1
+        self.budget, self.overlap = budget, overlap
 
-    def all(self) -> Iterator[tuple[int, int, int]]:
-        paragraphs = _pieces(self.text, 0, len(self.text), _PARAGRAPH)
-        # (tiktoken's encode_ordinary_batch spawns a thread-pool task per text: far slower than
-        # a plain loop for thousands of paragraphs.)
-        counts = [len(self.enc.encode_ordinary(self.text[s:e])) for s, e in paragraphs]
-        for (start, end), count in zip(paragraphs, counts, strict=True):
-            if count <= self.max:
-                yield start, end, count
-            else:
-                yield from self.finer(start, end, 0)
+    def spans(self) -> list[tuple[int, int, int]]:
+        out = []
+        start = done = 0  # where this chunk starts; where the last one ended (token indices)
+        while True:
+            end, count = self.end(start, done)
+            if count > self.budget and start < done:  # the overlap leaves no room: drop it
+                start = done
+                end, count = self.end(start, done)
+            out.append((int(self.bounds[start]), int(self.bounds[end]), count))
+            if end >= self.tokens:
+                return out
+            start, done = self.next_start(start, end), end
 
-    def finer(self, start: int, end: int, level: int) -> Iterator[tuple[int, int, int]]:
-        if level == len(_LEVELS):
-            yield from self.windows(start, end)
-            return
-        pieces = _pieces(self.text, start, end, _LEVELS[level])
-        for s, e in pieces:
-            count = len(self.enc.encode_ordinary(self.text[s:e]))
-            if count <= self.max:
-                yield s, e, count
-            else:
-                yield from self.finer(s, e, level + 1)
+    def end(self, start: int, done: int) -> tuple[int, int]:
+        """Where the chunk from ``start`` ends (past ``done``), and its token count."""
+        lo = max(start, done) + 1
+        hi = start + self.budget
+        if hi >= self.tokens:
+            end = self.tokens
+        else:
+            window = self.cuts[lo : hi + 1]
+            end = lo + self.last(window, PARAGRAPH, start + self.budget // 2 - lo)
+            if end < lo:
+                end = lo + self.last(window, SENTENCE, start + self.budget // 2 - lo)
+            if end < lo:
+                end = lo + self.last(window, WORD, 0)
+            if end < lo:
+                end = lo + self.last(window, FORCED, 0)
+            if end < lo:  # the overlap left no room for a whole character: go over, then drop it
+                end = lo + int(np.flatnonzero(self.cuts[lo:] >= FORCED)[0])
+        if self.cuts[start] >= WORD and self.cuts[end] >= WORD:
+            return end, end - start  # both cuts stable: the whole-text tokens are the count
+        while True:
+            text = self.data[self.bounds[start] : self.bounds[end]].decode()
+            count = len(self.enc.encode_ordinary(text))
+            shorter = np.flatnonzero(self.cuts[lo:end] >= FORCED)
+            if count <= self.budget or not shorter.size:
+                return end, count
+            end = lo + int(shorter[-1])
 
-    def windows(self, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-        """Token windows over an unbreakable run, cut only where a character starts."""
-        piece = self.text[start:end]
-        tokens = self.enc.encode_ordinary(piece)
-        _, offsets = self.enc.decode_with_offsets(tokens)
-        begin = 0  # token index where the current window starts
-        while begin < len(tokens):
-            stop = min(begin + self.max, len(tokens))
-            while True:
-                cut = offsets[stop] if stop < len(tokens) else len(piece)
-                first = offsets[begin]
-                count = len(self.enc.encode_ordinary(piece[first:cut]))
-                # A cut inside a multi-byte character moves back to where it starts; re-encoding
-                # the slice may also differ by a token. Shrink until the slice fits and advances.
-                if (count <= self.max and cut > first) or stop == begin + 1:
-                    break
-                stop -= 1
-            if cut <= first:  # one token that is part of a character: take the whole character
-                cut = next((o for o in offsets[stop:] if o > first), len(piece))
-                count = len(self.enc.encode_ordinary(piece[first:cut]))
-            yield start + first, start + cut, count
-            begin = next((i for i in range(stop, len(tokens)) if offsets[i] >= cut), len(tokens))
+    @staticmethod
+    def last(window: npt.NDArray[np.int8], level: int, after: int) -> int:
+        """Offset in ``window`` of its last cut at ``level`` or better beyond ``after``; -1."""
+        hits = np.flatnonzero(window >= level)
+        return int(hits[-1]) if hits.size and hits[-1] > after else -1
+
+    def next_start(self, start: int, end: int) -> int:
+        """Up to ``overlap`` tokens back from ``end``: the first sentence start, else word."""
+        lo = max(end - self.overlap, start + 1)
+        window = self.cuts[lo:end]
+        for level in (SENTENCE, WORD):
+            hits = np.flatnonzero(window >= level)
+            if hits.size:
+                return lo + int(hits[0])
+        return end
 
 
-def _pieces(text: str, start: int, end: int, separator: re.Pattern[str]) -> list[tuple[int, int]]:
-    """Contiguous spans covering ``text[start:end]``, cut after each separator match."""
-    cuts = [m.end() for m in separator.finditer(text, start, end) if start < m.end() < end]
-    bounds = [start, *cuts, end]
-    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
-
-
-def _pack(
-    text: str,
-    units: list[tuple[int, int, int]],
-    enc: tiktoken.Encoding,
-    budget: int,
-    overlap: int,
+def _char_spans(
+    text: str, data: bytes, spans: list[tuple[int, int, int]]
 ) -> list[tuple[int, int, int]]:
-    """Greedily fill chunks with whole units; start each next one up to ``overlap`` tokens back.
-
-    Units are counted apart, and a chunk usually encodes to no more than the sum of its units,
-    but not always (tiktoken's pre-tokenizer can split differently across a join). So every
-    chunk is counted whole; a chunk that came out over budget loses units from its end, and
-    packing resumes after it.
-    """
-
-    def greedy_end(i: int) -> int:
-        j, total = i, 0
-        while j < len(units) and (j == i or total + units[j][2] <= budget):
-            total += units[j][2]  # every unit fits the budget alone, so the first always goes in
-            j += 1
-        return j
-
-    def next_start(i: int, j: int) -> int:
-        # Step back over whole units for the overlap, leaving room for the next new unit so
-        # that every chunk adds text.
-        k, back, fresh = j, 0, units[j][2]
-        while k - 1 > i and back + units[k - 1][2] <= min(overlap, budget - fresh):
-            back += units[k - 1][2]
-            k -= 1
-        return k
-
-    def span(i: int, j: int) -> str:
-        return text[units[i][0] : units[j - 1][1]]
-
-    chunks: list[tuple[int, int, int]] = []
-    i = 0
-    while i < len(units):
-        ranges = []
-        start = i
-        while start < len(units):
-            end = greedy_end(start)
-            ranges.append((start, end))
-            start = next_start(start, end) if end < len(units) else len(units)
-        counts = [len(enc.encode_ordinary(span(a, b))) for a, b in ranges]
-        i = len(units)
-        for (a, planned), counted in zip(ranges, counts, strict=True):
-            b, count = planned, counted
-            while count > budget and b - 1 > a:
-                b -= 1
-                count = len(enc.encode_ordinary(span(a, b)))
-            chunks.append((units[a][0], units[b - 1][1], count))
-            if b != planned:  # shrunk: what follows must be packed again
-                i = next_start(a, b)
-                break
-    return chunks
+    """Byte spans of ``data == text.encode()`` as character spans of ``text``."""
+    if len(data) == len(text):  # ASCII: bytes are characters
+        return spans
+    chars: dict[int, int] = {}
+    byte = char = 0
+    for point in sorted({p for start, end, _ in spans for p in (start, end)}):
+        char += len(data[byte:point].decode())
+        byte = point
+        chars[point] = char
+    return [(chars[start], chars[end], count) for start, end, count in spans]
