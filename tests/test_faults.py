@@ -96,10 +96,18 @@ async def test_store_survives_a_server_restart(db: Database, make_store: StoreFa
     store.upsert(batch([1, 2, 3], 0))
     assert len(store.search([1.0, 1.0, 0.0], k=3)) == 3  # pools now hold a live connection
     assert await store.acount() == 3
+    assert len(await store.asearch([1.0, 1.0, 0.0], k=3)) == 3
     db.restart()
-    # Pooled connections are dead; pre-ping notices and replaces them without the user's help.
+    # Pooled connections are dead; the first statement finds out, the pool is emptied and the
+    # statement runs again on a new connection, without the user's help.
     assert len(store.search([1.0, 1.0, 0.0], k=3)) == 3
     assert await store.acount() == 3
+    db.restart()
+    assert len(await store.asearch([1.0, 1.0, 0.0], k=3)) == 3  # a Read first, this time
+    assert store.count() == 3
+    db.restart()
+    store.upsert(batch([4], 0))  # a write whose first step is a COPY
+    assert store.count() == 4
 
 
 def test_killed_backends_are_replaced(make_store: StoreFactory) -> None:
@@ -117,6 +125,7 @@ def test_killed_backends_are_replaced(make_store: StoreFactory) -> None:
         )
     killer.dispose()
     assert store.count() == 2
+    assert len(store.search([1.0, 1.0, 0.0], k=2)) == 2
 
 
 def test_unreachable_server_is_a_typed_error_without_the_password(collection_name: str) -> None:

@@ -110,6 +110,31 @@ async def test_indexed_search_uses_the_index_and_finds_the_neighbours(
     assert store.collection.index_name not in explain(store)
 
 
+async def test_plain_search_picks_its_form_by_whether_there_is_an_index(
+    make_store: StoreFactory, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without an ANN index the plain search ranks (chunk_id, distance) first and joins back
+    # the winners; with one, it is the ORDER BY ... LIMIT the index serves. Same rows either way.
+    store = make_store(dim=DIM)
+    load(store, VECTORS)
+    key = f"{store.collection.schema}.{store.collection.name}"
+    scan = [h.chunk.chunk_id for h in await api(store, "search", QUERY.tolist(), k=10)]
+    assert store._hints[key][1] is False
+    exact = await api(store, "search", QUERY.tolist(), k=10, tuning=SearchTuning(exact=True))
+    assert [h.chunk.chunk_id for h in exact] == scan
+    await api(store, "create_index")
+    assert store._hints == {}  # forgotten: the next search asks again
+    indexed = await api(store, "search", QUERY.tolist(), k=10, tuning=SearchTuning())
+    assert store._hints[key][1] is True
+    assert len(set(scan) & {h.chunk.chunk_id for h in indexed}) >= 8
+    # An index dropped elsewhere is noticed once the hint is older than HINT_SECONDS.
+    other = ChunkStore(store.engine, store.async_engine, collection=store.collection.name, dim=DIM)
+    other.drop_index()
+    monkeypatch.setattr("rag_pgstore.steps.HINT_SECONDS", 0.0)
+    again = [h.chunk.chunk_id for h in await api(store, "search", QUERY.tolist(), k=10)]
+    assert store._hints[key][1] is False and again == scan
+
+
 def explain(store: ChunkStore) -> str:
     assert store.engine is not None
     statement = st.vector_search(

@@ -20,9 +20,24 @@ def test_vector_search_orders_by_the_distance_operator() -> None:
         c = Collection("docs", 3, distance=distance)
         text = sql(st.vector_search(c, st.query_param(c, [1.0, 2.0, 3.0]), k=5))
         assert f"ORDER BY public.docs.embedding {distance.operator} %(query)s" in text
-        assert "LIMIT %(param_1)s" in text
+        # LIMIT is inlined, so a prepared statement's generic plan knows it.
+        assert "LIMIT __[POSTCOMPILE_" in text
     exact = sql(st.vector_search(c, st.query_param(c, [1.0, 2.0, 3.0]), k=5, exact=True))
     assert "+ %(" in exact  # an expression no ANN index matches
+
+
+def test_compiled_reads_inline_limits_and_bind_only_the_query() -> None:
+    c = Collection("docs", 3)
+    for form in ("ann", "scan", "exact"):
+        text, fixed = st.nearest_read(c, 7, 3, form)
+        assert "LIMIT 7 OFFSET 3" in text
+        assert "%(query)s" in text and "POSTCOMPILE" not in text
+        assert "query" not in dict(fixed)
+    assert " JOIN " not in st.nearest_read(c, 7, 0, "ann")[0]
+    assert " JOIN " in st.nearest_read(c, 7, 0, "scan")[0]
+    probe, params = st.ann_indexed(c)
+    assert "pg_catalog.pg_indexes" in probe and "AS indexed" in probe
+    assert set(dict(params).values()) == {"public", "docs", " USING (hnsw|ivfflat) "}
 
 
 def test_upsert_dedupes_orders_and_skips_unchanged_rows() -> None:

@@ -40,10 +40,11 @@ def make_engines(
 ) -> tuple[Engine, AsyncEngine]:
     """Create both engines; no connection is opened until the first query.
 
-    ``pool_pre_ping`` is on by default so a server restart costs one failed ping per pooled
-    connection rather than one failed query. ``options`` go to both ``create_engine`` calls
-    (pool sizes, ``connect_args={"sslmode": ...}``, ...) and override the defaults.
+    There is no ``pool_pre_ping``: it would cost a round trip on every query. A plan whose
+    first step finds its pooled connection dead is retried on a fresh one instead (see
+    ``steps``). ``options`` go to both ``create_engine`` calls (pool sizes,
+    ``connect_args={"sslmode": ...}``, ...).
     """
     normalized = normalize_url(url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, **(options or {})}
+    kwargs: dict[str, Any] = dict(options or {})
     return sa.create_engine(normalized, **kwargs), create_async_engine(normalized, **kwargs)

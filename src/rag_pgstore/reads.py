@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 
 from rag_pgstore import statements as st
@@ -19,8 +21,9 @@ from rag_pgstore.hybrid import text_search as text_statement
 from rag_pgstore.mmr import mmr_select
 from rag_pgstore.records import Distance, ScoredChunk, SearchTuning, StoredChunk
 from rag_pgstore.schema import Collection
-from rag_pgstore.steps import Execute, Fetch, Plan
+from rag_pgstore.steps import Execute, Fetch, IndexedVariant, Plan, Read
 from rag_pgstore.validate import check_ids, encode_query
+from rag_pgstore.wire import wire_vector
 
 
 def get(
@@ -82,7 +85,12 @@ def search(
     _check_k(k)
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidChunkError(f"expected offset to be an int >= 0, got {offset!r}")
-    vector = st.query_param(c, encode_query(query, c.dim))
+    values = encode_query(query, c.dim)
+    tuning = tuning or SearchTuning()
+    if not filter and not with_embeddings and not scan_settings(tuning, filtered=False):
+        # The common case, one statement: run it as a Read (one round trip, no transaction).
+        return _nearest(c, values, k=k, offset=offset, exact=tuning.exact, min_score=min_score)
+    vector = st.query_param(c, values.tolist())
     where = compile_filter(filter, c.table) if filter else None
     return _search(
         c,
@@ -145,9 +153,40 @@ def _search(
         with_embeddings=with_embeddings,
     )
     rows = yield Fetch(statement)
-    # Iterative scans may return rows slightly out of order; a stable re-sort of k rows is free.
+    return _ranked([row._mapping for row in rows], c.distance, min_score)
+
+
+def _nearest(
+    c: Collection,
+    values: npt.NDArray[np.float64],
+    *,
+    k: int,
+    offset: int,
+    exact: bool | None,
+    min_score: float | None,
+) -> Plan[list[ScoredChunk]]:
+    params = {"query": wire_vector(values, c.vector_type)}
+    if exact is None:  # whichever form is faster for the collection as it is
+        sql, fixed = st.nearest_read(c, k, offset, "scan")
+        ann_sql, _ = st.nearest_read(c, k, offset, "ann")
+        probe, probe_params = st.ann_indexed(c)
+        variant = IndexedVariant(ann_sql, f"{c.schema}.{c.name}", probe, dict(probe_params))
+        step = Read(sql, {**dict(fixed), **params}, indexed=variant)
+    else:
+        sql, fixed = st.nearest_read(c, k, offset, "exact" if exact else "ann")
+        step = Read(sql, {**dict(fixed), **params})
+    rows = yield step
+    return _ranked(rows, c.distance, min_score)
+
+
+def _ranked(
+    rows: Sequence[Mapping[str, Any]], distance: Distance, min_score: float | None
+) -> list[ScoredChunk]:
+    # Iterative scans may return rows slightly out of order; re-sorting k rows is free, and the
+    # chunk id breaks ties the same way every time.
     hits = sorted(
-        (to_scored(row._mapping, c.distance) for row in rows), key=lambda h: h.distance or 0.0
+        (to_scored(row, distance) for row in rows),
+        key=lambda h: (h.distance or 0.0, h.chunk.chunk_id),
     )
     if min_score is not None:
         hits = [hit for hit in hits if hit.score >= min_score]
@@ -169,7 +208,7 @@ def mmr_search(
     _check_k(fetch_k, "fetch_k")
     if not 0.0 <= lambda_mult <= 1.0:
         raise InvalidChunkError(f"expected 0 <= lambda_mult <= 1, got {lambda_mult}")
-    values = encode_query(query, c.dim)
+    values = encode_query(query, c.dim).tolist()
     where = compile_filter(filter, c.table) if filter else None
     vector = st.query_param(c, values)
     return _mmr(
@@ -201,7 +240,7 @@ def hybrid_search(
     """Full-text and vector search fused in one statement; see :class:`HybridOptions`."""
     _check_k(k)
     text = _text(text)
-    vector = st.query_param(c, encode_query(query, c.dim))
+    vector = st.query_param(c, encode_query(query, c.dim).tolist())
     where = compile_filter(filter, c.table) if filter else None
     statement = hybrid_statement(
         c, vector, text, k=k, where=where, options=options or HybridOptions()

@@ -6,12 +6,14 @@ PostgreSQL dialect.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import ClauseElement, Executable
@@ -21,10 +23,12 @@ from rag_pgstore.schema import STAGED_COLUMNS, Collection
 __all__ = [
     "COPY_TYPES",
     "Explain",
+    "ann_indexed",
     "any_of",
     "count",
     "delete",
     "distance_expr",
+    "nearest_read",
     "select_chunks",
     "set_local_many",
     "stage_copy",
@@ -92,12 +96,88 @@ def vector_search(
     nearest = sa.select(table.c.chunk_id, distance.label("distance"))
     if where is not None:
         nearest = nearest.where(where)
-    ranked = nearest.order_by(order).limit(k).offset(offset).subquery("nearest")
+    ranked = nearest.order_by(order).limit(_inline(k)).offset(_inline(offset)).subquery("nearest")
     return (
         sa.select(*chunk_columns(table, with_embeddings=with_embeddings), ranked.c.distance)
         .select_from(ranked.join(table, table.c.chunk_id == ranked.c.chunk_id))
         .order_by(ranked.c.distance, table.c.chunk_id)
     )
+
+
+_PSYCOPG = PGDialect_psycopg()  # type: ignore[no-untyped-call]
+
+
+@functools.lru_cache(maxsize=256)
+def nearest_read(
+    collection: Collection, k: int, offset: int, form: str
+) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """An unfiltered nearest-neighbour search compiled once per shape, for ``steps.Read``.
+
+    Returns the SQL and its fixed parameters; the caller binds ``query``. Building and
+    compiling a statement costs about as much as an HNSW search on 10k rows, so it is done
+    once. ``form`` is ``"ann"``: the plain ``ORDER BY distance LIMIT k`` an ANN index serves
+    (with an index this is the fastest: the scan visits the k heap rows anyway);
+    ``"scan"``: ranking on ``(chunk_id, distance)`` first and joining back only the winners
+    (without an index this is the fastest, see :func:`vector_search`); ``"exact"``: the same,
+    never through an ANN index.
+    """
+    query: sa.BindParameter[Any] = sa.bindparam("query", None, required=False)
+    if form == "ann":
+        table = collection.table
+        distance = distance_expr(collection, query)
+        statement = (
+            sa.select(*chunk_columns(table, with_embeddings=False), distance.label("distance"))
+            .order_by(distance)
+            .limit(_inline(k))
+            .offset(_inline(offset))
+        )
+    else:
+        statement = vector_search(collection, query, k=k, offset=offset, exact=form == "exact")
+    return _compiled(statement, bound=("query",))
+
+
+_PG_INDEXES = sa.table(
+    "pg_indexes",
+    sa.column("schemaname"),
+    sa.column("tablename"),
+    sa.column("indexdef"),
+    schema="pg_catalog",
+)
+
+
+@functools.lru_cache(maxsize=64)
+def ann_indexed(collection: Collection) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """Whether the table has an HNSW or IVFFlat index: one row, ``indexed``.
+
+    Asked of the catalog, which every role may read (a reader granted only SELECT on the
+    table cannot read the registry), and which also sees indexes made by hand.
+    """
+    v = _PG_INDEXES.c
+    found = sa.exists().where(
+        v.schemaname == collection.schema,
+        v.tablename == collection.name,
+        v.indexdef.op("~")(" USING (hnsw|ivfflat) "),
+    )
+    return _compiled(sa.select(found.label("indexed")), bound=())
+
+
+def _compiled(
+    statement: sa.Select[Any], *, bound: tuple[str, ...]
+) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """SQL for the psycopg driver, and the parameter values fixed in it (``bound`` excepted)."""
+    compiled = statement.compile(dialect=_PSYCOPG, compile_kwargs={"render_postcompile": True})
+    fixed = tuple((name, value) for name, value in compiled.params.items() if name not in bound)
+    return compiled.string, fixed
+
+
+def _inline(value: int) -> sa.BindParameter[int]:
+    """A LIMIT/OFFSET value rendered into the SQL (an int we validated), not sent as a parameter.
+
+    A prepared statement with ``LIMIT $2`` cannot know the limit, so its generic plan looks
+    expensive and PostgreSQL re-plans it on every execution: measured 0.33 against 0.23 ms
+    per HNSW search on 10k rows.
+    """
+    return sa.bindparam(None, int(value), type_=sa.Integer, literal_execute=True)
 
 
 def select_chunks(

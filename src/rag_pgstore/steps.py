@@ -2,18 +2,30 @@
 
 Each operation of the store is a generator (``lifecycle.py``, ``writes.py``, ``reads.py``)
 that yields steps and receives their results. It never touches a connection, so the same
-generator serves both the sync and the async API; only the two small drivers below differ, by
+generator serves both the sync and the async API; only the small drivers below differ, by
 ``await``.
+
+A plan whose first step is a :class:`Read` is one query and nothing else: it runs outside a
+transaction, straight on the driver connection, in one round trip (no BEGIN, no COMMIT, no
+SQLAlchemy result processing). That is the plain similarity search, where those costs would
+otherwise be most of the latency.
+
+Pooled connections are not pinged before use (a round trip per query). Instead, when the
+first database step of a plan finds its connection dead (a server restart, a killed backend),
+nothing has happened yet, so the pool is emptied and that step runs once more on a new
+connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -27,7 +39,19 @@ from rag_pgstore.errors import (
     UnsupportedError,
 )
 
-__all__ = ["Copy", "Execute", "Fetch", "Plan", "Pull", "run", "run_async"]
+__all__ = [
+    "HINT_SECONDS",
+    "Copy",
+    "Execute",
+    "Fetch",
+    "Hints",
+    "IndexedVariant",
+    "Plan",
+    "Pull",
+    "Read",
+    "run",
+    "run_async",
+]
 
 T = TypeVar("T")
 
@@ -56,6 +80,39 @@ class Copy:
 
 
 @dataclass(frozen=True)
+class IndexedVariant:
+    """Another form of a :class:`Read`'s query, faster when the collection has an ANN index.
+
+    ``probe`` (with ``probe_params``) answers one row, ``indexed``. The driver asks it at most
+    once per ``HINT_SECONDS`` per ``key``, on the same connection, and remembers the answer in
+    the ``hints`` its caller keeps; both forms return the same rows, so a stale answer costs
+    time, never correctness.
+    """
+
+    sql: str
+    key: str
+    probe: str
+    probe_params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Read:
+    """A plan's only step: run compiled ``sql`` with ``params`` outside a transaction.
+
+    Replies with the rows as dicts. ``sql`` comes from a SQLAlchemy statement compiled for the
+    psycopg dialect (``statements.nearest_read``), never from strings.
+    """
+
+    sql: str
+    params: Mapping[str, Any]
+    indexed: IndexedVariant | None = None
+
+
+HINT_SECONDS = 60.0
+Hints = dict[str, tuple[float, bool]]
+
+
+@dataclass(frozen=True)
 class Pull:
     """Reply with the next item of ``source`` (awaited if it is async), ``None`` at its end.
 
@@ -65,42 +122,150 @@ class Pull:
     source: Iterator[Any] | AsyncIterator[Any]
 
 
-Step = Fetch | Execute | Copy | Pull
+Step = Fetch | Execute | Copy | Pull | Read
 Plan = Generator[Step, Any, T]
 
 
-def run(engine: Engine, plan: Plan[T]) -> T:
-    """Drive ``plan`` to completion in one transaction on ``engine``."""
+def run(engine: Engine, plan: Plan[T], hints: Hints | None = None) -> T:
+    """Drive ``plan`` to completion in one transaction on ``engine``.
+
+    ``hints`` remembers, across calls, which form of a :class:`Read` suits each collection.
+    """
     try:
-        with engine.begin() as conn:
-            reply: Any = None
-            while True:
-                try:
-                    step = plan.send(reply)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-                reply = _sync_step(conn, step)
+        step = plan.send(None)
+        for retry in (False, True):
+            untouched = True  # no database step has run on this connection yet
+            try:
+                if isinstance(step, Read):
+                    with engine.connect() as conn:
+                        return _last(plan, _sync_read(conn, step, {} if hints is None else hints))
+                with engine.begin() as conn:
+                    while True:
+                        reply = _sync_step(conn, step)
+                        untouched = untouched and isinstance(step, Pull)
+                        try:
+                            step = plan.send(reply)
+                        except StopIteration as stop:
+                            return stop.value  # type: ignore[no-any-return]
+            except (sa_exc.DBAPIError, psycopg.Error) as exc:
+                if retry or not untouched or not _lost(exc):
+                    raise
+                engine.dispose()  # the rest of the pool is as dead as this connection
+        raise AssertionError("unreachable")
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
     except (sa_exc.DBAPIError, psycopg.Error) as exc:
         raise translate(exc) from exc
     finally:
         plan.close()
 
 
-async def run_async(engine: AsyncEngine, plan: Plan[T]) -> T:
+async def run_async(engine: AsyncEngine, plan: Plan[T], hints: Hints | None = None) -> T:
     """Drive ``plan`` to completion in one transaction on ``engine``, without blocking the loop."""
     try:
-        async with engine.begin() as conn:
-            reply: Any = None
-            while True:
-                try:
-                    step = plan.send(reply)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-                reply = await _async_step(conn, step)
+        step = plan.send(None)
+        for retry in (False, True):
+            untouched = True
+            try:
+                if isinstance(step, Read):
+                    async with engine.connect() as conn:
+                        reply = await _async_read(conn, step, {} if hints is None else hints)
+                        return _last(plan, reply)
+                async with engine.begin() as conn:
+                    while True:
+                        reply = await _async_step(conn, step)
+                        untouched = untouched and isinstance(step, Pull)
+                        try:
+                            step = plan.send(reply)
+                        except StopIteration as stop:
+                            return stop.value  # type: ignore[no-any-return]
+            except (sa_exc.DBAPIError, psycopg.Error) as exc:
+                if retry or not untouched or not _lost(exc):
+                    raise
+                await engine.dispose()
+        raise AssertionError("unreachable")
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
     except (sa_exc.DBAPIError, psycopg.Error) as exc:
         raise translate(exc) from exc
     finally:
         plan.close()
+
+
+def _last(plan: Plan[T], reply: Any) -> T:
+    try:
+        plan.send(reply)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    raise AssertionError("a Read must be its plan's only step")
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether ``exc`` means the connection died (rather than the statement failing)."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated
+    sqlstate = getattr(exc, "sqlstate", None)
+    # No sqlstate: the socket died. 08: connection exceptions. 57P01-03: the server shut down
+    # or restarted (not 57014, a cancelled statement, which must not be repeated).
+    return sqlstate is None or sqlstate[:2] == "08" or sqlstate in _SERVER_GONE
+
+
+_SERVER_GONE = ("57P01", "57P02", "57P03")
+
+
+def _stale(step: Read, hints: Hints) -> IndexedVariant | None:
+    """The variant whose probe must run now, if any."""
+    variant = step.indexed
+    if variant is None:
+        return None
+    seen = hints.get(variant.key)
+    return variant if seen is None or time.monotonic() - seen[0] > HINT_SECONDS else None
+
+
+def _form(step: Read, hints: Hints) -> str:
+    variant = step.indexed
+    return variant.sql if variant is not None and hints[variant.key][1] else step.sql
+
+
+def _sync_read(conn: Connection, step: Read, hints: Hints) -> list[dict[str, Any]]:
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    raw.autocommit = True  # one statement: no BEGIN/COMMIT round trips
+    try:
+        with raw.cursor(row_factory=dict_row) as cursor:
+            if (variant := _stale(step, hints)) is not None:
+                row = cursor.execute(variant.probe, variant.probe_params).fetchone()
+                hints[variant.key] = (time.monotonic(), bool(row and row["indexed"]))
+            cursor.execute(_form(step, hints), step.params)
+            return cursor.fetchall()
+    except psycopg.Error:
+        if raw.broken:
+            conn.invalidate()
+        raise
+    finally:
+        if not raw.broken:
+            raw.autocommit = False
+
+
+async def _async_read(conn: AsyncConnection, step: Read, hints: Hints) -> list[dict[str, Any]]:
+    raw = (await conn.get_raw_connection()).driver_connection
+    assert isinstance(raw, psycopg.AsyncConnection)
+    await raw.set_autocommit(True)
+    try:
+        async with raw.cursor(row_factory=dict_row) as cursor:
+            if (variant := _stale(step, hints)) is not None:
+                await cursor.execute(variant.probe, variant.probe_params)
+                row = await cursor.fetchone()
+                hints[variant.key] = (time.monotonic(), bool(row and row["indexed"]))
+            await cursor.execute(_form(step, hints), step.params)
+            return await cursor.fetchall()
+    except psycopg.Error:
+        if raw.broken:
+            await conn.invalidate()
+        raise
+    finally:
+        if not raw.broken:
+            await raw.set_autocommit(False)
 
 
 def _sync_step(conn: Connection, step: Step) -> Any:
@@ -114,12 +279,19 @@ def _sync_step(conn: Connection, step: Step) -> Any:
         return conn.execute(step.statement).all()
     if isinstance(step, Execute):
         return conn.execute(step.statement).rowcount
+    if isinstance(step, Read):
+        raise AssertionError("a Read must be its plan's only step")
     raw = conn.connection.driver_connection
     assert isinstance(raw, psycopg.Connection)
-    with raw.cursor() as cursor, cursor.copy(step.statement) as copy:
-        copy.set_types(list(step.types))
-        for row in step.rows:
-            copy.write_row(row)
+    try:
+        with raw.cursor() as cursor, cursor.copy(step.statement) as copy:
+            copy.set_types(list(step.types))
+            for row in step.rows:
+                copy.write_row(row)
+    except psycopg.Error:
+        if raw.broken:  # SQLAlchemy did not see this one: keep the dead connection out of the pool
+            conn.invalidate()
+        raise
     return None
 
 
@@ -132,12 +304,19 @@ async def _async_step(conn: AsyncConnection, step: Step) -> Any:
         return (await conn.execute(step.statement)).all()
     if isinstance(step, Execute):
         return (await conn.execute(step.statement)).rowcount
+    if isinstance(step, Read):
+        raise AssertionError("a Read must be its plan's only step")
     raw = (await conn.get_raw_connection()).driver_connection
     assert isinstance(raw, psycopg.AsyncConnection)
-    async with raw.cursor() as cursor, cursor.copy(step.statement) as copy:
-        copy.set_types(list(step.types))
-        for row in step.rows:
-            await copy.write_row(row)
+    try:
+        async with raw.cursor() as cursor, cursor.copy(step.statement) as copy:
+            copy.set_types(list(step.types))
+            for row in step.rows:
+                await copy.write_row(row)
+    except psycopg.Error:
+        if raw.broken:
+            await conn.invalidate()
+        raise
     return None
 
 

@@ -23,7 +23,7 @@ from rag_pgstore.records import (
 )
 from rag_pgstore.schema import Collection
 from rag_pgstore.searching import SearchMethods
-from rag_pgstore.steps import Plan, run, run_async
+from rag_pgstore.steps import Hints, Plan, run, run_async
 
 __all__ = ["ChunkStore"]
 
@@ -75,6 +75,7 @@ class ChunkStore(SearchMethods):
         self._owned: tuple[Engine | None, AsyncEngine | None] = (None, None)
         self._server: EmbeddedPostgres | None = None
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+        self._hints: Hints = {}  # whether the collection has an ANN index (steps.Read)
 
     @classmethod
     def from_url(
@@ -169,7 +170,7 @@ class ChunkStore(SearchMethods):
             raise UnsupportedError(
                 "this store has no sync engine; use the a* methods or pass engine="
             )
-        return run(self.engine, plan)
+        return run(self.engine, plan, self._hints)
 
     async def arun_plan(self, plan: Plan[T]) -> T:
         """Async :meth:`run_plan`."""
@@ -185,7 +186,7 @@ class ChunkStore(SearchMethods):
             # safe here because psycopg closes a connection without awaiting its old loop.
             await self.async_engine.dispose()
         self._loop = weakref.ref(loop)
-        return await run_async(self.async_engine, plan)
+        return await run_async(self.async_engine, plan, self._hints)
 
     # -- schema --------------------------------------------------------------------------------
 
@@ -213,19 +214,33 @@ class ChunkStore(SearchMethods):
         A different index (other kind or parameters) is replaced. Building HNSW over many rows
         takes a while: build it after bulk loading when you can.
         """
-        return self.run_plan(lifecycle.create_index(self.collection, spec or HnswIndex()))
+        try:
+            return self.run_plan(lifecycle.create_index(self.collection, spec or HnswIndex()))
+        finally:
+            self._hints.clear()  # searches pick their form again
 
     async def acreate_index(self, spec: HnswIndex | IvfflatIndex | None = None) -> bool:
         """Async :meth:`create_index`."""
-        return await self.arun_plan(lifecycle.create_index(self.collection, spec or HnswIndex()))
+        try:
+            return await self.arun_plan(
+                lifecycle.create_index(self.collection, spec or HnswIndex())
+            )
+        finally:
+            self._hints.clear()
 
     def drop_index(self) -> None:
         """Drop the ANN index, if any; searches become exact scans."""
-        self.run_plan(lifecycle.drop_index(self.collection))
+        try:
+            self.run_plan(lifecycle.drop_index(self.collection))
+        finally:
+            self._hints.clear()
 
     async def adrop_index(self) -> None:
         """Async :meth:`drop_index`."""
-        await self.arun_plan(lifecycle.drop_index(self.collection))
+        try:
+            await self.arun_plan(lifecycle.drop_index(self.collection))
+        finally:
+            self._hints.clear()
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -7,13 +7,13 @@ offending chunk and nothing has touched the database.
 from __future__ import annotations
 
 import json
-import math
 import re
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from rag_pgstore.errors import CollectionNameError, DimensionError, InvalidChunkError
 from rag_pgstore.records import Chunk
@@ -177,8 +177,8 @@ def encode_batch(
     return rows
 
 
-def encode_query(vector: Sequence[float], dim: int) -> list[float]:
-    """Validate a query embedding and return it as a list of floats."""
+def encode_query(vector: Sequence[float], dim: int) -> npt.NDArray[np.float64]:
+    """Validate a query embedding and return it as a float64 array (one numpy conversion)."""
     try:
         size = len(vector)
     except TypeError:
@@ -187,8 +187,13 @@ def encode_query(vector: Sequence[float], dim: int) -> list[float]:
         ) from None
     if size != dim:
         raise DimensionError(f"expected {dim} dimensions, got {size} (query embedding)")
-    values = [float(v) for v in vector]
-    if not all(math.isfinite(v) for v in values):
+    try:
+        values = np.asarray(vector, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidChunkError(f"expected the query embedding to be numbers: {exc}") from None
+    if values.shape != (dim,):
+        raise InvalidChunkError(f"expected a flat query embedding, got shape {values.shape}")
+    if not np.isfinite(values).all():
         raise InvalidChunkError("expected finite numbers in the query embedding, got NaN or inf")
     return values
 
