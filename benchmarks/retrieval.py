@@ -130,6 +130,14 @@ def _fold(text: str) -> str:
     return " ".join(text.split())
 
 
+def load_text(size: int) -> str:
+    """The reference's text joined by blank lines, repeated or cut to ``size`` characters."""
+    corpus = "\n\n".join(
+        json.loads(line)["text"] for line in DATA.read_text(encoding="utf-8").splitlines()
+    )
+    return (corpus * (size // len(corpus) + 1))[:size]
+
+
 def load_chunks(limit_chars: int = MAX_CHARS) -> list[tuple[str, str, str]]:
     """``(chunk_id, topic, text)`` for every chunk: paragraphs packed up to ``limit_chars``."""
     chunks = []

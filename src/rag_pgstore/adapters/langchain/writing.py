@@ -56,7 +56,7 @@ class DocumentWrites:
             raise InvalidChunkError("expected as many metadatas as texts, got more metadatas")
 
     def _chunk(
-        self, chunk_id: str, text: str, metadata: dict[str, Any], vector: list[float]
+        self, chunk_id: str, text: str, metadata: dict[str, Any], vector: Sequence[float]
     ) -> Chunk:
         entity = metadata.get(self.entity_key) if self.entity_key else None
         return Chunk(
@@ -123,7 +123,7 @@ class DocumentWrites:
                 vector = next(vectors, None)
                 if vector is None:
                     raise InvalidChunkError("expected as many embeddings as texts, got fewer")
-                yield self._chunk(chunk_id, text, meta, list(vector))
+                yield self._chunk(chunk_id, text, meta, vector)
 
     def add_embeddings(
         self,
@@ -135,8 +135,8 @@ class DocumentWrites:
     ) -> list[str]:
         """Add texts with precomputed vectors: no embedding call, streamed through COPY."""
         written: list[str] = []
-        chunks = self._given(texts, embeddings, metadatas, ids, written)
-        self.store.upsert(chunks, batch_size=self.embed_batch_size)
+        # Nothing to embed, so the store's own (larger) statement batches apply.
+        self.store.upsert(self._given(texts, embeddings, metadatas, ids, written))
         return written
 
     async def aadd_embeddings(
@@ -149,8 +149,7 @@ class DocumentWrites:
     ) -> list[str]:
         """Async :meth:`add_embeddings`."""
         written: list[str] = []
-        chunks = self._given(texts, embeddings, metadatas, ids, written)
-        await self.store.aupsert(chunks, batch_size=self.embed_batch_size)
+        await self.store.aupsert(self._given(texts, embeddings, metadatas, ids, written))
         return written
 
     def delete(

@@ -1,0 +1,49 @@
+"""Peak client memory while ingesting a streamed corpus: run in its own process.
+
+    python -m benchmarks.memory ROWS DIM
+
+Prints one JSON object: rows, seconds, peak RSS of this process and its RSS before the
+ingest (after imports and connecting), in MB. Chunks come from a generator, 10k at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+from benchmarks.corpus import Corpus, stream
+from rag_pgstore import Chunk, ChunkStore
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def main() -> None:
+    rows, dim = int(sys.argv[1]), int(sys.argv[2])
+    corpus = Corpus(rows, dim)
+    store = ChunkStore.from_url(
+        os.environ.get("DATABASE_URL"), collection="bench_memory", dim=dim, setup=False
+    )
+    store.drop()
+    store.setup()
+    before = _rss_mb()
+    started = time.perf_counter()
+    written = store.upsert(
+        Chunk(chunk_id=f"c{i}", content=f"chunk {i}", embedding=v, metadata={"n": i})
+        for start, stop in stream(corpus)
+        for i, v in zip(range(start, stop), corpus.vectors(start, stop), strict=True)
+    )
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000  # kB on Linux
+    store.drop()
+    store.close()
+    print(json.dumps({"rows": written, "seconds": seconds, "peak_mb": peak, "before_mb": before}))
+
+
+if __name__ == "__main__":
+    main()
