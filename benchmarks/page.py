@@ -56,7 +56,9 @@ def write(results: Results, command: str) -> Path:
         "Chunks per second with precomputed embeddings, each writer into a fresh empty table; "
         f"ratio to the floor, `{FLOOR}`. `{SAME_SCHEMA}` is the same COPY into a table of our "
         "schema (btree indexes, GIN on metadata, generated tsvector + GIN): what the schema "
-        "itself costs before any code of ours runs.",
+        "itself costs before any code of ours runs, broken down feature by feature in "
+        "[the upsert profile](results/upsert-profile.md). The second ratio compares each "
+        "writer with that COPY, the fastest way to fill the same table.",
         "",
         "![ingest](benchmarks/ingest.png)",
         "",
@@ -65,9 +67,13 @@ def write(results: Results, command: str) -> Path:
         floor = times[FLOOR]
         rows_n = int(size.split("x")[0])
         lines += [f"### {size.replace('x', ' chunks x ')} d", ""]
+        same = times.get(SAME_SCHEMA, floor)
         lines += _table(
-            ["writer", "chunks/s", "ratio to the floor"],
-            [[w, f"{rows_n / s:,.0f}", f"{floor / s:.2f}x"] for w, s in times.items()],
+            ["writer", "chunks/s", "ratio to the floor", "ratio to COPY into our table"],
+            [
+                [w, f"{rows_n / s:,.0f}", f"{floor / s:.2f}x", f"{same / s:.2f}x"]
+                for w, s in times.items()
+            ],
         )
     lines += [
         "## Query latency",
@@ -145,11 +151,15 @@ def write(results: Results, command: str) -> Path:
 def _targets(r: Results) -> list[list[str]]:
     rows = []
     for size, times in r.ingest.items():
-        floor = times[FLOOR]
+        floor, same = times[FLOOR], times[SAME_SCHEMA]
         for w in OURS:
             ratio = floor / times[w]
             rows.append(
-                [f"ingest {size}: {w} >= 0.8x the COPY floor", f"{ratio:.2f}x", _met(ratio >= 0.8)]
+                [
+                    f"ingest {size}: {w} >= 0.8x the COPY floor",
+                    f"{ratio:.2f}x ({same / times[w]:.2f}x COPY into our table)",
+                    _met(ratio >= 0.8),
+                ]
             )
     for phase, stores in r.latency.items():
         raw = stores[RAW].p50

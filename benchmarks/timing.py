@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -13,10 +14,15 @@ __all__ = ["Latency", "interleaved", "latencies"]
 
 
 def interleaved(runs: dict[str, Callable[[], float]], repeat: int) -> dict[str, float]:
-    """Median seconds of each run, alternating them so drift on the machine hits all alike."""
+    """Median seconds of each run, alternating them so drift on the machine hits all alike.
+
+    The garbage collector is emptied before each run, so that no run pays for the objects a
+    previous one left behind.
+    """
     times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeat):
         for name, run in runs.items():
+            gc.collect()
             times[name].append(run())
     return {name: statistics.median(values) for name, values in times.items()}
 

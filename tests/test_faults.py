@@ -63,6 +63,44 @@ async def test_concurrent_async_upserts_do_not_deadlock(make_store: StoreFactory
     assert await store.acount() == len(set().union(*rounds))
 
 
+def test_a_new_id_written_meanwhile_sends_the_batch_to_the_merge(
+    make_store: StoreFactory,
+) -> None:
+    # Another transaction inserts id1 after our existence check: our COPY waits for it, hits
+    # the unique index once it commits, rolls back to its savepoint, and merges instead.
+    store = make_store()
+    table = store.collection.table
+    assert store.engine is not None
+    other = sa.create_engine(store.engine.url, poolclass=sa.NullPool)
+    with ThreadPoolExecutor(1) as pool, other.connect() as conn:
+        row = {"chunk_id": "id1", "entity_id": "id1", "content": "theirs"}
+        conn.execute(table.insert().values(embedding=[0.0, 0.0, 1.0], content_hash="x", **row))
+        writing = pool.submit(store.upsert, batch([1, 2], 7))
+        while not writing.done() and not _waiting_on_a_lock(conn):
+            threading.Event().wait(0.02)
+        assert not writing.done()
+        conn.commit()
+        assert writing.result(timeout=30) == 2
+    other.dispose()
+    assert [(c.chunk_id, c.content) for c in store.get(["id1", "id2"])] == [
+        ("id1", "round 7"),
+        ("id2", "round 7"),
+    ]
+
+
+def _waiting_on_a_lock(conn: sa.Connection) -> bool:
+    waits = (
+        sa.select(sa.func.count())
+        .select_from(sa.table("pg_stat_activity"))
+        .where(
+            sa.column("wait_event_type") == "Lock",
+            sa.column("datname") == sa.func.current_database(),
+        )
+    )
+    with conn.engine.connect() as probe:
+        return bool(probe.execute(waits).scalar_one())
+
+
 def test_searches_keep_working_while_writes_run(make_store: StoreFactory) -> None:
     store = make_store()
     store.upsert(batch(list(range(500)), 0))
@@ -106,7 +144,7 @@ async def test_store_survives_a_server_restart(db: Database, make_store: StoreFa
     assert len(await store.asearch([1.0, 1.0, 0.0], k=3)) == 3  # a Read first, this time
     assert store.count() == 3
     db.restart()
-    store.upsert(batch([4], 0))  # a write whose first step is a COPY
+    store.upsert(batch([4], 0))  # a write (its first step asks which ids exist)
     assert store.count() == 4
 
 

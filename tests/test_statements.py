@@ -40,26 +40,29 @@ def test_compiled_reads_inline_limits_and_bind_only_the_query() -> None:
     assert set(dict(params).values()) == {"public", "docs", " USING (hnsw|ivfflat) "}
 
 
-def test_upsert_dedupes_orders_and_skips_unchanged_rows() -> None:
+def test_merge_orders_and_skips_unchanged_rows() -> None:
     c = Collection("docs", 3)
     text = sql(st.upsert_from_stage(c))
-    assert (
-        "row_number() OVER (PARTITION BY rag_pgstore_stage.chunk_id ORDER BY rag_pgstore_stage.seq DESC)"
-        in text
-    )
     assert "ON CONFLICT (chunk_id) DO UPDATE" in text
     assert "IS DISTINCT FROM" in text
-    assert text.index("ORDER BY anon_1.chunk_id") < text.index("ON CONFLICT")
-    assert "row_number" not in sql(st.upsert_from_stage(c, deduplicate=False))
+    assert text.index("ORDER BY rag_pgstore_stage.chunk_id") < text.index("ON CONFLICT")
 
 
-def test_copy_statement_quotes_identifiers() -> None:
-    from psycopg import sql as psql
+def test_any_exist_binds_one_array() -> None:
+    compiled = st.any_exist(Collection("docs", 3), ["a", "b'c"]).compile(dialect=PG)
+    assert "EXISTS" in str(compiled)
+    assert "b'c" not in str(compiled)
+    assert list(compiled.params.values()) == [["a", "b'c"]]
 
-    copy = st.stage_copy()
-    assert isinstance(copy, psql.Composed)
-    assert "Identifier('rag_pgstore_stage')" in repr(copy)
-    assert "FROM STDIN (FORMAT BINARY)" in repr(copy)
+
+def test_copy_statements_quote_identifiers() -> None:
+    stage = st.stage_copy()
+    assert "Identifier('rag_pgstore_stage')" in repr(stage)
+    table = st.table_copy(Collection("docs", 3, schema="kb"))
+    assert "Identifier('kb', 'docs')" in repr(table)
+    for copy in (stage, table):
+        assert "FROM STDIN (FORMAT BINARY)" in repr(copy)
+        assert "Identifier('content_hash')" in repr(copy)
 
 
 def test_set_local_binds_names_and_values() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import math
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -93,6 +94,19 @@ async def test_duplicate_ids_in_one_call_last_one_wins(make_store: StoreFactory,
     assert store.count() == 2
 
 
+async def test_a_stream_is_written_batch_after_batch(make_store: StoreFactory, api: Api) -> None:
+    # Batches of two: {x, y} are new (copied in), {x, z} replaces x (merged), {x} again.
+    store = make_store()
+    stream = iter([chunk("x", content="1"), chunk("y"), chunk("x", content="2"), chunk("z")])
+    tail = [chunk("x", content="3"), chunk("y")]
+    assert await api(store, "upsert", itertools.chain(stream, tail), batch_size=2) == 5
+    assert [(c.chunk_id, c.content) for c in store.get(["x", "y", "z"])] == [
+        ("x", "3"),
+        ("y", "content of y"),
+        ("z", "content of z"),
+    ]
+
+
 async def test_streamed_upsert_beyond_the_bind_parameter_ceiling(
     make_store: StoreFactory, api: Api
 ) -> None:
@@ -152,15 +166,25 @@ BAD_CHUNKS: list[tuple[Any, type[Exception], str]] = [
 ]
 
 
+@pytest.mark.parametrize("replacing", [True, False], ids=["merge", "copy"])
 @pytest.mark.parametrize(("bad", "error", "message"), BAD_CHUNKS, ids=[m for _, _, m in BAD_CHUNKS])
 async def test_bad_chunks_are_refused_and_nothing_is_written(
-    make_store: StoreFactory, api: Api, bad: Any, error: type[Exception], message: str
+    make_store: StoreFactory,
+    api: Api,
+    bad: Any,
+    error: type[Exception],
+    message: str,
+    replacing: bool,
 ) -> None:
+    # A batch that replaces a row is merged, one of new ids only is copied straight in; the
+    # metadata checks run while either COPY streams (in chunk_id order: "0..." rows go first),
+    # so both must roll back whole.
     store = make_store()
     store.upsert([chunk("keep", content="original")])
+    replaced = [chunk("keep", content="changed")] if replacing else []
     with pytest.raises(error, match=message):
-        await api(store, "upsert", [chunk("new-1"), chunk("keep", content="changed"), bad])
-    assert [(c.chunk_id, c.content) for c in store.get(["keep", "new-1", "a"])] == [
+        await api(store, "upsert", [chunk("0new-1"), *replaced, chunk("0new-2"), bad])
+    assert [(c.chunk_id, c.content) for c in store.get(["keep", "0new-1", "0new-2", "a"])] == [
         ("keep", "original")
     ]
 

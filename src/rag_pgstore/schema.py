@@ -124,23 +124,22 @@ class Collection:
 
     @cached_property
     def staging(self) -> sa.Table:
-        """The per-transaction table COPY writes into before the upsert."""
+        """The per-transaction table that rows replacing existing ones are copied into first."""
         source = self.table.c
         return sa.Table(
             "rag_pgstore_stage",
             sa.MetaData(),
-            sa.Column("seq", sa.Integer, nullable=False),
             *(
                 sa.Column(name, source[name].type, nullable=source[name].nullable)
-                for name in STAGED_COLUMNS
+                for name in WRITTEN_COLUMNS
             ),
             prefixes=["TEMPORARY"],
             postgresql_on_commit="DROP",
         )
 
 
-# The columns COPY sends, in order, after ``seq``.
-STAGED_COLUMNS = (
+# The columns a write sends by COPY, in order, to the table or to the staging table.
+WRITTEN_COLUMNS = (
     "chunk_id",
     "entity_id",
     "chunk_index",
@@ -149,6 +148,7 @@ STAGED_COLUMNS = (
     "metadata",
     "embedding",
     "adapter_data",
+    "content_hash",
 )
 
 

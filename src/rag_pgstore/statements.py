@@ -18,12 +18,13 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
-from rag_pgstore.schema import STAGED_COLUMNS, Collection
+from rag_pgstore.schema import WRITTEN_COLUMNS, Collection
 
 __all__ = [
     "COPY_TYPES",
     "Explain",
     "ann_indexed",
+    "any_exist",
     "any_of",
     "count",
     "delete",
@@ -32,6 +33,8 @@ __all__ = [
     "select_chunks",
     "set_local_many",
     "stage_copy",
+    "table_copy",
+    "truncate",
     "upsert_from_stage",
     "vector_search",
 ]
@@ -49,9 +52,9 @@ CHUNK_COLUMNS = (
     "adapter_data",
 )
 # Binary COPY carries no type information, only each field's bytes. jsonb and vector fields are
-# encoded by validate.encode_batch already, so they travel as opaque "bytea"; the server reads
+# encoded by validate.Batch.rows already, so they travel as opaque "bytea"; the server reads
 # them with jsonb_recv / vector_recv because that is the type of the target column.
-COPY_TYPES = ("int4", "text", "text", "int4", "int4", "text", "bytea", "bytea", "bytea")
+COPY_TYPES = ("text", "text", "int4", "int4", "text", "bytea", "bytea", "bytea", "text")
 
 
 def chunk_columns(table: sa.Table, *, with_embeddings: bool) -> list[sa.Column[Any]]:
@@ -214,54 +217,55 @@ def set_local_many(settings: dict[str, str]) -> sa.Select[Any]:
     return sa.select(*(sa.func.set_config(name, value, True) for name, value in settings.items()))
 
 
+def table_copy(collection: Collection) -> sql.Composed:
+    """``COPY`` new rows straight into the collection's table."""
+    return _copy(sql.Identifier(collection.schema, collection.name), WRITTEN_COLUMNS)
+
+
 def stage_copy() -> sql.Composed:
-    columns = sql.SQL(", ").join(sql.Identifier(name) for name in ("seq", *STAGED_COLUMNS))
+    """``COPY`` rows that replace existing ones into the staging table, for the merge."""
+    return _copy(sql.Identifier("rag_pgstore_stage"), WRITTEN_COLUMNS)
+
+
+def _copy(table: sql.Identifier, columns: Sequence[str]) -> sql.Composed:
     return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        sql.Identifier("rag_pgstore_stage"), columns
+        table, sql.SQL(", ").join(map(sql.Identifier, columns))
     )
 
 
-def upsert_from_stage(collection: Collection, *, deduplicate: bool = True) -> sa.Insert:
-    """Move staged rows into the table: last duplicate wins, rows locked in ``chunk_id`` order.
+def any_exist(collection: Collection, ids: Sequence[str]) -> sa.Select[Any]:
+    """Whether the table holds any of ``ids`` (one row, one boolean; index probes only)."""
+    chunk_id = collection.table.c.chunk_id
+    return sa.select(sa.exists().where(chunk_id == any_of(ids)))
 
-    With ``deduplicate``, ``row_number() OVER (PARTITION BY chunk_id ORDER BY seq DESC) = 1``
-    keeps the last occurrence of each id (pass ``False`` when the caller already did). Inserting
-    in ``chunk_id`` order makes every writer take row locks in the same order, so concurrent
-    upserts of overlapping ids wait for each other instead of deadlocking. Rows that did not
-    change are not rewritten.
+
+def upsert_from_stage(collection: Collection) -> sa.Insert:
+    """Merge the staged rows into the table, in ``chunk_id`` order, rewriting only changed rows.
+
+    Inserting in ``chunk_id`` order makes every writer take row locks in the same order, so
+    concurrent upserts of overlapping ids wait for each other instead of deadlocking. The
+    caller stages each id at most once.
     """
     table, stage = collection.table, collection.staging
-    staged: Any = stage
-    if deduplicate:
-        latest = sa.func.row_number().over(
-            partition_by=stage.c.chunk_id, order_by=stage.c.seq.desc()
-        )
-        ranked = sa.select(*(stage.c[name] for name in STAGED_COLUMNS), latest.label("latest"))
-        staged = ranked.subquery()
-    content_hash = sa.func.encode(
-        sa.func.sha256(sa.func.convert_to(staged.c.content, "UTF8")), "hex"
-    )
-    source = sa.select(*(staged.c[name] for name in STAGED_COLUMNS), content_hash).order_by(
-        staged.c.chunk_id
-    )
-    if deduplicate:
-        source = source.where(staged.c.latest == 1)
-    stmt = pg.insert(table).from_select([*STAGED_COLUMNS, "content_hash"], source)
-    updated = [name for name in STAGED_COLUMNS if name != "chunk_id"]
+    source = sa.select(*(stage.c[name] for name in WRITTEN_COLUMNS)).order_by(stage.c.chunk_id)
+    stmt = pg.insert(table).from_select(list(WRITTEN_COLUMNS), source)
+    updated = [name for name in WRITTEN_COLUMNS if name != "chunk_id"]
     changed = sa.tuple_(*(table.c[name] for name in updated)).is_distinct_from(
         sa.tuple_(*(stmt.excluded[name] for name in updated))
     )
     upsert = stmt.on_conflict_do_update(
         index_elements=[table.c.chunk_id],
-        set_={
-            **{name: stmt.excluded[name] for name in updated},
-            "content_hash": stmt.excluded.content_hash,
-            "updated_at": sa.func.now(),
-        },
+        set_={**{name: stmt.excluded[name] for name in updated}, "updated_at": sa.func.now()},
         where=changed,
     )
     # SQLAlchemy only promises rowcount for UPDATE/DELETE unless asked to keep it.
     return upsert.execution_options(preserve_rowcount=True)
+
+
+def truncate(table: sa.Table) -> sa.DDL:
+    """``TRUNCATE`` ``table`` (the staging table between batches: O(1), no dead rows left)."""
+    # DDL() fills %(fullname)s with the table's quoted name; nothing else goes into the string.
+    return sa.DDL("TRUNCATE %(fullname)s").against(table)  # type: ignore[no-untyped-call]
 
 
 class Explain(Executable, ClauseElement):

@@ -19,12 +19,21 @@ connection.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.errors import DeadlockDetected, UniqueViolation
 from psycopg.rows import dict_row
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
@@ -72,11 +81,19 @@ class Execute:
 
 @dataclass(frozen=True)
 class Copy:
-    """Stream rows into ``COPY ... FROM STDIN (FORMAT BINARY)``; reply with ``None``."""
+    """Stream rows into ``COPY ... FROM STDIN (FORMAT BINARY)``; reply with whether they landed.
+
+    ``rows`` is called each time the step runs (a retry starts afresh), so the plan can encode
+    rows while they stream. With ``savepoint``, a row whose id another transaction has just
+    written (a unique violation, or a deadlock while waiting for that writer) rolls the COPY
+    back to a savepoint and the reply is ``False``: the plan then writes those rows another
+    way. Every other error propagates.
+    """
 
     statement: sql.Composed
     types: Sequence[str]
-    rows: Sequence[Sequence[Any]]
+    rows: Callable[[], Iterable[Sequence[Any]]]
+    savepoint: bool = False
 
 
 @dataclass(frozen=True)
@@ -281,18 +298,33 @@ def _sync_step(conn: Connection, step: Step) -> Any:
         return conn.execute(step.statement).rowcount
     if isinstance(step, Read):
         raise AssertionError("a Read must be its plan's only step")
+    if not step.savepoint:
+        _sync_copy(conn, step)
+        return True
+    try:
+        with conn.begin_nested():
+            _sync_copy(conn, step)
+    except _CONTENDED:
+        return False
+    return True
+
+
+# Another transaction wrote one of the ids first (or holds it while waiting for us).
+_CONTENDED = (UniqueViolation, DeadlockDetected)
+
+
+def _sync_copy(conn: Connection, step: Copy) -> None:
     raw = conn.connection.driver_connection
     assert isinstance(raw, psycopg.Connection)
     try:
         with raw.cursor() as cursor, cursor.copy(step.statement) as copy:
             copy.set_types(list(step.types))
-            for row in step.rows:
+            for row in step.rows():
                 copy.write_row(row)
     except psycopg.Error:
         if raw.broken:  # SQLAlchemy did not see this one: keep the dead connection out of the pool
             conn.invalidate()
         raise
-    return None
 
 
 async def _async_step(conn: AsyncConnection, step: Step) -> Any:
@@ -306,18 +338,29 @@ async def _async_step(conn: AsyncConnection, step: Step) -> Any:
         return (await conn.execute(step.statement)).rowcount
     if isinstance(step, Read):
         raise AssertionError("a Read must be its plan's only step")
+    if not step.savepoint:
+        await _async_copy(conn, step)
+        return True
+    try:
+        async with conn.begin_nested():
+            await _async_copy(conn, step)
+    except _CONTENDED:
+        return False
+    return True
+
+
+async def _async_copy(conn: AsyncConnection, step: Copy) -> None:
     raw = (await conn.get_raw_connection()).driver_connection
     assert isinstance(raw, psycopg.AsyncConnection)
     try:
         async with raw.cursor() as cursor, cursor.copy(step.statement) as copy:
             copy.set_types(list(step.types))
-            for row in step.rows:
+            for row in step.rows():
                 await copy.write_row(row)
     except psycopg.Error:
         if raw.broken:
             await conn.invalidate()
         raise
-    return None
 
 
 _UNAVAILABLE_CLASSES = ("08", "57")  # connection exceptions; operator intervention (shutdown)

@@ -247,9 +247,10 @@ class ChunkStore(SearchMethods):
     def upsert(self, chunks: Iterable[Chunk], *, batch_size: int = writes.DEFAULT_BATCH) -> int:
         """Insert or fully replace chunks by ``chunk_id`` in one transaction; return rows changed.
 
-        Any number of chunks (streamed through binary COPY ``batch_size`` at a time). If an id
-        appears twice, the last one wins. If anything fails, nothing is written. Unchanged
-        chunks are not rewritten (and not counted).
+        Any number of chunks (streamed through binary COPY ``batch_size`` at a time, batch
+        after batch). If an id appears twice, the last one wins. If anything fails, nothing is
+        written. Unchanged chunks are not rewritten (and not counted); a stream's count is the
+        sum of its batches', so an id written again in a later batch counts again.
         """
         return self.run_plan(writes.upsert(self.collection, chunks, batch_size=batch_size))
 

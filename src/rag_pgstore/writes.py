@@ -16,8 +16,8 @@ from rag_pgstore.errors import InvalidChunkError
 from rag_pgstore.filters import compile_filter
 from rag_pgstore.records import Chunk
 from rag_pgstore.schema import Collection
-from rag_pgstore.steps import Copy, Execute, Plan, Pull
-from rag_pgstore.validate import check_ids, encode_batch
+from rag_pgstore.steps import Copy, Execute, Fetch, Plan, Pull
+from rag_pgstore.validate import Batch, check_batch, check_ids
 
 DEFAULT_BATCH = 5_000
 
@@ -31,63 +31,76 @@ def upsert(
     """Write chunks (insert or fully replace by ``chunk_id``); return how many rows changed.
 
     ``chunks`` may be a list, any iterator, or (for the async API) an async iterator: streams
-    are encoded and copied ``batch_size`` at a time, so they never sit in memory whole.
+    are checked and written ``batch_size`` at a time, in order, so they never sit in memory
+    whole. Within a batch the last chunk of an id wins.
     """
     if batch_size < 1:
         raise InvalidChunkError(f"expected batch_size >= 1, got {batch_size}")
     if isinstance(chunks, AsyncIterable):
-        return _upsert(collection, _aencode_stream(collection, chunks, batch_size), unique=False)
+        return _upsert(collection, _abatches(collection, chunks, batch_size))
     if isinstance(chunks, (str, bytes, Chunk)) or not isinstance(chunks, Iterable):
         raise InvalidChunkError(f"expected an iterable of Chunk, got {type(chunks).__name__}")
-    if isinstance(chunks, Sequence) and chunks:
-        # Validate a whole in-memory batch before a connection is even taken, and let the last
-        # duplicate win here, so the database need not deduplicate.
-        rows = encode_batch(chunks, dim=collection.dim, vector_type=collection.vector_type)
-        latest = list({row[1]: row for row in rows}.values())
-        return _upsert(collection, iter([latest]), unique=True)
-    return _upsert(collection, _encode_stream(collection, chunks, batch_size), unique=False)
+    if isinstance(chunks, Sequence):
+        # Check a whole in-memory batch before a connection is even taken.
+        return _upsert(collection, iter([_check(collection, chunks)]))
+    return _upsert(collection, _batches(collection, chunks, batch_size))
 
 
-def _encode_stream(c: Collection, chunks: Iterable[Chunk], batch_size: int) -> Iterator[list[Any]]:
-    seq = 0
+def _check(c: Collection, chunks: Sequence[Chunk]) -> Batch:
+    return check_batch(chunks, dim=c.dim, vector_type=c.vector_type)
+
+
+def _batches(c: Collection, chunks: Iterable[Chunk], batch_size: int) -> Iterator[Batch]:
     iterator = iter(chunks)
     while batch := list(itertools.islice(iterator, batch_size)):
-        rows = encode_batch(batch, dim=c.dim, vector_type=c.vector_type, first_seq=seq)
-        seq += len(rows)
-        yield rows
+        yield _check(c, batch)
 
 
-async def _aencode_stream(
+async def _abatches(
     c: Collection, chunks: AsyncIterable[Chunk], batch_size: int
-) -> AsyncIterator[list[Any]]:
-    seq = 0
+) -> AsyncIterator[Batch]:
     batch: list[Chunk] = []
     async for chunk in chunks:
         batch.append(chunk)
         if len(batch) == batch_size:
-            yield encode_batch(batch, dim=c.dim, vector_type=c.vector_type, first_seq=seq)
-            seq += len(batch)
+            yield _check(c, batch)
             batch = []
     if batch:
-        yield encode_batch(batch, dim=c.dim, vector_type=c.vector_type, first_seq=seq)
+        yield _check(c, batch)
 
 
 UPSERT_WORK_MEM = "64MB"  # sorting the staged rows by chunk_id in memory, not on disk
 
 
-def _upsert(
-    c: Collection, batches: Iterator[list[Any]] | AsyncIterator[list[Any]], *, unique: bool
-) -> Plan[int]:
-    staged = False
-    while (rows := (yield Pull(batches))) is not None:
-        if not staged:
+def _upsert(c: Collection, batches: Iterator[Batch] | AsyncIterator[Batch]) -> Plan[int]:
+    """Write each batch in turn: by COPY when all its ids are new, else by a merge.
+
+    A COPY into the table is the fastest write PostgreSQL has, and new rows need nothing more.
+    A batch that replaces rows is copied into a staging table and merged with ``INSERT ... ON
+    CONFLICT``, which skips unchanged rows. Either way a batch's rows are written, and so
+    locked, in ``chunk_id`` order, so overlapping concurrent batches wait for each other
+    instead of deadlocking. If another transaction writes one of the "new" ids first, the COPY
+    rolls back to its savepoint and the batch takes the merge instead.
+    """
+    changed = 0
+    staging = False
+    while (batch := (yield Pull(batches))) is not None:
+        if not batch.order:
+            continue
+        [(existing,)] = yield Fetch(st.any_exist(c, batch.ids))
+        if not existing:
+            direct = Copy(st.table_copy(c), st.COPY_TYPES, batch.rows, savepoint=True)
+            if (yield direct):
+                changed += len(batch.order)
+                continue
+        if not staging:
             yield Execute(sa.schema.CreateTable(c.staging))
-            staged = True
-        yield Copy(st.stage_copy(), st.COPY_TYPES, rows)
-    if not staged:
-        return 0
-    yield Execute(st.set_local_many({"work_mem": UPSERT_WORK_MEM}))
-    changed: int = yield Execute(st.upsert_from_stage(c, deduplicate=not unique))
+            yield Execute(st.set_local_many({"work_mem": UPSERT_WORK_MEM}))
+            staging = True
+        else:
+            yield Execute(st.truncate(c.staging))
+        yield Copy(st.stage_copy(), st.COPY_TYPES, batch.rows)
+        changed += yield Execute(st.upsert_from_stage(c))
     return changed
 
 

@@ -235,8 +235,10 @@ def to_chunk(node: BaseNode) -> Chunk:
     embedding = node.get_embedding()
     if embedding is None:
         raise InvalidChunkError(f"expected node {node.node_id!r} to carry an embedding, got None")
-    # Serialise without the user metadata (stored in its own column) and without the text.
-    bookkeeping = node_to_metadata_dict(node.model_copy(update={"metadata": {}}), remove_text=True)
+    # Serialise without the user metadata (stored in its own column), the text, and the vector
+    # (which LlamaIndex would dump float by float only to throw it away).
+    bare = node.model_copy(update={"metadata": {}, "embedding": None})
+    bookkeeping = node_to_metadata_dict(bare, remove_text=True)
     return Chunk(
         chunk_id=node.node_id,
         entity_id=node.ref_doc_id,
