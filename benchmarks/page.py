@@ -63,6 +63,10 @@ def write(results: Results, command: str) -> Path:
         "![ingest](benchmarks/ingest.png)",
         "",
     ]
+    if r.peer_failures:
+        lines += ["Peers that failed (left out of the tables below):", ""]
+        lines += [f"- {where}: `{error}`" for where, error in r.peer_failures.items()]
+        lines += [""]
     for size, times in r.ingest.items():
         floor = times[FLOOR]
         rows_n = int(size.split("x")[0])

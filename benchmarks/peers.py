@@ -134,6 +134,12 @@ def _hnsw(url: str, name: str) -> None:
         )
 
 
+def _first_line(exc: Exception) -> str:
+    """The error's type and first line, never its (huge) statement parameters."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""]
+    return f"{type(exc).__name__}: {text[0][:160]}"
+
+
 def main() -> None:
     url, spec = sys.argv[1], json.loads(sys.argv[2])
     out: dict[str, Any] = {
@@ -143,6 +149,7 @@ def main() -> None:
         },
         "ingest": {},
         "latency": {},
+        "failed": {},  # "store at size" -> the error's first line; that store is left out
     }
     query_corpus = Corpus(*spec["query_corpus"])
     stores: dict[str, Any] = {}
@@ -152,8 +159,13 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in makers}
         for _ in range(repeat):
             for name, make in makers.items():
-                stores[name] = make()
-                times[name].append(_add(name, stores[name], corpus))
+                if name in times:
+                    stores[name] = make()
+                    try:
+                        times[name].append(_add(name, stores[name], corpus))
+                    except Exception as exc:  # a peer's failure is a result, not a crash
+                        out["failed"][f"{name} at {rows}x{dim}"] = _first_line(exc)
+                        del times[name], stores[name]
         out["ingest"][f"{rows}x{dim}"] = {n: sorted(t)[len(t) // 2] for n, t in times.items()}
     if not spec["queries"]:
         print(json.dumps(out))

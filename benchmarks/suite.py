@@ -73,6 +73,7 @@ class Results:
     memory: dict[str, float] = field(default_factory=dict)
     real: dict[str, Any] = field(default_factory=dict)
     peers: dict[str, str] = field(default_factory=dict)  # versions, or why they did not run
+    peer_failures: dict[str, str] = field(default_factory=dict)  # "store at size" -> error
 
 
 def main() -> None:
@@ -208,6 +209,7 @@ def _peers(python: str, url: str, plan: Plan, results: Results) -> None:
             raise RuntimeError(f"the peers' run failed: {done.stderr[-3000:]}")
         found = json.loads(done.stdout.strip().splitlines()[-1])
         results.peers = found["versions"]
+        results.peer_failures.update(found.get("failed", {}))
         for size, times in found["ingest"].items():
             results.ingest.setdefault(size, {}).update(times)
         for phase, stores in found["latency"].items():

@@ -256,17 +256,9 @@ def _doctor(args: argparse.Namespace) -> int:
     assert store.engine is not None
     checks: dict[str, Any] = {"url": store.engine.url.render_as_string(hide_password=True)}
     with store.engine.connect() as conn:
-        checks["server"] = conn.execute(sa.text("SHOW server_version")).scalar_one()
-        checks["pgvector"] = conn.execute(
-            sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
-        ).scalar()
-        checks["indexes"] = conn.execute(
-            sa.text(
-                "SELECT coalesce(string_agg(indexname, ', ' ORDER BY indexname), '') "
-                "FROM pg_indexes WHERE schemaname = :s AND tablename = :t"
-            ),
-            {"s": c.schema, "t": c.name},
-        ).scalar_one()
+        checks["server"] = conn.execute(st.server_version()).scalar_one()
+        checks["pgvector"] = conn.execute(st.extension_version("vector")).scalar()
+        checks["indexes"] = ", ".join(conn.execute(st.index_names(c)).scalars())
         plan = conn.execute(
             st.Explain(st.vector_search(c, st.query_param(c, [0.0] * c.dim), k=5))
         ).scalar_one()

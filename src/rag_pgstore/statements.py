@@ -29,8 +29,11 @@ __all__ = [
     "count",
     "delete",
     "distance_expr",
+    "extension_version",
+    "index_names",
     "nearest_read",
     "select_chunks",
+    "server_version",
     "set_local_many",
     "stage_copy",
     "table_copy",
@@ -162,6 +165,33 @@ def ann_indexed(collection: Collection) -> tuple[str, tuple[tuple[str, Any], ...
         v.indexdef.op("~")(" USING (hnsw|ivfflat) "),
     )
     return _compiled(sa.select(found.label("indexed")), bound=())
+
+
+def server_version() -> sa.Select[Any]:
+    return sa.select(sa.func.current_setting("server_version"))
+
+
+def extension_version(name: str) -> sa.Select[Any]:
+    ext = sa.table(
+        "pg_extension", sa.column("extname"), sa.column("extversion"), schema="pg_catalog"
+    )
+    return sa.select(ext.c.extversion).where(ext.c.extname == name)
+
+
+def index_names(collection: Collection) -> sa.Select[Any]:
+    """The names of the collection's indexes, in order."""
+    idx = sa.table(
+        "pg_indexes",
+        sa.column("schemaname"),
+        sa.column("tablename"),
+        sa.column("indexname"),
+        schema="pg_catalog",
+    )
+    return (
+        sa.select(idx.c.indexname)
+        .where(idx.c.schemaname == collection.schema, idx.c.tablename == collection.name)
+        .order_by(idx.c.indexname)
+    )
 
 
 def _compiled(
