@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.ingest import FLOOR, SAME_SCHEMA
 from benchmarks.rawsql import RAW
+from rag_pgstore.records import DEFAULT_EF_SEARCH
 
 if TYPE_CHECKING:
     from benchmarks.suite import Results
@@ -51,6 +52,7 @@ def write(results: Results, command: str) -> Path:
         "## Targets",
         "",
         *_table(["target", "measured", ""], _targets(r)),
+        *_ingest_limit(r),
         "## Ingest",
         "",
         "Chunks per second with precomputed embeddings, each writer into a fresh empty table; "
@@ -84,9 +86,12 @@ def write(results: Results, command: str) -> Path:
         "",
         f"Top-10 cosine search, {r.plan.queries} queries from the corpus' clusters, "
         f"{r.plan.query_corpus[0]:,} chunks x {r.plan.query_corpus[1]} d; each store answers "
-        "the same query in turn. Raw SQL is psycopg with pgvector's adapters: "
-        "`SELECT chunk_id, content, metadata, embedding <=> %s ... ORDER BY embedding <=> %s "
-        "LIMIT 10`. HNSW: m=16, ef_construction=64, ef_search 40 (pgvector's defaults).",
+        "the same query in turn, the first turn rotating. Raw SQL is psycopg with pgvector's "
+        "adapters: `SELECT chunk_id, content, metadata, embedding <=> %s ... ORDER BY "
+        "embedding <=> %s LIMIT 10`. HNSW: m=16, ef_construction=64 (pgvector's defaults); "
+        f"raw SQL and our stores search with ef_search {DEFAULT_EF_SEARCH} (our default, see "
+        "recall below), the peers with pgvector's default, 40, so their HNSW rows do less work "
+        "for less recall.",
         "",
         "![latency](benchmarks/latency.png)",
         "",
@@ -184,6 +189,26 @@ def _targets(r: Results) -> list[list[str]]:
     ratio = r.chunker["TokenChunker.spans"] / r.chunker["tiktoken encode_ordinary"]
     rows.append(["chunker >= 0.7x encode_ordinary", f"{ratio:.2f}x", _met(ratio >= 0.7)])
     return rows
+
+
+def _ingest_limit(r: Results) -> list[str]:
+    """Why the ingest target is measured against two floors, with this run's numbers."""
+    if not r.ingest:
+        return []
+    size, times = next(iter(r.ingest.items()))
+    schema = times[FLOOR] / times[SAME_SCHEMA]
+    return [
+        f"**On the ingest target.** A raw COPY into a table of our schema already runs at "
+        f"{schema:.2f}x the bare-table floor ({size}): the generated `tsvector` that hybrid "
+        "search reads, the GIN indexes behind metadata filters and full-text search, and the "
+        "entity btree are written with every row, whoever writes it. "
+        "[The upsert profile](results/upsert-profile.md) measures each of them. No writer "
+        "that fills this table can pass that ratio, so the bare-table target is out of reach "
+        "by construction; the second ratio says how close each writer comes to the fastest "
+        "way of filling the same table. The frameworks' part (turning lists of floats into "
+        "arrays, LlamaIndex's per-node serialisation) is on top.",
+        "",
+    ]
 
 
 def _real(real: dict[str, Any]) -> list[str]:

@@ -36,15 +36,22 @@ class Latency:
 def latencies(
     searches: dict[str, Callable[[int], object]], count: int, warmup: int = 20
 ) -> dict[str, Latency]:
-    """Per-query latency of each search over queries ``0..count-1``, round-robin per query."""
+    """Per-query latency of each search over queries ``0..count-1``, round-robin per query.
+
+    Every search answers query ``i`` in turn, and the turn order rotates with ``i``: the first
+    to visit a part of the index reads it into memory for the others, so no search may always
+    go first.
+    """
     for i in range(min(warmup, count)):
         for search in searches.values():
             search(i)
     times: dict[str, list[float]] = {name: [] for name in searches}
+    names = list(searches)
     for i in range(count):
-        for name, search in searches.items():
+        turn = i % len(names)
+        for name in names[turn:] + names[:turn]:
             started = time.perf_counter()
-            search(i)
+            searches[name](i)
             times[name].append(time.perf_counter() - started)
     return {
         name: Latency(1000 * statistics.median(t), 1000 * float(np.percentile(t, 95)))

@@ -214,6 +214,32 @@ async def test_tuning_never_leaks_into_the_pool(
     await async_engine.dispose()
 
 
+async def test_plain_search_runs_with_the_store_ef_search(
+    db: Database, collection_name: str, api: Api
+) -> None:
+    # pgvector's default ef_search (40) also caps an HNSW scan at 40 rows: k=100 would get 40.
+    engine, async_engine = make_engines(db.url, {"pool_size": 1, "max_overflow": 0})
+    store = ChunkStore(engine, async_engine, collection=collection_name, dim=DIM)
+    store.setup()
+    load(store, VECTORS)
+    store.create_index(HnswIndex())
+    current = sa.select(sa.func.current_setting("hnsw.ef_search"))
+    for k, expected in ((10, "150"), (300, "300")):
+        hits = await api(store, "search", QUERY.tolist(), k=k)
+        assert len(hits) == k
+        # The Read set it on its (only) pooled connection for the session, once.
+        if api.mode == "sync":
+            with engine.connect() as conn:
+                assert conn.execute(current).scalar_one() == expected
+        else:
+            async with async_engine.connect() as aconn:
+                assert (await aconn.execute(current)).scalar_one() == expected
+    hits = await api(store, "search", QUERY.tolist(), k=100, filter={"bucket": {"$gte": 0}})
+    assert len(hits) == 100
+    engine.dispose()
+    await async_engine.dispose()
+
+
 async def test_search_like_excludes_the_chunk_itself(make_store: StoreFactory, api: Api) -> None:
     store = make_store(dim=DIM)
     load(store, VECTORS[:50])

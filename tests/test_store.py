@@ -298,3 +298,23 @@ async def test_get_where(make_store: StoreFactory, api: Api) -> None:
     )
     assert [c.chunk_id for c in await api(store, "get_where", {"even": True})] == ["c0", "c2", "c4"]
     assert [c.chunk_id for c in await api(store, "get_where", None, limit=2)] == ["c0", "c1"]
+
+
+def test_upserts_plan_each_statement_for_its_own_ids(make_store: StoreFactory) -> None:
+    # A generic plan of the existence check, made while the table was empty, would compare
+    # every row with every id for the rest of a long streamed write (see writes._upsert).
+    from rag_pgstore import writes
+    from rag_pgstore.steps import Fetch, Plan
+
+    store = make_store()
+    setting = sa.select(sa.func.current_setting("plan_cache_mode"))
+
+    def upsert_then_ask() -> Plan[str]:
+        yield from writes.upsert(store.collection, [chunk("a")])
+        [(mode,)] = yield Fetch(setting)
+        return str(mode)
+
+    assert store.run_plan(upsert_then_ask()) == "force_custom_plan"
+    assert store.engine is not None
+    with store.engine.connect() as conn:  # SET LOCAL: gone with the transaction
+        assert conn.execute(setting).scalar_one() == "auto"

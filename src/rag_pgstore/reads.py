@@ -19,9 +19,15 @@ from rag_pgstore.hybrid import HybridOptions, TextMode
 from rag_pgstore.hybrid import hybrid_search as hybrid_statement
 from rag_pgstore.hybrid import text_search as text_statement
 from rag_pgstore.mmr import mmr_select
-from rag_pgstore.records import Distance, ScoredChunk, SearchTuning, StoredChunk
+from rag_pgstore.records import (
+    Distance,
+    ScoredChunk,
+    SearchTuning,
+    StoredChunk,
+    ef_search_for,
+)
 from rag_pgstore.schema import Collection
-from rag_pgstore.steps import Execute, Fetch, IndexedVariant, Plan, Read
+from rag_pgstore.steps import Execute, Fetch, IndexedVariant, Plan, Read, Session
 from rag_pgstore.validate import check_ids, encode_query
 from rag_pgstore.wire import wire_vector
 
@@ -87,9 +93,12 @@ def search(
         raise InvalidChunkError(f"expected offset to be an int >= 0, got {offset!r}")
     values = encode_query(query, c.dim)
     tuning = tuning or SearchTuning()
-    if not filter and not with_embeddings and not scan_settings(tuning, filtered=False):
+    if not filter and not with_embeddings and not _scan_knobs(tuning):
         # The common case, one statement: run it as a Read (one round trip, no transaction).
-        return _nearest(c, values, k=k, offset=offset, exact=tuning.exact, min_score=min_score)
+        ef_search = ef_search_for(tuning.ef_search, k + offset)
+        return _nearest(
+            c, values, k=k, offset=offset, exact=tuning.exact, min_score=min_score, ef=ef_search
+        )
     vector = st.query_param(c, values.tolist())
     where = compile_filter(filter, c.table) if filter else None
     return _search(
@@ -140,7 +149,7 @@ def _search(
     if exact is None and where is not None:
         plan = yield Fetch(st.Explain(sa.select(sa.literal(1)).select_from(c.table).where(where)))
         exact = plan[0][0][0]["Plan"]["Plan Rows"] <= tuning.exact_below
-    settings = scan_settings(tuning, filtered=where is not None and not exact)
+    settings = {} if exact else scan_settings(tuning, filtered=where is not None, wanted=k + offset)
     if settings:
         yield Execute(st.set_local_many(settings))
     statement = st.vector_search(
@@ -164,17 +173,20 @@ def _nearest(
     offset: int,
     exact: bool | None,
     min_score: float | None,
+    ef: int,
 ) -> Plan[list[ScoredChunk]]:
     params = {"query": wire_vector(values, c.vector_type)}
+    wanted = (("hnsw.ef_search", str(ef)),)
+    session = Session(wanted, *st.set_session(wanted))
     if exact is None:  # whichever form is faster for the collection as it is
         sql, fixed = st.nearest_read(c, k, offset, "scan")
         ann_sql, _ = st.nearest_read(c, k, offset, "ann")
         probe, probe_params = st.ann_indexed(c)
         variant = IndexedVariant(ann_sql, f"{c.schema}.{c.name}", probe, dict(probe_params))
-        step = Read(sql, {**dict(fixed), **params}, indexed=variant)
+        step = Read(sql, {**dict(fixed), **params}, indexed=variant, session=session)
     else:
         sql, fixed = st.nearest_read(c, k, offset, "exact" if exact else "ann")
-        step = Read(sql, {**dict(fixed), **params})
+        step = Read(sql, {**dict(fixed), **params}, session=session)
     rows = yield step
     return _ranked(rows, c.distance, min_score)
 
@@ -245,7 +257,9 @@ def hybrid_search(
     statement = hybrid_statement(
         c, vector, text, k=k, where=where, options=options or HybridOptions()
     )
-    return _hybrid(statement, scan_settings(tuning or SearchTuning(), filtered=where is not None))
+    wanted = (options or HybridOptions()).vector_k or max(4 * k, 40)  # the vector candidates
+    settings = scan_settings(tuning or SearchTuning(), filtered=where is not None, wanted=wanted)
+    return _hybrid(statement, settings)
 
 
 def text_search(
@@ -282,11 +296,20 @@ def _hybrid(statement: sa.Select[Any], settings: dict[str, str]) -> Plan[list[Sc
     return hits
 
 
-def scan_settings(tuning: SearchTuning, *, filtered: bool) -> dict[str, str]:
-    """The ``SET LOCAL`` values for one query. Filtered ANN queries scan iteratively by default."""
-    settings: dict[str, str] = {}
-    if tuning.ef_search is not None:
-        settings["hnsw.ef_search"] = str(tuning.ef_search)
+def _scan_knobs(tuning: SearchTuning) -> bool:
+    """Whether ``tuning`` sets anything but ``ef_search`` (which a Read applies itself)."""
+    return any(
+        value is not None
+        for value in (tuning.probes, tuning.iterative_scan, tuning.max_scan_tuples)
+    )
+
+
+def scan_settings(tuning: SearchTuning, *, filtered: bool, wanted: int) -> dict[str, str]:
+    """The ``SET LOCAL`` values for a query of ``wanted`` rows.
+
+    Filtered ANN queries scan iteratively by default.
+    """
+    settings = {"hnsw.ef_search": str(ef_search_for(tuning.ef_search, wanted))}
     if tuning.probes is not None:
         settings["ivfflat.probes"] = str(tuning.probes)
     iterative = tuning.iterative_scan or ("strict_order" if filtered else None)

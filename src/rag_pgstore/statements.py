@@ -35,6 +35,7 @@ __all__ = [
     "select_chunks",
     "server_version",
     "set_local_many",
+    "set_session",
     "stage_copy",
     "table_copy",
     "truncate",
@@ -140,6 +141,18 @@ def nearest_read(
     else:
         statement = vector_search(collection, query, k=k, offset=offset, exact=form == "exact")
     return _compiled(statement, bound=("query",))
+
+
+@functools.lru_cache(maxsize=64)
+def set_session(settings: tuple[tuple[str, str], ...]) -> tuple[str, dict[str, Any]]:
+    """``set_config(name, value, false)`` for each setting, compiled for ``steps.Read``.
+
+    Session-level (not ``SET LOCAL``): a Read runs outside a transaction. Names and values
+    are bound parameters.
+    """
+    statement = sa.select(*(sa.func.set_config(name, value, False) for name, value in settings))
+    sql, params = _compiled(statement, bound=())
+    return sql, dict(params)
 
 
 _PG_INDEXES = sa.table(

@@ -58,6 +58,7 @@ __all__ = [
     "Plan",
     "Pull",
     "Read",
+    "Session",
     "run",
     "run_async",
 ]
@@ -113,6 +114,19 @@ class IndexedVariant:
 
 
 @dataclass(frozen=True)
+class Session:
+    """Session settings a :class:`Read` needs; set once per connection, not per query.
+
+    ``sql`` (with ``params``) sets them; the driver remembers on the pooled connection which
+    values it already has, so a Read stays one round trip.
+    """
+
+    settings: tuple[tuple[str, str], ...]
+    sql: str
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Read:
     """A plan's only step: run compiled ``sql`` with ``params`` outside a transaction.
 
@@ -123,6 +137,7 @@ class Read:
     sql: str
     params: Mapping[str, Any]
     indexed: IndexedVariant | None = None
+    session: Session | None = None
 
 
 HINT_SECONDS = 60.0
@@ -239,6 +254,17 @@ def _stale(step: Read, hints: Hints) -> IndexedVariant | None:
     return variant if seen is None or time.monotonic() - seen[0] > HINT_SECONDS else None
 
 
+_SESSION_KEY = "rag_pgstore.session"  # in the pooled connection's info: settings it has
+
+
+def _unset(step: Read, known: dict[str, str]) -> Session | None:
+    """The step's session settings, unless the connection has them all already."""
+    session = step.session
+    if session is None or all(known.get(k) == v for k, v in session.settings):
+        return None
+    return session
+
+
 def _form(step: Read, hints: Hints) -> str:
     variant = step.indexed
     return variant.sql if variant is not None and hints[variant.key][1] else step.sql
@@ -248,8 +274,12 @@ def _sync_read(conn: Connection, step: Read, hints: Hints) -> list[dict[str, Any
     raw = conn.connection.driver_connection
     assert isinstance(raw, psycopg.Connection)
     raw.autocommit = True  # one statement: no BEGIN/COMMIT round trips
+    known = conn.connection.info.setdefault(_SESSION_KEY, {})
     try:
         with raw.cursor(row_factory=dict_row) as cursor:
+            if (session := _unset(step, known)) is not None:
+                cursor.execute(session.sql, session.params)
+                known.update(session.settings)
             if (variant := _stale(step, hints)) is not None:
                 row = cursor.execute(variant.probe, variant.probe_params).fetchone()
                 hints[variant.key] = (time.monotonic(), bool(row and row["indexed"]))
@@ -268,8 +298,12 @@ async def _async_read(conn: AsyncConnection, step: Read, hints: Hints) -> list[d
     raw = (await conn.get_raw_connection()).driver_connection
     assert isinstance(raw, psycopg.AsyncConnection)
     await raw.set_autocommit(True)
+    known = conn.sync_connection.connection.info.setdefault(_SESSION_KEY, {})  # type: ignore[union-attr]
     try:
         async with raw.cursor(row_factory=dict_row) as cursor:
+            if (session := _unset(step, known)) is not None:
+                await cursor.execute(session.sql, session.params)
+                known.update(session.settings)
             if (variant := _stale(step, hints)) is not None:
                 await cursor.execute(variant.probe, variant.probe_params)
                 row = await cursor.fetchone()

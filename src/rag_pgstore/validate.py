@@ -37,6 +37,7 @@ _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 # (an odd total means the backslash itself was escaped, i.e. the text really said "\u0000").
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_INT4_MAX = 2**31 - 1
 
 
 def check_name(name: object, what: str) -> str:
@@ -90,50 +91,58 @@ def _check_int(value: object, field: str, minimum: int, where: str) -> int:
         raise InvalidChunkError(
             f"expected {field} to be an int >= {minimum}, got {value!r} ({where})"
         )
-    if value > 2**31 - 1:
+    if value > _INT4_MAX:
         raise InvalidChunkError(f"expected {field} to fit in 32 bits, got {value} ({where})")
     return value
 
 
 def _to_wire(
-    vectors: Sequence[Sequence[float]], dim: int, vector_type: str, labels: Sequence[str]
+    vectors: Sequence[Sequence[float]], dim: int, vector_type: str, chunks: Sequence[Chunk]
 ) -> Any:
     """Convert embeddings to pgvector's big-endian element type in one numpy call.
 
     Every check that fails names the first offending chunk; the per-chunk work happens only on
     that error path, so a valid batch costs one conversion and one ``isfinite``.
     """
-    for label, vector in zip(labels, vectors, strict=True):
-        try:
-            size = len(vector)
-        except TypeError:
-            raise InvalidChunkError(
-                f"expected the embedding to be a sequence of floats, got "
-                f"{type(vector).__name__} ({label})"
-            ) from None
-        if size != dim:
-            raise DimensionError(f"expected {dim} dimensions, got {size} ({label})")
     try:
         with np.errstate(over="ignore"):  # overflow becomes inf, reported below
-            wire = np.asarray(vectors, dtype=">f4").reshape(len(vectors), dim)
-            if vector_type == "halfvec":
-                wire = wire.astype(">f2")
+            wire = np.asarray(vectors, dtype=">f4")
     except (TypeError, ValueError, OverflowError) as exc:
+        _check_lengths(vectors, dim, chunks)  # ragged input: name the odd one out
         raise InvalidChunkError(f"expected embeddings of numbers: {exc}") from None
+    if wire.shape != (len(vectors), dim):
+        _check_lengths(vectors, dim, chunks)
+        raise InvalidChunkError(f"expected flat embeddings of {dim} numbers, got {wire.shape}")
+    if vector_type == "halfvec":
+        with np.errstate(over="ignore"):
+            wire = wire.astype(">f2")
     finite = np.isfinite(wire).all(axis=1)
     if not finite.all():
         bad = int(np.argmin(finite))
         source = np.asarray(vectors[bad], dtype=np.float64)
         if not np.isfinite(source).all():
             raise InvalidChunkError(
-                f"expected finite numbers in the embedding, got NaN or inf ({labels[bad]})"
+                f"expected finite numbers in the embedding, got NaN or inf ({_label(chunks[bad])})"
             )
         limit = "65504" if vector_type == "halfvec" else "3.4e38"
         raise InvalidChunkError(
             f"expected embedding values within +-{limit} for {vector_type}, got "
-            f"{float(np.abs(source).max())} ({labels[bad]})"
+            f"{float(np.abs(source).max())} ({_label(chunks[bad])})"
         )
     return wire
+
+
+def _check_lengths(vectors: Sequence[Sequence[float]], dim: int, chunks: Sequence[Chunk]) -> None:
+    for chunk, vector in zip(chunks, vectors, strict=True):
+        try:
+            size = len(vector)
+        except TypeError:
+            raise InvalidChunkError(
+                f"expected the embedding to be a sequence of floats, got "
+                f"{type(vector).__name__} ({_label(chunk)})"
+            ) from None
+        if size != dim:
+            raise DimensionError(f"expected {dim} dimensions, got {size} ({_label(chunk)})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,33 +194,63 @@ def check_batch(chunks: Sequence[Chunk], *, dim: int, vector_type: str) -> Batch
 
     Fails on the first bad chunk, naming it, before anything reaches the database.
     """
-    labels: list[str] = []
     for position, chunk in enumerate(chunks):
-        if not isinstance(chunk, Chunk):
-            raise InvalidChunkError(
-                f"expected rag_pgstore.Chunk, got {type(chunk).__name__} (item {position})"
-            )
-        label = f"chunk {chunk.chunk_id!r}"
-        _check_text(chunk.chunk_id, "chunk_id", label, empty_ok=False)
-        if chunk.entity_id is not None:
-            _check_text(chunk.entity_id, "entity_id", label)
-        _check_int(chunk.chunk_index, "chunk_index", 0, label)
-        _check_int(chunk.total_chunks, "total_chunks", 1, label)
-        _check_text(chunk.content, "content", label)
-        for field, value in (("metadata", chunk.metadata), ("adapter_data", chunk.adapter_data)):
-            if value is not None and not isinstance(value, Mapping):
-                raise InvalidChunkError(
-                    f"expected {field} to be a mapping, got {type(value).__name__} ({label})"
-                )
-        labels.append(label)
-    latest = {chunk.chunk_id: i for i, chunk in enumerate(chunks)}
+        if not _plain(chunk):
+            _check_chunk(chunk, position)  # the slow path: raises with the exact reason
     if not chunks:
         return Batch(chunks, [], b"", 0)
-    matrix = _to_wire([c.embedding for c in chunks], dim, vector_type, labels)
+    latest = {chunk.chunk_id: i for i, chunk in enumerate(chunks)}
+    matrix = _to_wire([c.embedding for c in chunks], dim, vector_type, chunks)
     # pgvector's binary form: dim and an unused int16, then the elements, big-endian.
     header = np.frombuffer(struct.pack(">HH", dim, 0), dtype=np.uint8)
     framed = np.hstack([np.tile(header, (len(chunks), 1)), matrix.view(np.uint8)])
     return Batch(chunks, sorted(latest.items()), framed.tobytes(), framed.shape[1])
+
+
+def _plain(chunk: object) -> bool:
+    """The common case in one expression: a Chunk of exact types, in range, without NUL."""
+    return (
+        type(chunk) is Chunk
+        and type(chunk.chunk_id) is str
+        and chunk.chunk_id != ""
+        and "\x00" not in chunk.chunk_id
+        and (
+            chunk.entity_id is None
+            or (type(chunk.entity_id) is str and "\x00" not in chunk.entity_id)
+        )
+        and type(chunk.chunk_index) is int
+        and 0 <= chunk.chunk_index <= _INT4_MAX
+        and type(chunk.total_chunks) is int
+        and 1 <= chunk.total_chunks <= _INT4_MAX
+        and type(chunk.content) is str
+        and "\x00" not in chunk.content
+        and isinstance(chunk.metadata, Mapping)
+        and (chunk.adapter_data is None or isinstance(chunk.adapter_data, Mapping))
+    )
+
+
+def _check_chunk(chunk: object, position: int) -> None:
+    """Raise naming what is wrong with ``chunk``; return if it is valid after all (subclasses)."""
+    if not isinstance(chunk, Chunk):
+        raise InvalidChunkError(
+            f"expected rag_pgstore.Chunk, got {type(chunk).__name__} (item {position})"
+        )
+    label = _label(chunk)
+    _check_text(chunk.chunk_id, "chunk_id", label, empty_ok=False)
+    if chunk.entity_id is not None:
+        _check_text(chunk.entity_id, "entity_id", label)
+    _check_int(chunk.chunk_index, "chunk_index", 0, label)
+    _check_int(chunk.total_chunks, "total_chunks", 1, label)
+    _check_text(chunk.content, "content", label)
+    for field, value in (("metadata", chunk.metadata), ("adapter_data", chunk.adapter_data)):
+        if value is not None and not isinstance(value, Mapping):
+            raise InvalidChunkError(
+                f"expected {field} to be a mapping, got {type(value).__name__} ({label})"
+            )
+
+
+def _label(chunk: Chunk) -> str:
+    return f"chunk {chunk.chunk_id!r}"
 
 
 def encode_query(vector: Sequence[float], dim: int) -> npt.NDArray[np.float64]:

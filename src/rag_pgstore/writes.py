@@ -83,10 +83,17 @@ def _upsert(c: Collection, batches: Iterator[Batch] | AsyncIterator[Batch]) -> P
     rolls back to its savepoint and the batch takes the merge instead.
     """
     changed = 0
-    staging = False
+    staging = planned = False
     while (batch := (yield Pull(batches))) is not None:
         if not batch.order:
             continue
+        if not planned:
+            # psycopg prepares a statement run five times on a connection, and PostgreSQL may
+            # then keep one generic plan for it. The existence check's generic plan, made on an
+            # empty table, is a sequential scan comparing every row with every id: quadratic
+            # while this transaction fills the table. Plan each statement for its own values.
+            yield Execute(st.set_local_many({"plan_cache_mode": "force_custom_plan"}))
+            planned = True
         [(existing,)] = yield Fetch(st.any_exist(c, batch.ids))
         if not existing:
             direct = Copy(st.table_copy(c), st.COPY_TYPES, batch.rows, savepoint=True)
