@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rag_pgstore import (
     Chunk,
@@ -188,13 +189,21 @@ async def test_selective_filter_still_returns_k_rows(make_store: StoreFactory, a
             assert [h.chunk.chunk_id for h in hits] == expected
 
 
+def one_connection_store(
+    db: Database, name: str, vectors: np.ndarray
+) -> tuple[ChunkStore, sa.Engine, AsyncEngine]:
+    """A loaded store whose engines hold one connection each, so its session can be read."""
+    engine, async_engine = make_engines(db.url, {"pool_size": 1, "max_overflow": 0})
+    store = ChunkStore(engine, async_engine, collection=name, dim=DIM)
+    store.setup()
+    load(store, vectors)
+    return store, engine, async_engine
+
+
 async def test_tuning_never_leaks_into_the_pool(
     db: Database, collection_name: str, api: Api
 ) -> None:
-    engine, async_engine = make_engines(db.url, {"pool_size": 1, "max_overflow": 0})
-    store = ChunkStore(engine, async_engine, collection=collection_name, dim=DIM)
-    store.setup()
-    load(store, VECTORS[:20])
+    store, engine, async_engine = one_connection_store(db, collection_name, VECTORS[:20])
     tuning = SearchTuning(
         ef_search=123, probes=7, iterative_scan="relaxed_order", max_scan_tuples=999
     )
@@ -218,10 +227,7 @@ async def test_plain_search_runs_with_the_store_ef_search(
     db: Database, collection_name: str, api: Api
 ) -> None:
     # pgvector's default ef_search (40) also caps an HNSW scan at 40 rows: k=100 would get 40.
-    engine, async_engine = make_engines(db.url, {"pool_size": 1, "max_overflow": 0})
-    store = ChunkStore(engine, async_engine, collection=collection_name, dim=DIM)
-    store.setup()
-    load(store, VECTORS)
+    store, engine, async_engine = one_connection_store(db, collection_name, VECTORS)
     store.create_index(HnswIndex())
     current = sa.select(sa.func.current_setting("hnsw.ef_search"))
     for k, expected in ((10, "150"), (300, "300")):

@@ -159,6 +159,7 @@ _PG_INDEXES = sa.table(
     "pg_indexes",
     sa.column("schemaname"),
     sa.column("tablename"),
+    sa.column("indexname"),
     sa.column("indexdef"),
     schema="pg_catalog",
 )
@@ -193,17 +194,11 @@ def extension_version(name: str) -> sa.Select[Any]:
 
 def index_names(collection: Collection) -> sa.Select[Any]:
     """The names of the collection's indexes, in order."""
-    idx = sa.table(
-        "pg_indexes",
-        sa.column("schemaname"),
-        sa.column("tablename"),
-        sa.column("indexname"),
-        schema="pg_catalog",
-    )
+    v = _PG_INDEXES.c
     return (
-        sa.select(idx.c.indexname)
-        .where(idx.c.schemaname == collection.schema, idx.c.tablename == collection.name)
-        .order_by(idx.c.indexname)
+        sa.select(v.indexname)
+        .where(v.schemaname == collection.schema, v.tablename == collection.name)
+        .order_by(v.indexname)
     )
 
 
