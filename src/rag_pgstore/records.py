@@ -181,6 +181,9 @@ def ef_search_for(tuning_ef: int | None, wanted: int) -> int:
 class SearchTuning:
     """Per-query index settings, applied with ``SET LOCAL`` so they never outlive the query.
 
+    (The plain search, no filter, sets ``ef_search`` for the connection's session instead, to
+    stay one round trip; every search sets the value it needs.)
+
     ``ef_search`` ``None`` means the store's default, ``max(150, k + offset)`` (pgvector's own
     default, 40, gives up too much recall); the other ``None`` values leave the server's
     setting alone. ``exact``: ``True`` always scans exactly,
