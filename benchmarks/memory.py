@@ -13,6 +13,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Iterator
 
 from benchmarks.corpus import Corpus, stream
 from rag_pgstore import Chunk, ChunkStore
@@ -33,16 +34,22 @@ def main() -> None:
     store.setup()
     before = _rss_mb()
     started = time.perf_counter()
-    written = store.upsert(
-        Chunk(chunk_id=f"c{i}", content=f"chunk {i}", embedding=v, metadata={"n": i})
-        for start, stop in stream(corpus)
-        for i, v in zip(range(start, stop), corpus.vectors(start, stop), strict=True)
-    )
+    samples: dict[int, float] = {}  # RSS every 10% of the rows: flat means streamed
+
+    def chunks() -> Iterator[Chunk]:
+        for start, stop in stream(corpus):
+            if start % max(rows // 10, 1) == 0:
+                samples[start] = round(_rss_mb())
+            for i, v in zip(range(start, stop), corpus.vectors(start, stop), strict=True):
+                yield Chunk(chunk_id=f"c{i}", content=f"chunk {i}", embedding=v, metadata={"n": i})
+
+    written = store.upsert(chunks())
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000  # kB on Linux
     store.drop()
     store.close()
-    print(json.dumps({"rows": written, "seconds": seconds, "peak_mb": peak, "before_mb": before}))
+    result = {"rows": written, "seconds": seconds, "peak_mb": peak, "before_mb": before}
+    print(json.dumps({**result, "rss_mb_at_row": samples}))
 
 
 if __name__ == "__main__":

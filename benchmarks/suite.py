@@ -70,7 +70,7 @@ class Results:
     recall: list[tuple[str, str, float, Latency]] = field(default_factory=list)
     hybrid: dict[str, Latency] = field(default_factory=dict)
     chunker: dict[str, float] = field(default_factory=dict)
-    memory: dict[str, float] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)  # peak_mb, before_mb, rss_mb_at_row
     real: dict[str, Any] = field(default_factory=dict)
     peers: dict[str, str] = field(default_factory=dict)  # versions, or why they did not run
     peer_failures: dict[str, str] = field(default_factory=dict)  # "store at size" -> error
@@ -106,6 +106,7 @@ def main() -> None:
 
     results.chunker = _chunker(plan.chunker_mb)
     results.memory = _child(["benchmarks.memory", str(plan.memory_rows), "384"])
+    print(f"memory: {results.memory}", flush=True)
     if plan.real_model:
         from benchmarks import real_text
 
@@ -173,7 +174,7 @@ def _chunker(megabytes: float) -> dict[str, float]:
     return {name: len(text.encode()) / seconds / 1e6 for name, seconds in medians.items()}
 
 
-def _child(module_args: list[str]) -> dict[str, float]:
+def _child(module_args: list[str]) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-m", *module_args], cwd=ROOT, capture_output=True, text=True, check=False
     )
