@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from benchmarks.corpus import Corpus, stream
 from rag_pgstore import Chunk, ChunkStore
@@ -22,6 +22,18 @@ from rag_pgstore import Chunk, ChunkStore
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def _peak_mb() -> float:
+    """This process's peak RSS (``VmHWM``).
+
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries that over ``exec`` from the process that
+    spawned us, so under the suite it reports the parent's size, not ours.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1000  # kB
+    raise RuntimeError("expected VmHWM in /proc/self/status (Linux)")
 
 
 def main() -> None:
@@ -45,7 +57,7 @@ def main() -> None:
 
     written = store.upsert(chunks())
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000  # kB on Linux
+    peak = _peak_mb()
     store.drop()
     store.close()
     result = {"rows": written, "seconds": seconds, "peak_mb": peak, "before_mb": before}
