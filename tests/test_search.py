@@ -131,7 +131,7 @@ async def test_plain_search_picks_its_form_by_whether_there_is_an_index(
     # An index dropped elsewhere is noticed once the hint is older than HINT_SECONDS.
     other = ChunkStore(store.engine, store.async_engine, collection=store.collection.name, dim=DIM)
     other.drop_index()
-    monkeypatch.setattr("rag_pgstore.steps.HINT_SECONDS", 0.0)
+    monkeypatch.setattr("rag_pgstore.readstep.HINT_SECONDS", 0.0)
     again = [h.chunk.chunk_id for h in await api(store, "search", QUERY.tolist(), k=10)]
     assert store._hints[key][1] is False and again == scan
 

@@ -19,6 +19,7 @@ from rag_pgstore.hybrid import HybridOptions, TextMode
 from rag_pgstore.hybrid import hybrid_search as hybrid_statement
 from rag_pgstore.hybrid import text_search as text_statement
 from rag_pgstore.mmr import mmr_select
+from rag_pgstore.readstep import IndexedVariant, Read, Session
 from rag_pgstore.records import (
     Distance,
     ScoredChunk,
@@ -27,7 +28,7 @@ from rag_pgstore.records import (
     ef_search_for,
 )
 from rag_pgstore.schema import Collection
-from rag_pgstore.steps import Execute, Fetch, IndexedVariant, Plan, Read, Session
+from rag_pgstore.steps import Execute, Fetch, Plan
 from rag_pgstore.validate import check_ids, encode_query
 from rag_pgstore.wire import wire_vector
 

@@ -118,7 +118,7 @@ _PSYCOPG = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 def nearest_read(
     collection: Collection, k: int, offset: int, form: str
 ) -> tuple[str, tuple[tuple[str, Any], ...]]:
-    """An unfiltered nearest-neighbour search compiled once per shape, for ``steps.Read``.
+    """An unfiltered nearest-neighbour search compiled once per shape, for ``readstep.Read``.
 
     Returns the SQL and its fixed parameters; the caller binds ``query``. Building and
     compiling a statement costs about as much as an HNSW search on 10k rows, so it is done
@@ -145,7 +145,7 @@ def nearest_read(
 
 @functools.lru_cache(maxsize=64)
 def set_session(settings: tuple[tuple[str, str], ...]) -> tuple[str, dict[str, Any]]:
-    """``set_config(name, value, false)`` for each setting, compiled for ``steps.Read``.
+    """``set_config(name, value, false)`` for each setting, compiled for ``readstep.Read``.
 
     Session-level (not ``SET LOCAL``): a Read runs outside a transaction. Names and values
     are bound parameters.

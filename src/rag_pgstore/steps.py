@@ -5,10 +5,8 @@ that yields steps and receives their results. It never touches a connection, so 
 generator serves both the sync and the async API; only the small drivers below differ, by
 ``await``.
 
-A plan whose first step is a :class:`Read` is one query and nothing else: it runs outside a
-transaction, straight on the driver connection, in one round trip (no BEGIN, no COMMIT, no
-SQLAlchemy result processing). That is the plain similarity search, where those costs would
-otherwise be most of the latency.
+A plan whose first step is a :class:`~rag_pgstore.readstep.Read` is one query and nothing
+else: ``readstep.py`` runs it outside a transaction, in one round trip.
 
 Pooled connections are not pinged before use (a round trip per query). Instead, when the
 first database step of a plan finds its connection dead (a server restart, a killed backend),
@@ -18,14 +16,12 @@ connection.
 
 from __future__ import annotations
 
-import time
 from collections.abc import (
     AsyncIterator,
     Callable,
     Generator,
     Iterable,
     Iterator,
-    Mapping,
     Sequence,
 )
 from dataclasses import dataclass
@@ -34,7 +30,6 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 from psycopg.errors import DeadlockDetected, UniqueViolation
-from psycopg.rows import dict_row
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -47,20 +42,19 @@ from rag_pgstore.errors import (
     SchemaError,
     UnsupportedError,
 )
+from rag_pgstore.readstep import Hints, Read, async_read, sync_read
 
 __all__ = [
-    "HINT_SECONDS",
     "Copy",
     "Execute",
     "Fetch",
     "Hints",
-    "IndexedVariant",
     "Plan",
     "Pull",
     "Read",
-    "Session",
     "run",
     "run_async",
+    "translate",
 ]
 
 T = TypeVar("T")
@@ -98,53 +92,6 @@ class Copy:
 
 
 @dataclass(frozen=True)
-class IndexedVariant:
-    """Another form of a :class:`Read`'s query, faster when the collection has an ANN index.
-
-    ``probe`` (with ``probe_params``) answers one row, ``indexed``. The driver asks it at most
-    once per ``HINT_SECONDS`` per ``key``, on the same connection, and remembers the answer in
-    the ``hints`` its caller keeps; both forms return the same rows, so a stale answer costs
-    time, never correctness.
-    """
-
-    sql: str
-    key: str
-    probe: str
-    probe_params: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Session:
-    """Session settings a :class:`Read` needs; set once per connection, not per query.
-
-    ``sql`` (with ``params``) sets them; the driver remembers on the pooled connection which
-    values it already has, so a Read stays one round trip.
-    """
-
-    settings: tuple[tuple[str, str], ...]
-    sql: str
-    params: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Read:
-    """A plan's only step: run compiled ``sql`` with ``params`` outside a transaction.
-
-    Replies with the rows as dicts. ``sql`` comes from a SQLAlchemy statement compiled for the
-    psycopg dialect (``statements.nearest_read``), never from strings.
-    """
-
-    sql: str
-    params: Mapping[str, Any]
-    indexed: IndexedVariant | None = None
-    session: Session | None = None
-
-
-HINT_SECONDS = 60.0
-Hints = dict[str, tuple[float, bool]]
-
-
-@dataclass(frozen=True)
 class Pull:
     """Reply with the next item of ``source`` (awaited if it is async), ``None`` at its end.
 
@@ -170,7 +117,7 @@ def run(engine: Engine, plan: Plan[T], hints: Hints | None = None) -> T:
             try:
                 if isinstance(step, Read):
                     with engine.connect() as conn:
-                        return _last(plan, _sync_read(conn, step, {} if hints is None else hints))
+                        return _last(plan, sync_read(conn, step, {} if hints is None else hints))
                 with engine.begin() as conn:
                     while True:
                         reply = _sync_step(conn, step)
@@ -201,7 +148,7 @@ async def run_async(engine: AsyncEngine, plan: Plan[T], hints: Hints | None = No
             try:
                 if isinstance(step, Read):
                     async with engine.connect() as conn:
-                        reply = await _async_read(conn, step, {} if hints is None else hints)
+                        reply = await async_read(conn, step, {} if hints is None else hints)
                         return _last(plan, reply)
                 async with engine.begin() as conn:
                     while True:
@@ -243,80 +190,6 @@ def _lost(exc: BaseException) -> bool:
 
 
 _SERVER_GONE = ("57P01", "57P02", "57P03")
-
-
-def _stale(step: Read, hints: Hints) -> IndexedVariant | None:
-    """The variant whose probe must run now, if any."""
-    variant = step.indexed
-    if variant is None:
-        return None
-    seen = hints.get(variant.key)
-    return variant if seen is None or time.monotonic() - seen[0] > HINT_SECONDS else None
-
-
-_SESSION_KEY = "rag_pgstore.session"  # in the pooled connection's info: settings it has
-
-
-def _unset(step: Read, known: dict[str, str]) -> Session | None:
-    """The step's session settings, unless the connection has them all already."""
-    session = step.session
-    if session is None or all(known.get(k) == v for k, v in session.settings):
-        return None
-    return session
-
-
-def _form(step: Read, hints: Hints) -> str:
-    variant = step.indexed
-    return variant.sql if variant is not None and hints[variant.key][1] else step.sql
-
-
-def _sync_read(conn: Connection, step: Read, hints: Hints) -> list[dict[str, Any]]:
-    raw = conn.connection.driver_connection
-    assert isinstance(raw, psycopg.Connection)
-    raw.autocommit = True  # one statement: no BEGIN/COMMIT round trips
-    known = conn.connection.info.setdefault(_SESSION_KEY, {})
-    try:
-        with raw.cursor(row_factory=dict_row) as cursor:
-            if (session := _unset(step, known)) is not None:
-                cursor.execute(session.sql, session.params)
-                known.update(session.settings)
-            if (variant := _stale(step, hints)) is not None:
-                row = cursor.execute(variant.probe, variant.probe_params).fetchone()
-                hints[variant.key] = (time.monotonic(), bool(row and row["indexed"]))
-            cursor.execute(_form(step, hints), step.params)
-            return cursor.fetchall()
-    except psycopg.Error:
-        if raw.broken:
-            conn.invalidate()
-        raise
-    finally:
-        if not raw.broken:
-            raw.autocommit = False
-
-
-async def _async_read(conn: AsyncConnection, step: Read, hints: Hints) -> list[dict[str, Any]]:
-    raw = (await conn.get_raw_connection()).driver_connection
-    assert isinstance(raw, psycopg.AsyncConnection)
-    await raw.set_autocommit(True)
-    known = conn.sync_connection.connection.info.setdefault(_SESSION_KEY, {})  # type: ignore[union-attr]
-    try:
-        async with raw.cursor(row_factory=dict_row) as cursor:
-            if (session := _unset(step, known)) is not None:
-                await cursor.execute(session.sql, session.params)
-                known.update(session.settings)
-            if (variant := _stale(step, hints)) is not None:
-                await cursor.execute(variant.probe, variant.probe_params)
-                row = await cursor.fetchone()
-                hints[variant.key] = (time.monotonic(), bool(row and row["indexed"]))
-            await cursor.execute(_form(step, hints), step.params)
-            return await cursor.fetchall()
-    except psycopg.Error:
-        if raw.broken:
-            await conn.invalidate()
-        raise
-    finally:
-        if not raw.broken:
-            await raw.set_autocommit(False)
 
 
 def _sync_step(conn: Connection, step: Step) -> Any:

@@ -75,7 +75,7 @@ class ChunkStore(SearchMethods):
         self._owned: tuple[Engine | None, AsyncEngine | None] = (None, None)
         self._server: EmbeddedPostgres | None = None
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
-        self._hints: Hints = {}  # whether the collection has an ANN index (steps.Read)
+        self._hints: Hints = {}  # whether the collection has an ANN index (readstep.Read)
 
     @classmethod
     def from_url(
