@@ -235,5 +235,5 @@ def test_remember_splits_large_batches_below_the_parameter_ceiling(store: ChunkS
     store.run_plan(cache.setup(schema))
     vectors = {f"h{i}": [float(i), 1.0] for i in range(25_000)}  # 75,000 parameters in one VALUES
     store.run_plan(cache.remember(schema, f"bulk-{id(store)}", vectors))
-    found = store.run_plan(cache.lookup(schema, f"bulk-{id(store)}", ["h0", "h24999"]))
+    found = store.run_plan(cache.lookup(schema, f"bulk-{id(store)}", 2, ["h0", "h24999"]))
     assert found == {"h0": [0.0, 1.0], "h24999": [24999.0, 1.0]}

@@ -1,8 +1,10 @@
-"""The embedding cache: vectors by (model, content hash), in Postgres next to the chunks.
+"""The embedding cache: vectors by (model, dimension, content hash), in Postgres beside the chunks.
 
-Identical text is never embedded twice by the same model, across documents, runs and
-processes. Entries are written in their own short transaction right after embedding, so an
-ingestion killed half-way keeps every vector it paid for.
+Identical text is never embedded twice by the same model at the same size, across documents,
+runs and processes. The dimension is part of the key because one model name can serve several
+sizes (a truncated Matryoshka embedding, a fake model in tests): a vector of the wrong size
+is never handed back. Entries are written in their own short transaction right after
+embedding, so an ingestion killed half-way keeps every vector it paid for.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import sqlalchemy as sa
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy.dialects import postgresql as pg
 
+from rag_pgstore import statements as st
+from rag_pgstore.lifecycle import setup_lock
 from rag_pgstore.reads import to_floats
 from rag_pgstore.steps import Execute, Fetch, Plan
 
-__all__ = ["cache_table", "lookup", "remember", "setup"]
+__all__ = ["CACHE_NAME", "cache_table", "lookup", "remember", "setup"]
 
 CACHE_NAME = "rag_pgstore_embedding_cache"
 REMEMBER_ROWS = 1_000
@@ -27,6 +31,7 @@ def cache_table(schema: str) -> sa.Table:
         CACHE_NAME,
         sa.MetaData(),
         sa.Column("model", sa.Text, primary_key=True),
+        sa.Column("dim", sa.Integer, primary_key=True),
         sa.Column("content_hash", sa.Text, primary_key=True),
         sa.Column("embedding", VECTOR(), nullable=False),  # no fixed size: any model's vectors
         sa.Column(
@@ -36,32 +41,70 @@ def cache_table(schema: str) -> sa.Table:
     )
 
 
+_pg_attribute = sa.table(
+    "pg_attribute",
+    sa.column("attrelid"),
+    sa.column("attname"),
+    sa.column("attnum"),
+    sa.column("attisdropped"),
+    schema="pg_catalog",
+)
+
+
 def setup(schema: str) -> Plan[None]:
-    yield Execute(sa.schema.CreateTable(cache_table(schema), if_not_exists=True))
+    """Create the cache table, or bring a cache keyed by model name alone up to date."""
+    table = cache_table(schema)
+    yield setup_lock()
+    yield Execute(sa.schema.CreateTable(table, if_not_exists=True))
+    a = _pg_attribute.c
+    found = yield Fetch(
+        sa.select(a.attname).where(
+            a.attrelid == sa.func.to_regclass(f"{schema}.{CACHE_NAME}"),
+            a.attname == "dim",
+            a.attnum > 0,
+            sa.not_(a.attisdropped),
+        )
+    )
+    if found:
+        return
+    # A cache from before the dimension was part of the key: keep its vectors, under their size.
+    for ddl in (
+        "ALTER TABLE %(fullname)s ADD COLUMN dim integer",
+        "UPDATE %(fullname)s SET dim = vector_dims(embedding)",
+        "ALTER TABLE %(fullname)s ALTER COLUMN dim SET NOT NULL",
+        "ALTER TABLE %(fullname)s DROP CONSTRAINT rag_pgstore_embedding_cache_pkey",
+        "ALTER TABLE %(fullname)s ADD PRIMARY KEY (model, dim, content_hash)",
+    ):
+        # DDL() fills %(fullname)s with the table's quoted, schema-qualified name.
+        yield Execute(sa.DDL(ddl).against(table))  # type: ignore[no-untyped-call]
 
 
-def lookup(schema: str, model: str, hashes: Sequence[str]) -> Plan[dict[str, list[float]]]:
+def lookup(
+    schema: str, model: str, dim: int, hashes: Sequence[str]
+) -> Plan[dict[str, list[float]]]:
+    """The cached ``dim``-sized vectors of ``model`` for ``hashes``, by hash."""
     table = cache_table(schema)
     rows = yield Fetch(
         sa.select(table.c.content_hash, table.c.embedding).where(
             table.c.model == model,
-            table.c.content_hash
-            == sa.any_(sa.bindparam(None, list(hashes), type_=pg.ARRAY(sa.Text))),
+            table.c.dim == dim,
+            table.c.content_hash == st.any_of(list(hashes)),
         )
     )
     return {row[0]: to_floats(row[1]) or [] for row in rows}
 
 
 def remember(schema: str, model: str, vectors: Mapping[str, Sequence[float]]) -> Plan[None]:
+    """Keep ``vectors`` (by content hash); entries already there are left alone."""
     if not vectors:
         return
     table = cache_table(schema)
-    items = list(vectors.items())
-    # A multi-row VALUES binds three parameters a row: go 1,000 rows a statement, far below
+    items = sorted(vectors.items())  # one insertion order for every writer: no deadlocks
+    # A multi-row VALUES binds four parameters a row: go 1,000 rows a statement, far below
     # PostgreSQL's 65,535-parameter ceiling however many texts one batch embedded.
     for start in range(0, len(items), REMEMBER_ROWS):
         values = [
-            {"model": model, "content_hash": h, "embedding": list(v)}
+            {"model": model, "dim": len(v), "content_hash": h, "embedding": list(v)}
             for h, v in items[start : start + REMEMBER_ROWS]
         ]
         yield Execute(pg.insert(table).values(values).on_conflict_do_nothing())

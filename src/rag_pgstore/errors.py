@@ -15,6 +15,7 @@ __all__ = [
     "EmbeddingError",
     "FilterError",
     "InvalidChunkError",
+    "QueryTimeoutError",
     "RagPgStoreError",
     "SchemaError",
     "UnsupportedError",
@@ -52,17 +53,36 @@ class SchemaError(RagPgStoreError):
 class DatabaseError(RagPgStoreError):
     """The database refused an operation; the driver's error is the ``__cause__``.
 
-    ``sqlstate`` holds PostgreSQL's five-character error code when the server sent one
-    (``42501`` permission denied, ``40P01`` deadlock detected, ...).
+    The message is one line: the server's primary message and what we were doing. The rest
+    of what the server said is kept in attributes: ``sqlstate``, PostgreSQL's five-character
+    error code (``42501`` permission denied, ``40P01`` deadlock detected, ...), ``detail``
+    and ``hint`` (``None`` when the server sent none).
     """
 
-    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        sqlstate: str | None = None,
+        detail: str | None = None,
+        hint: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
+        self.detail = detail
+        self.hint = hint
 
 
 class DatabaseUnavailableError(DatabaseError):
     """The server could not be reached, or the connection was lost mid-operation."""
+
+
+class QueryTimeoutError(DatabaseError):
+    """A statement ran past ``statement_timeout`` or was cancelled (SQLSTATE 57014).
+
+    Nothing of it was kept, and the store stays usable: retry with a longer timeout, a
+    narrower filter, or an ANN index.
+    """
 
 
 class EmbeddedServerError(RagPgStoreError):
@@ -90,6 +110,7 @@ for _cls in (
     UnsupportedError,
     DatabaseError,
     DatabaseUnavailableError,
+    QueryTimeoutError,
     EmbeddedServerError,
     EmbeddingError,
 ):

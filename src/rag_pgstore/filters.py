@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from rag_pgstore.errors import FilterError
 
-__all__ = ["COLUMN_KEYS", "OPERATORS", "compile_filter"]
+__all__ = ["COLUMN_KEYS", "MAX_DEPTH", "OPERATORS", "compile_filter"]
 
 Filter = Mapping[str, Any]
 Expr = ColumnElement[bool]
@@ -55,7 +55,12 @@ OPERATORS = (
     "$not",
 )
 LOGICAL = ("$and", "$or", "$not")
-_MAX_DEPTH = 32
+# How deep logical operators, $not inside a field and filter values may nest. Far beyond any
+# real filter; it keeps a hostile one from exhausting the stack.
+MAX_DEPTH = 32
+# Up to this many values, $in/$nin compile to containments the GIN index serves; more become
+# one array parameter compared with = ANY (no 65,535-parameter ceiling, hashed by the server).
+IN_CONTAINS_MAX = 32
 
 
 def compile_filter(filter: Filter | None, table: sa.Table) -> Expr:
@@ -79,12 +84,14 @@ def _scalar(value: object, where: str) -> object:
     )
 
 
-def _json_value(value: object, where: str) -> object:
+def _json_value(value: object, where: str, depth: int = 0) -> object:
     """Check a value that may also be a list or object (for equality and $contains)."""
+    if depth > MAX_DEPTH:
+        raise FilterError(f"expected a filter value nested at most {MAX_DEPTH} deep ({where})")
     if isinstance(value, Mapping):
-        return {str(k): _json_value(v, where) for k, v in value.items()}
+        return {str(k): _json_value(v, where, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_value(v, where) for v in value]
+        return [_json_value(v, where, depth + 1) for v in value]
     return _scalar(value, where)
 
 
@@ -108,8 +115,8 @@ class _Compiler:
         self.columns = {key: table.c[key] for key in COLUMN_KEYS}
 
     def document(self, filter: object, depth: int) -> Expr:
-        if depth > _MAX_DEPTH:
-            raise FilterError(f"expected a filter nested at most {_MAX_DEPTH} deep")
+        if depth > MAX_DEPTH:
+            raise FilterError(f"expected a filter nested at most {MAX_DEPTH} deep")
         if not isinstance(filter, Mapping):
             raise FilterError(f"expected a filter dict, got {type(filter).__name__} {filter!r}")
         clauses = [self.clause(key, value, depth) for key, value in filter.items()]
@@ -125,33 +132,42 @@ class _Compiler:
             exprs = [self.document(part, depth + 1) for part in parts]
             return sa.and_(*exprs) if key == "$and" else sa.or_(*exprs)
         if key == "$not":
+            if isinstance(value, (list, tuple)):
+                # langchain-postgres reads a list as "none of these match".
+                if not value:
+                    raise FilterError("expected a non-empty list of filters after $not, got []")
+                return sa.and_(*(sa.not_(self.document(part, depth + 1)) for part in value))
             return sa.not_(self.document(value, depth + 1))
         if key.startswith("$"):
             raise FilterError(
                 f"expected one of {', '.join(LOGICAL)} at the top of a filter, got {key!r}"
                 f"; field operators go inside a field: {{'field': {{{key!r}: ...}}}}"
             )
-        return self.field(key, value)
+        return self.field(key, value, depth)
 
-    def field(self, key: str, condition: object) -> Expr:
+    def field(self, key: str, condition: object, depth: int) -> Expr:
         if isinstance(condition, Mapping) and any(str(op).startswith("$") for op in condition):
             if not all(str(op).startswith("$") for op in condition):
                 raise FilterError(
                     f"expected either operators or a plain value for {key!r}, "
                     f"got a mix: {condition!r}"
                 )
-            exprs = [self.operator(key, str(op), operand) for op, operand in condition.items()]
+            exprs = [
+                self.operator(key, str(op), operand, depth) for op, operand in condition.items()
+            ]
             return sa.and_(*exprs) if len(exprs) != 1 else exprs[0]
-        return self.operator(key, "$eq", condition)
+        return self.operator(key, "$eq", condition, depth)
 
-    def operator(self, key: str, op: str, operand: object) -> Expr:
+    def operator(self, key: str, op: str, operand: object, depth: int) -> Expr:
         where = f"{key!r} {op}"
         if op == "$not":
             if not isinstance(operand, Mapping):
                 raise FilterError(
                     f"expected an operator dict after $not, got {operand!r} ({where})"
                 )
-            return sa.not_(self.field(key, operand))
+            if depth >= MAX_DEPTH:
+                raise FilterError(f"expected a filter nested at most {MAX_DEPTH} deep ({where})")
+            return sa.not_(self.field(key, operand, depth + 1))
         if op not in OPERATORS:
             raise FilterError(f"expected one of {', '.join(OPERATORS)}, got {op!r} (field {key!r})")
         if key in self.columns:
@@ -176,7 +192,13 @@ class _Compiler:
             return expr if op == "$eq" else sa.not_(expr)
         if op in ("$in", "$nin"):
             values = [_scalar(v, where) for v in _list(operand, op, where)]
-            expr = sa.or_(sa.false(), *(self.contains(path, v) for v in values))
+            if len(values) <= IN_CONTAINS_MAX:
+                expr = sa.or_(sa.false(), *(self.contains(path, v) for v in values))
+            else:
+                # Same matches as the containments (a scalar contained at a path is a scalar
+                # equal to it there); a missing key compares as NULL, which is no match.
+                array = sa.bindparam(None, values, type_=pg.ARRAY(pg.JSONB))
+                expr = sa.func.coalesce(node == sa.any_(array), False)
             return expr if op == "$in" else sa.not_(expr)
         if op == "$contains":
             value = _json_value(operand, where)

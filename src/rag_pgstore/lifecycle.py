@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from rag_pgstore.errors import InvalidChunkError, SchemaError, UnsupportedError
 from rag_pgstore.records import Distance, HnswIndex, IvfflatIndex
+from rag_pgstore import statements as st
 from rag_pgstore.schema import MAX_INDEXED_DIM, MIGRATIONS, SCHEMA_VERSION, Collection, ann_index
 from rag_pgstore.steps import Execute, Fetch, Plan
 
@@ -26,8 +27,19 @@ _pg_ts_config = sa.table("pg_ts_config", sa.column("cfgname"), schema="pg_catalo
 
 def _lock(collection: Collection) -> Execute:
     """Serialise setup and index changes of one collection across processes."""
-    key = f"rag_pgstore:{collection.schema}.{collection.name}"
-    return Execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(key, 0))))
+    key = st.lock_key(f"{collection.schema}.{collection.name}")
+    return Execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
+def setup_lock() -> Execute:
+    """Serialise every setup in the database.
+
+    Objects that collections share (the extension, the schema, the registry and cache tables)
+    are created with ``IF NOT EXISTS``, which is not safe against a concurrent creator: two
+    transactions both find the object missing and the second fails on a catalog unique index.
+    Setups are rare and short, so they simply take turns. Taken before any collection's lock.
+    """
+    return Execute(sa.select(sa.func.pg_advisory_xact_lock(st.lock_key("setup"))))
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -37,6 +49,7 @@ def _version(text: str) -> tuple[int, ...]:
 def setup(collection: Collection, *, create_extension: bool = True) -> Plan[None]:
     """Create or upgrade the collection's table, idempotently."""
     c = collection
+    yield setup_lock()
     yield _lock(c)
     if create_extension:
         yield Execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
@@ -63,13 +76,21 @@ def setup(collection: Collection, *, create_extension: bool = True) -> Plan[None
     registry = c.registry
     yield Execute(sa.schema.CreateTable(registry, if_not_exists=True))
     found = yield Fetch(sa.select(registry).where(registry.c.name == c.name))
-    if found:
+    table_exists = yield Fetch(sa.select(sa.func.to_regclass(f"{c.schema}.{c.name}")))
+    if found and table_exists[0][0] is None:
+        # The table was dropped behind our back (by hand, a restore, another tool): the
+        # registry row is stale. Build the table afresh; it has no ANN index any more.
+        _check_matches(c, found[0]._mapping)
+        yield Execute(
+            sa.update(registry).where(registry.c.name == c.name).values(ann_index=None)
+        )
+        version = 0
+    elif found:
         row = found[0]._mapping
         _check_matches(c, row)
         version = row["schema_version"]
     else:
-        existing = yield Fetch(sa.select(sa.func.to_regclass(f"{c.schema}.{c.name}")))
-        if existing[0][0] is not None:
+        if table_exists[0][0] is not None:
             raise SchemaError(
                 f"expected no table named {c.schema}.{c.name} outside rag_pgstore, found one; "
                 "choose another collection name"

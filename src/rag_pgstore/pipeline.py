@@ -38,7 +38,7 @@ from rag_pgstore.embedders import Embedder, as_embedder
 from rag_pgstore.errors import EmbeddingError, InvalidChunkError
 from rag_pgstore.records import Chunk
 from rag_pgstore.schema import Collection
-from rag_pgstore.steps import Fetch, Plan
+from rag_pgstore.steps import Fetch, Plan, PlanSource
 from rag_pgstore.store import ChunkStore
 
 __all__ = ["Document", "IngestReport", "Pipeline"]
@@ -67,7 +67,7 @@ class IngestReport:
 
 @dataclass(frozen=True)
 class _Db:
-    plan: Plan[Any]
+    plan: PlanSource[Any]
 
 
 @dataclass(frozen=True)
@@ -161,17 +161,18 @@ class Pipeline:
         if not wanted and not stale:
             return
         hashes = sorted({ch.content_hash for ch in wanted})
-        vectors: dict[str, list[float]] = yield _Db(cache.lookup(c.schema, model, hashes))
+        vectors: dict[str, list[float]] = yield _Db(cache.lookup(c.schema, model, c.dim, hashes))
         report.from_cache += len(vectors)
         todo = {ch.content_hash: ch.text for ch in wanted if ch.content_hash not in vectors}
         if todo:
             fresh: list[list[float]] = yield _Embed(list(todo.values()))
             computed = dict(zip(todo, fresh, strict=True))
-            yield _Db(cache.remember(c.schema, model, computed))  # its own commit: kept if we die
+            # Its own commit, so it is kept if we die; retried if it loses a deadlock.
+            yield _Db(lambda: cache.remember(c.schema, model, computed))
             vectors.update(computed)
             report.embedded += len(computed)
         records = [_to_chunk(ch, vectors[ch.content_hash]) for ch in wanted]
-        written, deleted = yield _Db(_replace(c, records, stale))
+        written, deleted = yield _Db(lambda: _replace(c, records, stale))
         report.chunks_written += written
         report.chunks_deleted += deleted
 

@@ -17,12 +17,13 @@ from pgvector.sqlalchemy import HALFVEC, VECTOR
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.sql.base import Executable
 
-from rag_pgstore.errors import UnsupportedError
+from rag_pgstore.errors import CollectionNameError, UnsupportedError
 from rag_pgstore.records import Distance
 from rag_pgstore.validate import check_name
 
 __all__ = ["MIGRATIONS", "REGISTRY_NAME", "SCHEMA_VERSION", "Collection", "ann_index"]
 
+RESERVED_PREFIX = "rag_pgstore_"
 REGISTRY_NAME = "rag_pgstore_collections"
 MAX_DIM = 16_000  # pgvector's limit for vector and halfvec columns
 HALFVEC_ABOVE = 2_000  # pgvector indexes vector up to 2,000 dims and halfvec up to 4,000
@@ -45,8 +46,12 @@ class Collection:
 
     def __post_init__(self) -> None:
         check_name(self.name, "collection")
-        if self.name == REGISTRY_NAME:
-            raise UnsupportedError(f"expected a collection name other than {REGISTRY_NAME!r}")
+        if self.name.startswith(RESERVED_PREFIX):
+            # The registry, the embedding cache, the staging table and whatever comes later.
+            raise CollectionNameError(
+                f"expected a collection name that does not start with {RESERVED_PREFIX!r} "
+                f"(reserved for rag_pgstore's own tables), got {self.name!r}"
+            )
         check_name(self.schema, "schema")
         check_name(self.text_config, "text_config")
         if (
@@ -62,6 +67,11 @@ class Collection:
     def vector_type(self) -> str:
         """``halfvec`` above 2,000 dims so the collection can still have an HNSW index."""
         return "halfvec" if self.dim > HALFVEC_ABOVE else "vector"
+
+    @property
+    def nonzero(self) -> bool:
+        """Whether zero vectors are refused: under cosine they have no direction (NaN distance)."""
+        return self.distance is Distance.COSINE
 
     @property
     def plain_storage(self) -> bool:

@@ -31,6 +31,7 @@ __all__ = [
     "distance_expr",
     "extension_version",
     "index_names",
+    "lock_key",
     "nearest_read",
     "select_chunks",
     "server_version",
@@ -41,6 +42,7 @@ __all__ = [
     "truncate",
     "upsert_from_stage",
     "vector_search",
+    "write_lock",
 ]
 
 CHUNK_COLUMNS = (
@@ -253,6 +255,25 @@ def set_local_many(settings: dict[str, str]) -> sa.Select[Any]:
     nothing leaks into a pooled connection. Names and values are bound parameters.
     """
     return sa.select(*(sa.func.set_config(name, value, True) for name, value in settings.items()))
+
+
+def lock_key(scope: str) -> ColumnElement[int]:
+    """The advisory-lock key for ``scope``: a 64-bit hash of a name, computed by the server."""
+    return sa.func.hashtextextended(sa.literal(f"rag_pgstore:{scope}", sa.Text), 0)
+
+
+def write_lock(
+    collection: Collection, *, exclusive: bool, settings: dict[str, str] | None = None
+) -> sa.Select[Any]:
+    """Take the collection's write lock for this transaction, and ``SET LOCAL`` ``settings``.
+
+    Every write takes it shared, so writers run side by side; a write of several batches
+    takes it alone (see ``writes._upsert``). One round trip either way.
+    """
+    lock = sa.func.pg_advisory_xact_lock if exclusive else sa.func.pg_advisory_xact_lock_shared
+    key = lock_key(f"write:{collection.schema}.{collection.name}")
+    configs = (sa.func.set_config(k, v, True) for k, v in (settings or {}).items())
+    return sa.select(lock(key), *configs)
 
 
 def table_copy(collection: Collection) -> sql.Composed:

@@ -16,6 +16,10 @@ connection.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import random
+import time
 from collections.abc import (
     AsyncIterator,
     Callable,
@@ -38,6 +42,7 @@ from sqlalchemy.sql.base import Executable
 from rag_pgstore.errors import (
     DatabaseError,
     DatabaseUnavailableError,
+    QueryTimeoutError,
     RagPgStoreError,
     SchemaError,
     UnsupportedError,
@@ -50,6 +55,7 @@ __all__ = [
     "Fetch",
     "Hints",
     "Plan",
+    "PlanSource",
     "Pull",
     "Read",
     "run",
@@ -105,11 +111,69 @@ Step = Fetch | Execute | Copy | Pull | Read
 Plan = Generator[Step, Any, T]
 
 
-def run(engine: Engine, plan: Plan[T], hints: Hints | None = None) -> T:
-    """Drive ``plan`` to completion in one transaction on ``engine``.
+PlanSource = Plan[T] | Callable[[], Plan[T]]
 
-    ``hints`` remembers, across calls, which form of a :class:`Read` suits each collection.
+# A transaction PostgreSQL aborted to break a deadlock (40P01) or a serialization conflict
+# (40001) left nothing behind; a plan built afresh can simply run again once the other
+# transaction is through. Bounded, with a growing random pause so two victims do not collide
+# again in step.
+CONFLICTS = ("40P01", "40001")
+ATTEMPTS = 5
+
+
+def _pause(attempt: int) -> float:
+    return random.uniform(0.01, 0.05) * 2**attempt
+
+
+def _start(source: PlanSource[T]) -> tuple[Plan[T], Callable[[], Plan[T]] | None]:
+    if callable(source):
+        return source(), source
+    return source, None
+
+
+def _conflict(exc: BaseException, attempt: int, again: object) -> bool:
+    """Whether a failed attempt should be run again from a fresh plan."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    return again is not None and attempt < ATTEMPTS and getattr(orig, "sqlstate", None) in CONFLICTS
+
+
+def run(engine: Engine, source: PlanSource[T], hints: Hints | None = None) -> T:
+    """Drive a plan to completion in one transaction on ``engine``.
+
+    ``source`` is a plan, or a function that builds one: then a transaction lost to a
+    deadlock or a serialization failure is run again, up to ``ATTEMPTS`` times, from a new
+    plan. ``hints`` remembers, across calls, which form of a :class:`Read` suits each
+    collection.
     """
+    plan, again = _start(source)
+    for attempt in itertools.count(1):
+        try:
+            return _run_once(engine, plan, hints)
+        except (sa_exc.DBAPIError, psycopg.Error) as exc:
+            if not _conflict(exc, attempt, again):
+                raise translate(exc) from exc
+        time.sleep(_pause(attempt))
+        assert again is not None
+        plan = again()
+    raise AssertionError("unreachable")
+
+
+async def run_async(engine: AsyncEngine, source: PlanSource[T], hints: Hints | None = None) -> T:
+    """Async :func:`run`: drive a plan to completion without blocking the loop."""
+    plan, again = _start(source)
+    for attempt in itertools.count(1):
+        try:
+            return await _run_once_async(engine, plan, hints)
+        except (sa_exc.DBAPIError, psycopg.Error) as exc:
+            if not _conflict(exc, attempt, again):
+                raise translate(exc) from exc
+        await asyncio.sleep(_pause(attempt))
+        assert again is not None
+        plan = again()
+    raise AssertionError("unreachable")
+
+
+def _run_once(engine: Engine, plan: Plan[T], hints: Hints | None) -> T:
     try:
         step = plan.send(None)
         for retry in (False, True):
@@ -133,14 +197,11 @@ def run(engine: Engine, plan: Plan[T], hints: Hints | None = None) -> T:
         raise AssertionError("unreachable")
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
-    except (sa_exc.DBAPIError, psycopg.Error) as exc:
-        raise translate(exc) from exc
     finally:
         plan.close()
 
 
-async def run_async(engine: AsyncEngine, plan: Plan[T], hints: Hints | None = None) -> T:
-    """Drive ``plan`` to completion in one transaction on ``engine``, without blocking the loop."""
+async def _run_once_async(engine: AsyncEngine, plan: Plan[T], hints: Hints | None) -> T:
     try:
         step = plan.send(None)
         for retry in (False, True):
@@ -165,8 +226,6 @@ async def run_async(engine: AsyncEngine, plan: Plan[T], hints: Hints | None = No
         raise AssertionError("unreachable")
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
-    except (sa_exc.DBAPIError, psycopg.Error) as exc:
-        raise translate(exc) from exc
     finally:
         plan.close()
 
@@ -271,15 +330,34 @@ async def _async_copy(conn: AsyncConnection, step: Copy) -> None:
 
 
 _UNAVAILABLE_CLASSES = ("08", "57")  # connection exceptions; operator intervention (shutdown)
+_CANCELED = "57014"  # statement_timeout, or a cancel request: the server itself is fine
 
 
 def translate(exc: BaseException) -> RagPgStoreError:
-    """Map a driver or SQLAlchemy error to ours, keeping its message but never its parameters."""
+    """Map a driver or SQLAlchemy error to ours: one line, never the SQL or its parameters.
+
+    The message is the server's primary message (or the first line of the driver's) with the
+    SQLSTATE; ``detail`` and ``hint`` keep the rest, and the driver's error is ``__cause__``.
+    """
     orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
     sqlstate = getattr(orig, "sqlstate", None)
-    message = str(orig).strip() or type(orig).__name__
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None) or str(orig).strip()
+    first = primary.splitlines()[0].strip() if primary.strip() else type(orig).__name__
+    extra = {
+        "sqlstate": sqlstate,
+        "detail": getattr(diag, "message_detail", None),
+        "hint": getattr(diag, "message_hint", None),
+    }
+    code = f" (SQLSTATE {sqlstate})" if sqlstate else ""
     if sqlstate == "42P01":
-        return SchemaError(f"{message}; create the collection first with store.setup()")
+        return SchemaError(f"{first}; create the collection first with store.setup()")
+    if sqlstate == _CANCELED:
+        return QueryTimeoutError(
+            f"query cancelled: {first}{code}; nothing was changed. Raise statement_timeout, "
+            "narrow the query, or add an ANN index",
+            **extra,
+        )
     lost = isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
     if (
         lost
@@ -289,5 +367,5 @@ def translate(exc: BaseException) -> RagPgStoreError:
         )
         or (sqlstate or "")[:2] in _UNAVAILABLE_CLASSES
     ):
-        return DatabaseUnavailableError(f"database unavailable: {message}", sqlstate=sqlstate)
-    return DatabaseError(message, sqlstate=sqlstate)
+        return DatabaseUnavailableError(f"database unavailable: {first}{code}", **extra)
+    return DatabaseError(f"{first}{code}", **extra)

@@ -23,7 +23,8 @@ from rag_pgstore.records import (
 )
 from rag_pgstore.schema import Collection
 from rag_pgstore.searching import SearchMethods
-from rag_pgstore.steps import Hints, Plan, run, run_async
+from rag_pgstore.steps import Hints, PlanSource, run, run_async
+from rag_pgstore.validate import check_ids
 
 __all__ = ["ChunkStore"]
 
@@ -159,23 +160,25 @@ class ChunkStore(SearchMethods):
 
     # -- running plans -------------------------------------------------------------------------
 
-    def run_plan(self, plan: Plan[T]) -> T:
+    def run_plan(self, plan: PlanSource[T]) -> T:
         """Run one plan from ``rag_pgstore.reads``/``writes``/``lifecycle`` in a transaction.
 
         Every method here is one such call. Adapters use it to turn a request into whichever
-        operation fits, once, for both the sync and the async path.
+        operation fits, once, for both the sync and the async path. Pass a function that builds
+        the plan (``lambda: writes.delete(...)``) to have a transaction that PostgreSQL aborted
+        to break a deadlock run again from a fresh plan.
         """
         if self.engine is None:
-            plan.close()
+            _discard(plan)
             raise UnsupportedError(
                 "this store has no sync engine; use the a* methods or pass engine="
             )
         return run(self.engine, plan, self._hints)
 
-    async def arun_plan(self, plan: Plan[T]) -> T:
+    async def arun_plan(self, plan: PlanSource[T]) -> T:
         """Async :meth:`run_plan`."""
         if self.async_engine is None:
-            plan.close()
+            _discard(plan)
             raise UnsupportedError(
                 "this store has no async engine; pass async_engine= to use a* methods"
             )
@@ -192,21 +195,23 @@ class ChunkStore(SearchMethods):
 
     def setup(self) -> None:
         """Create the table and its indexes, or upgrade them; safe to call any number of times."""
-        self.run_plan(lifecycle.setup(self.collection, create_extension=self.create_extension))
+        self.run_plan(
+            lambda: lifecycle.setup(self.collection, create_extension=self.create_extension)
+        )
 
     async def asetup(self) -> None:
         """Async :meth:`setup`."""
         await self.arun_plan(
-            lifecycle.setup(self.collection, create_extension=self.create_extension)
+            lambda: lifecycle.setup(self.collection, create_extension=self.create_extension)
         )
 
     def drop(self) -> None:
         """Drop the collection: its table, indexes and registry entry. There is no undo."""
-        self.run_plan(lifecycle.drop(self.collection))
+        self.run_plan(lambda: lifecycle.drop(self.collection))
 
     async def adrop(self) -> None:
         """Async :meth:`drop`."""
-        await self.arun_plan(lifecycle.drop(self.collection))
+        await self.arun_plan(lambda: lifecycle.drop(self.collection))
 
     def create_index(self, spec: HnswIndex | IvfflatIndex | None = None) -> bool:
         """Build the ANN index for the collection's distance; ``False`` if it already exists.
@@ -252,7 +257,7 @@ class ChunkStore(SearchMethods):
         written. Unchanged chunks are not rewritten (and not counted); a stream's count is the
         sum of its batches', so an id written again in a later batch counts again.
         """
-        return self.run_plan(writes.upsert(self.collection, chunks, batch_size=batch_size))
+        return self.run_plan(writes.upsert_source(self.collection, chunks, batch_size=batch_size))
 
     async def aupsert(
         self,
@@ -261,39 +266,45 @@ class ChunkStore(SearchMethods):
         batch_size: int = writes.DEFAULT_BATCH,
     ) -> int:
         """Async :meth:`upsert`; ``chunks`` may also be an async iterator, consumed as it goes."""
-        return await self.arun_plan(writes.upsert(self.collection, chunks, batch_size=batch_size))
+        return await self.arun_plan(
+            writes.upsert_source(self.collection, chunks, batch_size=batch_size)
+        )
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete chunks by id; missing ids are ignored. Return how many were deleted."""
-        return self.run_plan(writes.delete(self.collection, ids))
+        wanted = check_ids(ids, "chunk ids")
+        return self.run_plan(lambda: writes.delete(self.collection, wanted))
 
     async def adelete(self, ids: Iterable[str]) -> int:
         """Async :meth:`delete`."""
-        return await self.arun_plan(writes.delete(self.collection, ids))
+        wanted = check_ids(ids, "chunk ids")
+        return await self.arun_plan(lambda: writes.delete(self.collection, wanted))
 
     def delete_entities(self, entity_ids: Iterable[str]) -> int:
         """Delete every chunk of the given entities (source documents)."""
-        return self.run_plan(writes.delete_entities(self.collection, entity_ids))
+        wanted = check_ids(entity_ids, "entity ids")
+        return self.run_plan(lambda: writes.delete_entities(self.collection, wanted))
 
     async def adelete_entities(self, entity_ids: Iterable[str]) -> int:
         """Async :meth:`delete_entities`."""
-        return await self.arun_plan(writes.delete_entities(self.collection, entity_ids))
+        wanted = check_ids(entity_ids, "entity ids")
+        return await self.arun_plan(lambda: writes.delete_entities(self.collection, wanted))
 
     def delete_where(self, filter: Filter) -> int:
         """Delete the chunks matching a (non-empty) metadata filter."""
-        return self.run_plan(writes.delete_filtered(self.collection, filter))
+        return self.run_plan(lambda: writes.delete_filtered(self.collection, filter))
 
     async def adelete_where(self, filter: Filter) -> int:
         """Async :meth:`delete_where`."""
-        return await self.arun_plan(writes.delete_filtered(self.collection, filter))
+        return await self.arun_plan(lambda: writes.delete_filtered(self.collection, filter))
 
     def clear(self) -> int:
         """Delete every chunk of the collection (the table stays)."""
-        return self.run_plan(writes.clear(self.collection))
+        return self.run_plan(lambda: writes.clear(self.collection))
 
     async def aclear(self) -> int:
         """Async :meth:`clear`."""
-        return await self.arun_plan(writes.clear(self.collection))
+        return await self.arun_plan(lambda: writes.clear(self.collection))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -310,3 +321,8 @@ class ChunkStore(SearchMethods):
             engine.dispose()
         if async_engine is not None:
             await async_engine.dispose()
+
+
+def _discard(plan: PlanSource[Any]) -> None:
+    if not callable(plan):
+        plan.close()

@@ -21,6 +21,7 @@ from rag_pgstore.errors import CollectionNameError, DimensionError, InvalidChunk
 from rag_pgstore.records import Chunk
 
 __all__ = [
+    "MAX_METADATA_DEPTH",
     "MAX_NAME_LENGTH",
     "Batch",
     "check_batch",
@@ -38,6 +39,9 @@ _NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _INT4_MAX = 2**31 - 1
+# How deeply metadata may nest. JSON readers (Python's json, psycopg) recurse on nesting, so
+# something far deeper than any real metadata could be stored but not read back.
+MAX_METADATA_DEPTH = 100
 
 
 def check_name(name: object, what: str) -> str:
@@ -64,14 +68,42 @@ def metadata_json(metadata: object, where: str) -> str:
             ) from None
     try:
         text = _JSON.encode(metadata)
+    except RecursionError:
+        text = ""  # far deeper than the limit: reported just below
     except (TypeError, ValueError) as exc:
         raise InvalidChunkError(f"expected JSON-serialisable metadata, {exc} ({where})") from None
+    # Only text with many brackets can be deep; the exact walk runs just for that text.
+    if not text or (
+        text.count("{") + text.count("[") > MAX_METADATA_DEPTH
+        and _depth(metadata) > MAX_METADATA_DEPTH
+    ):
+        raise InvalidChunkError(
+            f"expected metadata nested at most {MAX_METADATA_DEPTH} deep ({where}); "
+            "flatten it or store it as a JSON string"
+        )
     # The substring test is a fast C scan; the regex (slow on long text) only confirms a hit.
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
         raise InvalidChunkError(
             f"expected metadata without NUL characters (jsonb cannot store \\u0000) ({where})"
         )
     return text
+
+
+def _depth(value: object) -> int:
+    """How deeply lists and dicts nest in ``value`` (without recursion: any depth is safe)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _check_text(value: object, field: str, where: str, *, empty_ok: bool = True) -> str:
@@ -97,7 +129,11 @@ def _check_int(value: object, field: str, minimum: int, where: str) -> int:
 
 
 def _to_wire(
-    vectors: Sequence[Sequence[float]], dim: int, vector_type: str, chunks: Sequence[Chunk]
+    vectors: Sequence[Sequence[float]],
+    dim: int,
+    vector_type: str,
+    chunks: Sequence[Chunk],
+    nonzero: bool,
 ) -> Any:
     """Convert embeddings to pgvector's big-endian element type in one numpy call.
 
@@ -129,7 +165,20 @@ def _to_wire(
             f"expected embedding values within +-{limit} for {vector_type}, got "
             f"{float(np.abs(source).max())} ({_label(chunks[bad])})"
         )
+    if nonzero:
+        zero = ~wire.any(axis=1)
+        if zero.any():
+            raise InvalidChunkError(_ZERO.format(where=_label(chunks[int(np.argmax(zero))])))
     return wire
+
+
+# A zero vector has no direction: its cosine distance to anything is NaN, which would poison
+# every score it takes part in (a hybrid search's min-max rescaling included).
+_ZERO = (
+    "expected a non-zero embedding under cosine distance (a zero vector has no direction: its "
+    "cosine distance is NaN), got all zeros ({where}); embed the text again, or use l2 or "
+    "inner_product distance"
+)
 
 
 def _check_lengths(vectors: Sequence[Sequence[float]], dim: int, chunks: Sequence[Chunk]) -> None:
@@ -189,17 +238,20 @@ class Batch:
             )
 
 
-def check_batch(chunks: Sequence[Chunk], *, dim: int, vector_type: str) -> Batch:
+def check_batch(
+    chunks: Sequence[Chunk], *, dim: int, vector_type: str, nonzero: bool = False
+) -> Batch:
     """Check ``chunks`` (all but the JSON encoding of their metadata) and convert their vectors.
 
-    Fails on the first bad chunk, naming it, before anything reaches the database.
+    ``nonzero`` refuses all-zero embeddings (cosine collections). Fails on the first bad
+    chunk, naming it, before anything reaches the database.
     """
     for position, chunk in enumerate(chunks):
         _check_chunk(chunk, position)
     if not chunks:
         return Batch(chunks, [], b"", 0)
     latest = {chunk.chunk_id: i for i, chunk in enumerate(chunks)}
-    matrix = _to_wire([c.embedding for c in chunks], dim, vector_type, chunks)
+    matrix = _to_wire([c.embedding for c in chunks], dim, vector_type, chunks, nonzero)
     # pgvector's binary form: dim and an unused int16, then the elements, big-endian.
     header = np.frombuffer(struct.pack(">HH", dim, 0), dtype=np.uint8)
     framed = np.hstack([np.tile(header, (len(chunks), 1)), matrix.view(np.uint8)])
@@ -230,8 +282,13 @@ def _label(chunk: Chunk) -> str:
     return f"chunk {chunk.chunk_id!r}"
 
 
-def encode_query(vector: Sequence[float], dim: int) -> npt.NDArray[np.float64]:
-    """Validate a query embedding and return it as a float64 array (one numpy conversion)."""
+def encode_query(
+    vector: Sequence[float], dim: int, *, nonzero: bool = False
+) -> npt.NDArray[np.float64]:
+    """Validate a query embedding and return it as a float64 array (one numpy conversion).
+
+    ``nonzero`` refuses an all-zero query (cosine collections).
+    """
     try:
         size = len(vector)
     except TypeError:
@@ -248,6 +305,8 @@ def encode_query(vector: Sequence[float], dim: int) -> npt.NDArray[np.float64]:
         raise InvalidChunkError(f"expected a flat query embedding, got shape {values.shape}")
     if not np.isfinite(values).all():
         raise InvalidChunkError("expected finite numbers in the query embedding, got NaN or inf")
+    if nonzero and not values.any():
+        raise InvalidChunkError(_ZERO.format(where="query embedding"))
     return values
 
 

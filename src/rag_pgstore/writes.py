@@ -16,7 +16,7 @@ from rag_pgstore.errors import InvalidChunkError
 from rag_pgstore.filters import compile_filter
 from rag_pgstore.records import Chunk
 from rag_pgstore.schema import Collection
-from rag_pgstore.steps import Copy, Execute, Fetch, Plan, Pull
+from rag_pgstore.steps import Copy, Execute, Fetch, Plan, PlanSource, Pull
 from rag_pgstore.validate import Batch, check_batch, check_ids
 
 DEFAULT_BATCH = 5_000
@@ -46,8 +46,28 @@ def upsert(
     return _upsert(collection, _batches(collection, chunks, batch_size))
 
 
+def upsert_source(
+    collection: Collection,
+    chunks: Iterable[Chunk] | AsyncIterable[Chunk],
+    *,
+    batch_size: int = DEFAULT_BATCH,
+) -> PlanSource[int]:
+    """:func:`upsert` as the driver should run it.
+
+    Chunks held in a sequence can be written again: a transaction PostgreSQL aborts to break a
+    deadlock is then retried from a fresh plan. A stream can be read only once, so it is one
+    plan (and its write lock keeps it out of deadlocks, see :func:`_upsert`).
+    """
+    if batch_size < 1:
+        raise InvalidChunkError(f"expected batch_size >= 1, got {batch_size}")
+    if isinstance(chunks, Sequence) and not isinstance(chunks, (str, bytes)):
+        batch = _check(collection, chunks)  # once: a retry writes the same checked batch
+        return lambda: _upsert(collection, iter([batch]))
+    return upsert(collection, chunks, batch_size=batch_size)
+
+
 def _check(c: Collection, chunks: Sequence[Chunk]) -> Batch:
-    return check_batch(chunks, dim=c.dim, vector_type=c.vector_type)
+    return check_batch(chunks, dim=c.dim, vector_type=c.vector_type, nonzero=c.nonzero)
 
 
 def _batches(c: Collection, chunks: Iterable[Chunk], batch_size: int) -> Iterator[Batch]:
@@ -78,22 +98,35 @@ def _upsert(c: Collection, batches: Iterator[Batch] | AsyncIterator[Batch]) -> P
     A COPY into the table is the fastest write PostgreSQL has, and new rows need nothing more.
     A batch that replaces rows is copied into a staging table and merged with ``INSERT ... ON
     CONFLICT``, which skips unchanged rows. Either way a batch's rows are written, and so
-    locked, in ``chunk_id`` order, so overlapping concurrent batches wait for each other
+    locked, in ``chunk_id`` order, so overlapping single-batch writers wait for each other
     instead of deadlocking. If another transaction writes one of the "new" ids first, the COPY
     rolls back to its savepoint and the batch takes the merge instead.
+
+    Sorting cannot order locks *across* batches: a stream that holds the rows of its first
+    batch while it waits for a row of its second can deadlock with any other writer, and it
+    cannot be replayed. So a write of two or more batches takes the collection's write lock
+    alone, and every other write takes it shared: a stream runs while no other writer of the
+    collection holds rows. One lookahead batch tells which kind a stream is.
     """
+    first = yield Pull(batches)
+    second = (yield Pull(batches)) if first is not None else None
+    if first is None:
+        return 0
+    # psycopg prepares a statement run five times on a connection, and PostgreSQL may then
+    # keep one generic plan for it. The existence check's generic plan, made on an empty
+    # table, is a sequential scan comparing every row with every id: quadratic while this
+    # transaction fills the table. Plan each statement for its own values.
+    settings = {"plan_cache_mode": "force_custom_plan"}
+    yield Execute(st.write_lock(c, exclusive=second is not None, settings=settings))
     changed = 0
-    staging = planned = False
-    while (batch := (yield Pull(batches))) is not None:
+    staging = False
+    queued = [first] if second is None else [first, second]
+    while True:
+        batch = queued.pop(0) if queued else (yield Pull(batches))
+        if batch is None:
+            break
         if not batch.order:
             continue
-        if not planned:
-            # psycopg prepares a statement run five times on a connection, and PostgreSQL may
-            # then keep one generic plan for it. The existence check's generic plan, made on an
-            # empty table, is a sequential scan comparing every row with every id: quadratic
-            # while this transaction fills the table. Plan each statement for its own values.
-            yield Execute(st.set_local_many({"plan_cache_mode": "force_custom_plan"}))
-            planned = True
         [(existing,)] = yield Fetch(st.any_exist(c, batch.ids))
         if not existing:
             direct = Copy(st.table_copy(c), st.COPY_TYPES, batch.rows, savepoint=True)
@@ -112,6 +145,7 @@ def _upsert(c: Collection, batches: Iterator[Batch] | AsyncIterator[Batch]) -> P
 
 
 def delete_where(c: Collection, where: Any) -> Plan[int]:
+    yield Execute(st.write_lock(c, exclusive=False))  # wait for a stream writing these rows
     deleted: int = yield Execute(st.delete(c, where))
     return deleted
 
