@@ -187,6 +187,58 @@ def test_langchain_text_splitter_keeps_exact_offsets() -> None:
 
 
 @pytest.mark.frameworks
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda cls: cls(chunk_size=40, chunk_overlap=10, add_start_index=True),
+        lambda cls: cls(chunk_size=40, chunk_overlap=10, encoding_name="o200k_base"),
+        lambda cls: cls(chunk_size=40, chunk_overlap=10, model_name="gpt-4o"),
+        lambda cls: cls.from_tiktoken_encoder(chunk_size=40, chunk_overlap=10),
+        lambda cls: cls.from_tiktoken_encoder(
+            encoding_name="cl100k_base", chunk_size=40, chunk_overlap=10, add_start_index=True
+        ),
+    ],
+    ids=["keywords", "encoding_name", "model_name", "from_tiktoken", "from_tiktoken_named"],
+)
+def test_langchain_splitter_takes_the_keywords_every_splitter_takes(make: Any) -> None:
+    from rag_pgstore.adapters.langchain import ChunkerTextSplitter
+
+    splitter = make(ChunkerTextSplitter)
+    assert (splitter.chunker.max_tokens, splitter.chunker.overlap_tokens) == (40, 10)
+    text = TEXT_FOR_FRAMEWORKS + " Café crème, naïve façade — 東京 " * 20
+    encoding = load_encoding(splitter.chunker.encoding)
+    spans = list(splitter.chunker.spans(text))
+    assert splitter.split_text(text) == [text[start:end] for start, end, _ in spans]
+    assert len(spans) > 3 and spans[0][0] == 0 and spans[-1][1] == len(text)
+    for (_, end), (start, _) in zip(
+        [(a, b) for a, b, _ in spans], [(a, b) for a, b, _ in spans[1:]], strict=False
+    ):
+        assert start <= end  # no gap: every character is in some chunk
+    for start, end, count in spans:  # within the budget, no broken characters
+        assert count == len(encoding.encode_ordinary(text[start:end])) <= 40
+        assert "\ufffd" not in text[start:end]
+    for doc in splitter.create_documents([text]):
+        if "start_index" in doc.metadata:
+            assert text[doc.metadata["start_index"] : doc.metadata["end_index"]] == doc.page_content
+
+
+@pytest.mark.frameworks
+def test_langchain_splitter_refuses_what_it_cannot_honour() -> None:
+    from rag_pgstore.adapters.langchain import ChunkerTextSplitter
+
+    for kwargs, message in [
+        ({"strip_whitespace": True}, "exact slices"),
+        ({"length_function": len}, "tokens"),
+        ({"separators": ["\n"]}, "separators"),
+        ({"chunker": TokenChunker(), "chunk_size": 10}, "got both"),
+    ]:
+        with pytest.raises(UnsupportedError, match=message):
+            ChunkerTextSplitter(**kwargs)
+    with pytest.raises(UnsupportedError, match="allowed_special"):
+        ChunkerTextSplitter.from_tiktoken_encoder(allowed_special="all")
+
+
+@pytest.mark.frameworks
 def test_llamaindex_node_parser_keeps_offsets_and_source() -> None:
     from llama_index.core import Document
     from llama_index.core.schema import TextNode

@@ -13,7 +13,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 
-from rag_pgstore import ChunkStore, Distance, InvalidChunkError
+from rag_pgstore import ChunkStore, Distance, FilterError, InvalidChunkError
 from rag_pgstore.adapters.langchain import HashEmbeddings, LangChainVectorStore
 from rag_pgstore.testing import TestDatabase
 from tests.conftest import Api, StoreFactory
@@ -144,12 +144,115 @@ async def test_mmr_defaults_and_diversity(vs: LangChainVectorStore, api: Api) ->
     assert ids(diverse)[0] == ids(plain)[0]
 
 
+def stored(vs: LangChainVectorStore) -> list[str]:
+    return sorted(c.chunk_id for c in vs.store.get([d.id or "" for d in DOCS]))
+
+
 async def test_delete_by_ids_and_by_filter(vs: LangChainVectorStore, api: Api) -> None:
     assert await api(vs, "delete", ["pg"]) is True
     assert await api(vs, "delete", filter={"source": "food.md"}) is True
-    assert sorted(c.chunk_id for c in vs.store.get([d.id or "" for d in DOCS])) == ["odd", "vec"]
+    assert stored(vs) == ["odd", "vec"]
     with pytest.raises(InvalidChunkError, match="ids or a filter"):
         await api(vs, "delete")
+
+
+async def test_delete_with_ids_and_filter_deletes_what_matches_both(
+    vs: LangChainVectorStore, api: Api
+) -> None:
+    # "pg" and "bread" are named, but only "pg" is from db.md; "vec" is from db.md, not named.
+    assert await api(vs, "delete", ["pg", "bread"], filter={"source": "db.md"}) is True
+    assert stored(vs) == ["bread", "odd", "vec"]
+    await api(vs, "delete", [], filter={"source": "db.md"})  # an empty allow-list: nothing
+    await api(vs, "delete", [])
+    assert stored(vs) == ["bread", "odd", "vec"]
+
+
+async def test_a_bad_filter_deletes_nothing(vs: LangChainVectorStore, api: Api) -> None:
+    with pytest.raises(FilterError):
+        await api(vs, "delete", ["pg", "vec"], filter={"source": {"$regex": "db"}})
+    with pytest.raises(InvalidChunkError):
+        await api(vs, "delete", "pg")  # a string is not a list of ids
+    assert stored(vs) == ["bread", "odd", "pg", "vec"]
+
+
+async def test_get_by_ids_accepts_the_keyword_form(vs: LangChainVectorStore, api: Api) -> None:
+    assert ids(await api(vs, "get_by_ids", ids=["vec", "pg", "nope"])) == ["vec", "pg"]
+
+
+# The langchain-postgres filter dialect, every form of it, on products of our own.
+PRODUCTS = {
+    "kettle": {"name": "Kettle", "price": 39.5, "stock": 12, "active": True, "tags": ["kitchen"],
+               "released": "2023-04-01", "specs": {"watts": 2200}},
+    "lamp": {"name": "Desk lamp", "price": 24.0, "stock": 0, "active": False,
+             "tags": ["office", "light"], "released": "2022-11-15"},
+    "chair": {"name": "Office chair", "price": 189.0, "stock": 3, "active": True,
+              "tags": ["office"], "released": "2024-01-20", "rating": None},
+    "mug": {"name": "mug", "price": 6.25, "stock": 140, "active": True, "released": "2021-06-30",
+            "specs": {"watts": None}},
+}
+DIALECT: list[tuple[dict[str, Any], list[str]]] = [
+    ({"name": "Kettle"}, ["kettle"]),
+    ({"active": True}, ["chair", "kettle", "mug"]),
+    ({"active": False, "stock": 0}, ["lamp"]),
+    ({"stock": {"$eq": 3}}, ["chair"]),
+    ({"stock": {"$ne": 0}}, ["chair", "kettle", "mug"]),
+    ({"price": {"$gt": 24.0}}, ["chair", "kettle"]),
+    ({"price": {"$gte": 24.0}}, ["chair", "kettle", "lamp"]),
+    ({"stock": {"$lt": 3}}, ["lamp"]),
+    ({"stock": {"$lte": 3}}, ["chair", "lamp"]),
+    ({"name": {"$gt": "Kettle"}}, ["chair", "mug"]),  # byte order: lower case sorts last
+    ({"released": {"$lt": "2023-01-01"}}, ["lamp", "mug"]),
+    ({"$or": [{"name": "Kettle"}, {"stock": 0}]}, ["kettle", "lamp"]),
+    ({"$and": [{"active": True}, {"price": {"$lt": 50}}]}, ["kettle", "mug"]),
+    ({"$and": [{"name": "Kettle"}, {"name": "mug"}]}, []),
+    ({"$not": {"active": True}}, ["lamp"]),
+    ({"$not": [{"active": True}]}, ["lamp"]),
+    ({"$not": [{"stock": 0}, {"name": "mug"}]}, ["chair", "kettle"]),  # none of them
+    ({"$not": {"price": {"$gt": 30}}}, ["lamp", "mug"]),
+    ({"$not": [{"rating": {"$gt": 1}}]}, ["chair", "kettle", "lamp", "mug"]),  # missing: matches
+    ({"stock": {"$between": (3, 12)}}, ["chair", "kettle"]),
+    ({"stock": {"$between": [0, 0]}}, ["lamp"]),
+    ({"name": {"$in": ["Kettle", "mug"]}}, ["kettle", "mug"]),
+    ({"stock": {"$in": [0, 3]}}, ["chair", "lamp"]),
+    ({"name": {"$nin": ["Kettle", "mug"]}}, ["chair", "lamp"]),
+    ({"stock": {"$nin": [0, 3, 12]}}, ["mug"]),
+    ({"name": {"$like": "%chair"}}, ["chair"]),
+    ({"name": {"$like": "%e%"}}, ["chair", "kettle", "lamp"]),
+    ({"name": {"$ilike": "K%"}}, ["kettle"]),
+    ({"$or": [{"name": {"$like": "Desk%"}}, {"name": {"$like": "Off%"}}]}, ["chair", "lamp"]),
+    ({"tags": {"$exists": False}}, ["mug"]),
+    ({"rating": {"$exists": True}}, ["chair"]),  # a key holding null exists
+    ({"specs.watts": 2200}, ["kettle"]),
+    ({"specs.watts": {"$exists": True}}, ["kettle", "mug"]),  # null counts, as at the top
+]
+REJECTED = [
+    {"$nor": [{"name": "Kettle"}]},
+    {"$and": {"active": True}},
+    {"active": {"$and": True}},
+    {"$and": {}},
+    {"$and": []},
+    {"$not": True},
+    {"$not": []},
+    {"name": {"$regex": "K.*"}},
+]
+
+
+@pytest.fixture
+def products(make_store: StoreFactory) -> LangChainVectorStore:
+    vs = LangChainVectorStore(make_store(dim=DIM), embedding=HashEmbeddings(DIM))
+    vs.add_texts(list(PRODUCTS), metadatas=list(PRODUCTS.values()), ids=list(PRODUCTS))
+    return vs
+
+
+async def test_the_langchain_postgres_filter_dialect(
+    products: LangChainVectorStore, api: Api
+) -> None:
+    for filter, expected in DIALECT:
+        found = await api(products, "similarity_search", "anything", k=10, filter=filter)
+        assert (filter, sorted(ids(found))) == (filter, expected)
+    for filter in REJECTED:
+        with pytest.raises(FilterError):
+            await api(products, "similarity_search", "anything", k=10, filter=filter)
 
 
 class NoCalls(Embeddings):

@@ -21,7 +21,7 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryMode,
 )
 
-from rag_pgstore import InvalidChunkError, UnsupportedError
+from rag_pgstore import FilterError, InvalidChunkError, UnsupportedError
 from rag_pgstore.adapters.langchain import HashEmbeddings, LangChainVectorStore
 from rag_pgstore.adapters.llamaindex import HashEmbedding, LlamaIndexVectorStore
 from rag_pgstore.hashing import hash_embedding
@@ -326,3 +326,132 @@ def test_cross_framework(make_store: StoreFactory) -> None:
     assert by_id["lc-1"].metadata == {"source": "lc-doc", "topic": "db"}
     li.delete("lc-doc")
     assert lc.get_by_ids(["lc-1", "li-1"])[0].id == "li-1"
+
+
+# -- llama-index-core's own filter function is the oracle ------------------------------------
+
+ORACLE_METADATA: dict[str, dict[str, Any]] = {
+    "n1": {"author": "Ada", "year": 2020, "tags": ["db", "sql"]},
+    "n2": {"author": "Bob", "year": 2023, "tags": ["db", "ai"]},
+    "n3": {"author": "Zed", "year": 2021, "tags": []},
+    "n4": {"author": ""},
+    "n5": {"author": None, "year": 2022, "tags": ["ai"]},
+    "n6": {"year": 2020, "tags": ["sql"]},
+    "n7": {"author": "O'Brien", "year": 2024},
+}
+ORACLE_FILTERS = [
+    f("author", "Ada"),
+    f("year", 2020),
+    f("author", "Ada", FilterOperator.NE),
+    f("year", 2020, FilterOperator.NE),
+    f("year", 2021, FilterOperator.GT),
+    f("year", 2021, FilterOperator.GTE),
+    f("year", 2022, FilterOperator.LT),
+    f("year", 2022, FilterOperator.LTE),
+    f("author", "M", FilterOperator.GT),
+    f("author", "M", FilterOperator.LT),
+    f("author", ["Ada", "Zed"], FilterOperator.IN),
+    f("year", [2020, 2022], FilterOperator.IN),
+    f("author", ["Ada", "Zed"], FilterOperator.NIN),
+    f("year", [2020, 2022], FilterOperator.NIN),
+    f("tags", "db", FilterOperator.CONTAINS),
+    f("author", "d", FilterOperator.TEXT_MATCH),
+    f("author", "B", FilterOperator.TEXT_MATCH_INSENSITIVE),
+    f("tags", ["ai", "sql"], FilterOperator.ANY),
+    f("tags", ["db", "ai"], FilterOperator.ALL),
+    f("tags", [], FilterOperator.ANY),
+    f("author", None, FilterOperator.IS_EMPTY),
+    f("tags", None, FilterOperator.IS_EMPTY),
+    f("year", None, FilterOperator.IS_EMPTY),
+]
+ORACLE_CASES = [
+    MetadataFilters(filters=[one], condition=condition)
+    for one in ORACLE_FILTERS
+    for condition in FilterCondition
+] + [
+    MetadataFilters(filters=[a, b], condition=condition)
+    for a, b in zip(ORACLE_FILTERS, ORACLE_FILTERS[3:], strict=False)
+    for condition in FilterCondition
+]
+
+
+@pytest.fixture
+def oracle_vs(make_store: StoreFactory) -> LlamaIndexVectorStore:
+    vs = LlamaIndexVectorStore(make_store(dim=DIM))
+    vs.add([node(nid, f"text of {nid}", **metadata) for nid, metadata in ORACLE_METADATA.items()])
+    return vs
+
+
+async def test_every_operator_and_condition_matches_llama_index_core(
+    oracle_vs: LlamaIndexVectorStore, call: Call
+) -> None:
+    from llama_index.core.vector_stores.utils import build_metadata_filter_fn
+
+    mismatches = []
+    for filters in ORACLE_CASES:
+        keep = build_metadata_filter_fn(lambda nid: ORACLE_METADATA[nid], filters)
+        expected = sorted(nid for nid in ORACLE_METADATA if keep(nid))
+        got = sorted(n.node_id for n in await call(oracle_vs, "get_nodes", filters=filters))
+        if got != expected:
+            mismatches.append((filters, expected, got))
+    assert mismatches == []
+    assert len(ORACLE_CASES) > 100
+
+
+async def test_an_empty_nested_group_never_widens(
+    oracle_vs: LlamaIndexVectorStore, call: Call
+) -> None:
+    empty = MetadataFilters(filters=[])
+    widened = MetadataFilters(filters=[f("author", "Ada"), empty], condition=FilterCondition.OR)
+    assert [n.node_id for n in await call(oracle_vs, "get_nodes", filters=widened)] == ["n1"]
+    assert (await call(oracle_vs, "query", query(filters=widened))).ids == ["n1"]
+    narrowed = MetadataFilters(filters=[f("author", "Ada"), empty])
+    assert await call(oracle_vs, "get_nodes", filters=narrowed) == []
+    before = oracle_vs.client.count()
+    for bad in (MetadataFilters(filters=[empty]), widened):
+        with pytest.raises(FilterError, match="empty one"):
+            await call(oracle_vs, "delete_nodes", filters=bad)
+    assert oracle_vs.client.count() == before
+
+
+async def test_empty_id_lists(oracle_vs: LlamaIndexVectorStore, call: Call) -> None:
+    everything = sorted(ORACLE_METADATA)
+    assert (await call(oracle_vs, "query", query(doc_ids=[]))).ids == []  # allows nothing
+    assert sorted((await call(oracle_vs, "query", query(node_ids=[]))).ids) == everything
+    await call(oracle_vs, "delete_nodes", node_ids=[])  # a no-op
+    await call(oracle_vs, "delete_nodes", node_ids=[], filters=MetadataFilters(filters=[]))
+    assert oracle_vs.client.count() == len(everything)
+    with pytest.raises(FilterError):  # still checked, though nothing would be deleted
+        await call(
+            oracle_vs,
+            "delete_nodes",
+            node_ids=[],
+            filters=MetadataFilters(filters=[f("year", [1], FilterOperator.GT)]),
+        )
+
+
+async def test_mmr_options_from_vector_store_kwargs(vs: LlamaIndexVectorStore, call: Call) -> None:
+    vs.add([node("b2", "pgvector adds vector search too")])  # a near duplicate of b
+    mmr = query("pgvector vector search", k=2, mode=VectorStoreQueryMode.MMR)
+    relevance = await call(vs, "query", mmr, mmr_threshold=1.0)
+    diverse = await call(vs, "query", mmr, mmr_threshold=0.0)
+    plain = await call(vs, "query", query("pgvector vector search", k=2))
+    assert relevance.ids == plain.ids == ["b", "b2"]  # 1.0: relevance only, from the keyword
+    assert diverse.ids[0] == "b" and diverse.ids[1] != "b2"
+    with pytest.raises(InvalidChunkError, match="got both"):
+        await call(vs, "query", mmr, mmr_prefetch_k=10, mmr_prefetch_factor=2)
+    with pytest.raises(InvalidChunkError, match="mmr_threshold"):
+        await call(vs, "query", mmr, mmr_threshold=1.5)
+    retriever = VectorStoreIndex.from_vector_store(vs, embed_model=HashEmbedding(dim=DIM)).as_retriever(
+        similarity_top_k=2,
+        vector_store_query_mode="mmr",
+        vector_store_kwargs={"mmr_threshold": 1.0},
+    )
+    assert [n.node.node_id for n in retriever.retrieve("pgvector vector search")] == plain.ids
+
+
+async def test_a_node_without_embedding_is_named(vs: LlamaIndexVectorStore, call: Call) -> None:
+    bare = TextNode(id_="bare", text="no vector yet")
+    with pytest.raises(InvalidChunkError, match="'bare' to carry an embedding"):
+        await call(vs, "add", [NODES[0], bare])
+    assert vs.client.count() == len(NODES)

@@ -103,6 +103,15 @@ def _list(value: object, op: str, where: str) -> list[object]:
     return list(value)
 
 
+def _negate(expr: Expr) -> Expr:
+    """``NOT expr``, where a NULL (a comparison with a missing key) counts as no match.
+
+    Without the ``coalesce``, ``NOT (x > 5)`` would be NULL, so no match, for a chunk without
+    ``x``; as in MongoDB and llama-index-core, it matches.
+    """
+    return sa.not_(sa.func.coalesce(expr, sa.false()))
+
+
 def _nest(path: Sequence[str], value: object) -> object:
     for key in reversed(path):
         value = {key: value}
@@ -136,8 +145,8 @@ class _Compiler:
                 # langchain-postgres reads a list as "none of these match".
                 if not value:
                     raise FilterError("expected a non-empty list of filters after $not, got []")
-                return sa.and_(*(sa.not_(self.document(part, depth + 1)) for part in value))
-            return sa.not_(self.document(value, depth + 1))
+                return sa.and_(*(_negate(self.document(part, depth + 1)) for part in value))
+            return _negate(self.document(value, depth + 1))
         if key.startswith("$"):
             raise FilterError(
                 f"expected one of {', '.join(LOGICAL)} at the top of a filter, got {key!r}"
@@ -167,7 +176,7 @@ class _Compiler:
                 )
             if depth >= MAX_DEPTH:
                 raise FilterError(f"expected a filter nested at most {MAX_DEPTH} deep ({where})")
-            return sa.not_(self.field(key, operand, depth + 1))
+            return _negate(self.field(key, operand, depth + 1))
         if op not in OPERATORS:
             raise FilterError(f"expected one of {', '.join(OPERATORS)}, got {op!r} (field {key!r})")
         if key in self.columns:

@@ -60,11 +60,11 @@ class LangChainVectorStore(DocumentWrites, VectorStore):
 
     # -- reading -------------------------------------------------------------------------------
 
-    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        """Documents for the ids that exist, in the order asked."""
+    def get_by_ids(self, ids: Sequence[str]) -> list[Document]:
+        """Documents for the ids that exist, in the order asked (``ids=`` works too)."""
         return _in_order(ids, self.store.get(ids))
 
-    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+    async def aget_by_ids(self, ids: Sequence[str]) -> list[Document]:
         """Async :meth:`get_by_ids`."""
         return _in_order(ids, await self.store.aget(ids))
 

@@ -155,27 +155,27 @@ class DocumentWrites:
     def delete(
         self, ids: list[str] | None = None, *, filter: Filter | None = None, **kwargs: Any
     ) -> bool:
-        """Delete by ids, by metadata filter, or both; missing ids are ignored."""
-        if ids is None and not filter:
-            raise InvalidChunkError(
-                "expected ids or a filter; use store.clear() to delete everything"
-            )
-        if ids is not None:
-            self.store.delete(ids)
-        if filter:
-            self.store.delete_where(filter)
+        """Delete by ids, by metadata filter, or chunks matching both; missing ids are ignored.
+
+        One statement in one transaction; a bad filter raises before anything is deleted.
+        ``ids=[]`` deletes nothing (an empty allow-list allows nothing), with a filter too.
+        """
+        self.store.delete_where(_deletion(ids, filter))
         return True
 
     async def adelete(
         self, ids: list[str] | None = None, *, filter: Filter | None = None, **kwargs: Any
     ) -> bool:
         """Async :meth:`delete`."""
-        if ids is None and not filter:
-            raise InvalidChunkError(
-                "expected ids or a filter; use store.aclear() to delete everything"
-            )
-        if ids is not None:
-            await self.store.adelete(ids)
-        if filter:
-            await self.store.adelete_where(filter)
+        await self.store.adelete_where(_deletion(ids, filter))
         return True
+
+
+def _deletion(ids: Sequence[str] | None, filter: Filter | None) -> Filter:
+    """The one filter a ``delete(ids, filter)`` call deletes by."""
+    if ids is None and not filter:
+        raise InvalidChunkError("expected ids or a filter; use store.clear() to delete everything")
+    if isinstance(ids, str):
+        raise InvalidChunkError(f"expected a list of ids, got the string {ids!r}")
+    parts = [] if ids is None else [{"chunk_id": {"$in": list(ids)}}]
+    return {"$and": [*parts, filter]} if filter else parts[0]

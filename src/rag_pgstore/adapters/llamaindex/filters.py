@@ -2,6 +2,12 @@
 
 The core compiles the result to SQL with every key and value bound, so this module only maps
 operators. Values keep the type LlamaIndex gives them: ``"42"`` stays a string.
+
+The oracle is llama-index-core's own in-memory filter (``build_metadata_filter_fn``):
+``FilterCondition.NOT`` means none of its filters match, ``IS_EMPTY`` matches a missing key,
+``None``, ``""`` and ``[]``. Where core has no answer we chose the one that never widens: a
+nested ``MetadataFilters`` with no filters in it matches nothing (core refuses nesting), and
+in a delete it is refused outright.
 """
 
 from __future__ import annotations
@@ -58,21 +64,37 @@ def _one(f: MetadataFilter) -> dict[str, Any]:
     if op is FilterOperator.TEXT_MATCH_INSENSITIVE:
         return {key: {"$ilike": _like(value)}}
     if op is FilterOperator.IS_EMPTY:
-        return {"$or": [{key: {"$exists": False}}, {key: None}, {key: []}]}
+        return {"$or": [{key: {"$exists": False}}, {key: None}, {key: ""}, {key: []}]}
     raise FilterError(f"expected a FilterOperator this store supports, got {op!r}")
 
 
-def translate(filters: MetadataFilters | None) -> dict[str, Any] | None:
-    """The core filter for ``filters``; ``None`` when there is nothing to filter on."""
+def translate(filters: MetadataFilters | None, *, strict: bool = False) -> dict[str, Any] | None:
+    """The core filter for ``filters``; ``None`` when there is nothing to filter on.
+
+    ``strict`` (for deletes) refuses a nested group with no filters instead of reading it as
+    "nothing".
+    """
     if filters is None or not filters.filters:
         return None
-    parts = [translate(f) if isinstance(f, MetadataFilters) else _one(f) for f in filters.filters]
-    clauses = [p if p is not None else {} for p in parts]
+    return _group(filters, strict)
+
+
+def _group(filters: MetadataFilters, strict: bool) -> dict[str, Any]:
+    if not filters.filters:
+        if strict:
+            raise FilterError(
+                "expected every nested MetadataFilters to hold a filter, got an empty one; "
+                "remove it (a delete never guesses what an empty group means)"
+            )
+        return _NOTHING
+    clauses = [
+        _group(f, strict) if isinstance(f, MetadataFilters) else _one(f) for f in filters.filters
+    ]
     condition = filters.condition or FilterCondition.AND
     if condition is FilterCondition.AND:
         return {"$and": clauses}
     if condition is FilterCondition.OR:
         return {"$or": clauses}
     if condition is FilterCondition.NOT:
-        return {"$not": {"$and": clauses}}
+        return {"$not": clauses}  # none of them matches
     raise FilterError(f"expected FilterCondition AND, OR or NOT, got {condition!r}")

@@ -34,8 +34,10 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 from rag_pgstore import reads
 from rag_pgstore.adapters.llamaindex.filters import translate
 from rag_pgstore.errors import InvalidChunkError, UnsupportedError
+from rag_pgstore.filters import compile_filter
 from rag_pgstore.hybrid import HybridOptions
 from rag_pgstore.records import Chunk, ScoredChunk, StoredChunk
+from rag_pgstore.schema import Collection
 from rag_pgstore.steps import Plan
 from rag_pgstore.store import ChunkStore
 
@@ -103,8 +105,13 @@ class LlamaIndexVectorStore(BasePydanticVectorStore):
         filters: MetadataFilters | None = None,
         **delete_kwargs: Any,
     ) -> None:
-        """Delete nodes by id and/or filter (both must match when both are given)."""
-        self._store.delete_where(_required(node_ids, filters))
+        """Delete nodes by id and/or filter (both must match when both are given).
+
+        ``node_ids=[]`` deletes nothing. One statement, in one transaction.
+        """
+        where = _deletion(self._store.collection, node_ids, filters)
+        if where is not None:
+            self._store.delete_where(where)
 
     async def adelete_nodes(
         self,
@@ -112,7 +119,9 @@ class LlamaIndexVectorStore(BasePydanticVectorStore):
         filters: MetadataFilters | None = None,
         **delete_kwargs: Any,
     ) -> None:
-        await self._store.adelete_where(_required(node_ids, filters))
+        where = _deletion(self._store.collection, node_ids, filters)
+        if where is not None:
+            await self._store.adelete_where(where)
 
     def clear(self) -> None:
         self._store.clear()
@@ -170,18 +179,44 @@ def _plan(
             c, vector, _text(query), k=query.hybrid_top_k or k, filter=where, options=options
         )
     if mode is VectorStoreQueryMode.MMR:
-        fetch_k = (
-            kwargs.get("mmr_prefetch_k")
-            or int(kwargs.get("mmr_prefetch_factor", 0) * k)
-            or DEFAULT_MMR_PREFETCH
-        )
-        lambda_mult = 0.5 if query.mmr_threshold is None else query.mmr_threshold
+        fetch_k, lambda_mult = _mmr_options(query, kwargs)
         return reads.mmr_search(
-            c, vector, k=k, fetch_k=max(fetch_k, k), lambda_mult=lambda_mult, filter=where
+            c, vector, k=k, fetch_k=fetch_k, lambda_mult=lambda_mult, filter=where
         )
     raise UnsupportedError(
         f"expected a query mode among default, text_search, sparse, hybrid, mmr; got {mode.value!r}"
     )
+
+
+def _mmr_options(query: VectorStoreQuery, kwargs: dict[str, Any]) -> tuple[int, float]:
+    """``fetch_k`` and ``lambda_mult`` from the query and its ``vector_store_kwargs``.
+
+    As in llama-index-vector-stores-postgres: ``mmr_threshold`` may come with the query or as a
+    keyword (the query's wins), ``mmr_prefetch_k`` and ``mmr_prefetch_factor`` exclude each
+    other, and at least ``similarity_top_k`` candidates are fetched.
+    """
+    k = query.similarity_top_k
+    factor, prefetch_k = kwargs.get("mmr_prefetch_factor"), kwargs.get("mmr_prefetch_k")
+    if factor is not None and prefetch_k is not None:
+        raise InvalidChunkError(
+            "expected mmr_prefetch_k or mmr_prefetch_factor, got both; pass one of them"
+        )
+    if prefetch_k is not None:
+        fetch_k = int(prefetch_k)
+    elif factor is not None:
+        fetch_k = int(float(factor) * k)
+    else:
+        fetch_k = DEFAULT_MMR_PREFETCH
+    threshold = query.mmr_threshold
+    if threshold is None:
+        threshold = kwargs.get("mmr_threshold")
+    if threshold is None:
+        return max(fetch_k, k), 0.5
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise InvalidChunkError(f"expected mmr_threshold to be a number, got {threshold!r}")
+    if not 0.0 <= threshold <= 1.0:
+        raise InvalidChunkError(f"expected 0 <= mmr_threshold <= 1, got {threshold}")
+    return max(fetch_k, k), float(threshold)
 
 
 def _vector(query: VectorStoreQuery) -> list[float]:
@@ -206,17 +241,32 @@ def _restrict(
     node_ids: list[str] | None = None,
     doc_ids: list[str] | None = None,
 ) -> dict[str, Any] | None:
-    """Add id restrictions; an empty list is no restriction (``as_retriever()`` passes ``[]``)."""
+    """Add id restrictions.
+
+    ``node_ids=[]`` is no restriction: LlamaIndex's retriever passes it for "any node". Any
+    other empty allow-list allows nothing, so ``doc_ids=[]`` matches no document.
+    """
     parts = [where] if where else []
     if node_ids:
         parts.append({"chunk_id": {"$in": list(node_ids)}})
-    if doc_ids:
+    if doc_ids is not None:
         parts.append({"entity_id": {"$in": list(doc_ids)}})
     return {"$and": parts} if parts else None
 
 
-def _required(node_ids: list[str] | None, filters: MetadataFilters | None) -> dict[str, Any]:
-    where = _restrict(translate(filters), node_ids=node_ids)
+def _deletion(
+    c: Collection, node_ids: list[str] | None, filters: MetadataFilters | None
+) -> dict[str, Any] | None:
+    """The filter of a ``delete_nodes`` call; ``None`` when it deletes nothing (``node_ids=[]``).
+
+    Checked whole before anything is deleted.
+    """
+    where = translate(filters, strict=True)
+    if node_ids is not None and not node_ids:
+        if where is not None:
+            compile_filter(where, c.table)  # a bad filter still fails loudly
+        return None
+    where = _restrict(where, node_ids=node_ids)
     if where is None:
         raise InvalidChunkError("expected node_ids or filters; use clear() to delete every node")
     return where
@@ -232,9 +282,12 @@ def _result(hits: list[ScoredChunk]) -> VectorStoreQueryResult:
 
 def to_chunk(node: BaseNode) -> Chunk:
     """A node as a chunk: text, user metadata, and LlamaIndex's bookkeeping kept apart."""
-    embedding = node.get_embedding()
+    embedding = node.embedding
     if embedding is None:
-        raise InvalidChunkError(f"expected node {node.node_id!r} to carry an embedding, got None")
+        raise InvalidChunkError(
+            f"expected node {node.node_id!r} to carry an embedding, got None; embed it first "
+            "(VectorStoreIndex does, or set node.embedding = embed_model.get_text_embedding(...))"
+        )
     # Serialise without the user metadata (stored in its own column), the text, and the vector
     # (which LlamaIndex would dump float by float only to throw it away).
     bare = node.model_copy(update={"metadata": {}, "embedding": None})
