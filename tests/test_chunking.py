@@ -226,12 +226,13 @@ def test_langchain_splitter_takes_the_keywords_every_splitter_takes(make: Any) -
 def test_langchain_splitter_refuses_what_it_cannot_honour() -> None:
     from rag_pgstore.adapters.langchain import ChunkerTextSplitter
 
-    for kwargs, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"strip_whitespace": True}, "exact slices"),
         ({"length_function": len}, "tokens"),
         ({"separators": ["\n"]}, "separators"),
         ({"chunker": TokenChunker(), "chunk_size": 10}, "got both"),
-    ]:
+    ]
+    for kwargs, message in cases:
         with pytest.raises(UnsupportedError, match=message):
             ChunkerTextSplitter(**kwargs)
     with pytest.raises(UnsupportedError, match="allowed_special"):

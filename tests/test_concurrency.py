@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
-from psycopg import sql
 from langchain_core.embeddings import DeterministicFakeEmbedding
+from psycopg import sql
 
 from rag_pgstore import Chunk, ChunkStore
 from rag_pgstore.adapters.langchain import LangChainVectorStore
@@ -65,7 +65,9 @@ def test_threads_writing_the_same_ids_in_any_order_all_succeed(
 
 
 def chunks(writer: int, round_: int) -> Iterator[Chunk]:
-    for chunk_id, text in zip(order_for(writer), texts(writer, round_, order_for(writer)), strict=True):
+    for chunk_id, text in zip(
+        order_for(writer), texts(writer, round_, order_for(writer)), strict=True
+    ):
         yield Chunk(chunk_id=chunk_id, content=text, embedding=[1.0, float(writer), *[0.5] * 6])
 
 
@@ -174,4 +176,4 @@ def _admin(engine: sa.Engine, statement: str, name: str) -> None:
     with engine.connect() as conn:
         raw = conn.connection.driver_connection
         assert isinstance(raw, psycopg.Connection)
-        raw.execute(sql.SQL(statement).format(sql.Identifier(name)))  # type: ignore[arg-type]
+        raw.execute(sql.SQL(statement).format(sql.Identifier(name)))

@@ -16,9 +16,12 @@ from rag_pgstore import (
     ChunkStore,
     DatabaseError,
     DatabaseUnavailableError,
+    QueryTimeoutError,
     SchemaError,
 )
-from rag_pgstore.steps import translate
+from rag_pgstore import statements as st
+from rag_pgstore.statements import PSYCOPG
+from rag_pgstore.steps import Execute, Fetch, Plan, Read, translate
 from rag_pgstore.testing import TestDatabase as Database
 from tests.conftest import StoreFactory
 
@@ -188,3 +191,110 @@ def test_translate_keeps_sqlstate_and_classifies() -> None:
     assert isinstance(
         translate(psycopg.errors.AdminShutdown("terminating")), DatabaseUnavailableError
     )
+
+
+def test_a_transaction_lost_to_a_deadlock_is_run_again(make_store: StoreFactory) -> None:
+    # We hold b and then want a; the other transaction holds a and then wants b. Our session
+    # checks for deadlocks first (a shorter deadlock_timeout), so ours is the one aborted, and
+    # the driver runs the plan again once the other is through.
+    store = make_store()
+    store.upsert(batch([1, 2], 0))
+    table = store.collection.table
+    assert store.engine is not None
+    other = sa.create_engine(store.engine.url, poolclass=sa.NullPool)
+    attempts = []
+
+    def update(i: int) -> Execute:
+        return Execute(table.update().where(table.c.chunk_id == f"id{i}").values(content="ours"))
+
+    def plan() -> Plan[str]:
+        attempts.append(1)
+        yield Execute(st.set_local_many({"deadlock_timeout": "50ms"}))
+        yield update(2)
+        if len(attempts) == 1:
+            holding.set()
+            while not _waiting_on_a_lock(conn):  # until the other waits for our b
+                threading.Event().wait(0.02)
+        yield update(1)
+        return "done"
+
+    holding = threading.Event()
+    with ThreadPoolExecutor(1) as pool, other.connect() as conn:
+        conn.execute(table.update().where(table.c.chunk_id == "id1").values(content="theirs"))
+        ours = pool.submit(store.run_plan, plan)
+        assert holding.wait(timeout=30)
+        conn.execute(table.update().where(table.c.chunk_id == "id2").values(content="theirs"))
+        conn.commit()
+        assert ours.result(timeout=30) == "done"
+    other.dispose()
+    assert len(attempts) == 2
+    assert [c.content for c in store.get(["id1", "id2"])] == ["ours", "ours"]
+
+
+def test_setup_rebuilds_a_table_dropped_behind_its_back(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert(batch([1], 0))
+    store.create_index()
+    assert store.engine is not None
+    with store.engine.begin() as conn:
+        conn.execute(sa.schema.DropTable(store.collection.table))
+    with pytest.raises(SchemaError, match="setup"):
+        store.count()
+    store.setup()
+    assert store.count() == 0
+    store.upsert(batch([1, 2], 0))
+    assert store.create_index() is True  # the registry forgot the index that went with it
+    assert len(store.search([1.0, 1.0, 0.0], k=2)) == 2
+
+
+def test_a_statement_timeout_is_its_own_error_and_the_store_goes_on(
+    db: Database, collection_name: str
+) -> None:
+    store = ChunkStore.from_url(
+        db.url,
+        collection=collection_name,
+        dim=3,
+        engine_options={"connect_args": {"options": "-c statement_timeout=200"}},
+    )
+    slow = sa.select(sa.func.pg_sleep(2))
+
+    def sleep_in_a_transaction() -> Plan[object]:
+        rows = yield Fetch(slow)
+        return rows
+
+    def sleep_alone() -> Plan[object]:
+        compiled = slow.compile(dialect=PSYCOPG)
+        rows = yield Read(str(compiled), dict(compiled.params))
+        return rows
+
+    for plan in (sleep_in_a_transaction, sleep_alone):
+        with pytest.raises(QueryTimeoutError, match="statement timeout") as info:
+            store.run_plan(plan())
+        assert info.value.sqlstate == "57014"
+        assert not isinstance(info.value, DatabaseUnavailableError)
+        store.upsert(batch([1], 0))  # the pooled connection is still good
+        assert store.count() == 1
+    store.drop()
+    store.close()
+
+
+def test_database_errors_are_one_line_with_the_rest_in_attributes(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    table = store.collection.table
+    row = {"chunk_id": "id1", "entity_id": "e", "content": "x", "content_hash": "h"}
+
+    def insert_twice() -> Plan[None]:
+        for _ in range(2):
+            yield Execute(table.insert().values(embedding=[1.0, 0.0, 0.0], **row))
+
+    with pytest.raises(DatabaseError) as info:
+        store.run_plan(insert_twice())
+    error = info.value
+    assert "\n" not in str(error) and "INSERT" not in str(error)
+    assert str(error).startswith("duplicate key value violates unique constraint")
+    assert error.sqlstate == "23505" and "(SQLSTATE 23505)" in str(error)
+    assert error.detail is not None and "already exists" in error.detail
+    assert isinstance(error.__cause__, sa.exc.IntegrityError)
+    assert store.count() == 0

@@ -181,14 +181,40 @@ async def test_get_by_ids_accepts_the_keyword_form(vs: LangChainVectorStore, api
 
 # The langchain-postgres filter dialect, every form of it, on products of our own.
 PRODUCTS = {
-    "kettle": {"name": "Kettle", "price": 39.5, "stock": 12, "active": True, "tags": ["kitchen"],
-               "released": "2023-04-01", "specs": {"watts": 2200}},
-    "lamp": {"name": "Desk lamp", "price": 24.0, "stock": 0, "active": False,
-             "tags": ["office", "light"], "released": "2022-11-15"},
-    "chair": {"name": "Office chair", "price": 189.0, "stock": 3, "active": True,
-              "tags": ["office"], "released": "2024-01-20", "rating": None},
-    "mug": {"name": "mug", "price": 6.25, "stock": 140, "active": True, "released": "2021-06-30",
-            "specs": {"watts": None}},
+    "kettle": {
+        "name": "Kettle",
+        "price": 39.5,
+        "stock": 12,
+        "active": True,
+        "tags": ["kitchen"],
+        "released": "2023-04-01",
+        "specs": {"watts": 2200},
+    },
+    "lamp": {
+        "name": "Desk lamp",
+        "price": 24.0,
+        "stock": 0,
+        "active": False,
+        "tags": ["office", "light"],
+        "released": "2022-11-15",
+    },
+    "chair": {
+        "name": "Office chair",
+        "price": 189.0,
+        "stock": 3,
+        "active": True,
+        "tags": ["office"],
+        "released": "2024-01-20",
+        "rating": None,
+    },
+    "mug": {
+        "name": "mug",
+        "price": 6.25,
+        "stock": 140,
+        "active": True,
+        "released": "2021-06-30",
+        "specs": {"watts": None},
+    },
 }
 DIALECT: list[tuple[dict[str, Any], list[str]]] = [
     ({"name": "Kettle"}, ["kettle"]),
@@ -247,12 +273,12 @@ def products(make_store: StoreFactory) -> LangChainVectorStore:
 async def test_the_langchain_postgres_filter_dialect(
     products: LangChainVectorStore, api: Api
 ) -> None:
-    for filter, expected in DIALECT:
-        found = await api(products, "similarity_search", "anything", k=10, filter=filter)
-        assert (filter, sorted(ids(found))) == (filter, expected)
-    for filter in REJECTED:
+    for where, expected in DIALECT:
+        found = await api(products, "similarity_search", "anything", k=10, filter=where)
+        assert (where, sorted(d.id or "" for d in found)) == (where, expected)
+    for bad in REJECTED:
         with pytest.raises(FilterError):
-            await api(products, "similarity_search", "anything", k=10, filter=filter)
+            await api(products, "similarity_search", "anything", k=10, filter=bad)
 
 
 class NoCalls(Embeddings):

@@ -442,7 +442,9 @@ async def test_mmr_options_from_vector_store_kwargs(vs: LlamaIndexVectorStore, c
         await call(vs, "query", mmr, mmr_prefetch_k=10, mmr_prefetch_factor=2)
     with pytest.raises(InvalidChunkError, match="mmr_threshold"):
         await call(vs, "query", mmr, mmr_threshold=1.5)
-    retriever = VectorStoreIndex.from_vector_store(vs, embed_model=HashEmbedding(dim=DIM)).as_retriever(
+    retriever = VectorStoreIndex.from_vector_store(
+        vs, embed_model=HashEmbedding(dim=DIM)
+    ).as_retriever(
         similarity_top_k=2,
         vector_store_query_mode="mmr",
         vector_store_kwargs={"mmr_threshold": 1.0},

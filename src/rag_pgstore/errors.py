@@ -6,6 +6,8 @@ those keeps working. Database failures keep the driver's exception as ``__cause_
 
 from __future__ import annotations
 
+import reprlib
+
 __all__ = [
     "CollectionNameError",
     "DatabaseError",
@@ -20,6 +22,17 @@ __all__ = [
     "SchemaError",
     "UnsupportedError",
 ]
+
+
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxstring, _SHOW.maxother = 3, 80, 80
+_SHOW.maxlist = _SHOW.maxdict = _SHOW.maxtuple = 6
+
+
+def show(value: object) -> str:
+    """``repr(value)``, cut short: an error message stays one readable line, and a value nested
+    thousands deep cannot make ``repr`` itself fail."""
+    return _SHOW.repr(value)
 
 
 class RagPgStoreError(Exception):

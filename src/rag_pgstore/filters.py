@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.sql.elements import ColumnElement
 
-from rag_pgstore.errors import FilterError
+from rag_pgstore.errors import FilterError, show
 
 __all__ = ["COLUMN_KEYS", "MAX_DEPTH", "OPERATORS", "compile_filter"]
 
@@ -73,14 +73,17 @@ def compile_filter(filter: Filter | None, table: sa.Table) -> Expr:
 def _scalar(value: object, where: str) -> object:
     if value is None or isinstance(value, (bool, int, str)):
         if isinstance(value, str) and "\x00" in value:
-            raise FilterError(f"expected a value without NUL characters, got {value!r} ({where})")
+            raise FilterError(
+                f"expected a value without NUL characters, got {show(value)} ({where})"
+            )
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise FilterError(f"expected a finite number, got {value!r} ({where})")
+            raise FilterError(f"expected a finite number, got {show(value)} ({where})")
         return value
+    kind = type(value).__name__
     raise FilterError(
-        f"expected a str, int, float, bool or None, got {type(value).__name__} {value!r} ({where})"
+        f"expected a str, int, float, bool or None, got {kind} {show(value)} ({where})"
     )
 
 
@@ -98,7 +101,7 @@ def _json_value(value: object, where: str, depth: int = 0) -> object:
 def _list(value: object, op: str, where: str) -> list[object]:
     if not isinstance(value, (list, tuple)):
         raise FilterError(
-            f"expected a list after {op}, got {type(value).__name__} {value!r} ({where})"
+            f"expected a list after {op}, got {type(value).__name__} {show(value)} ({where})"
         )
     return list(value)
 
@@ -127,13 +130,13 @@ class _Compiler:
         if depth > MAX_DEPTH:
             raise FilterError(f"expected a filter nested at most {MAX_DEPTH} deep")
         if not isinstance(filter, Mapping):
-            raise FilterError(f"expected a filter dict, got {type(filter).__name__} {filter!r}")
+            raise FilterError(f"expected a filter dict, got {type(filter).__name__} {show(filter)}")
         clauses = [self.clause(key, value, depth) for key, value in filter.items()]
         return sa.and_(sa.true(), *clauses) if len(clauses) != 1 else clauses[0]
 
     def clause(self, key: object, value: object, depth: int) -> Expr:
         if not isinstance(key, str) or not key:
-            raise FilterError(f"expected filter keys to be non-empty strings, got {key!r}")
+            raise FilterError(f"expected filter keys to be non-empty strings, got {show(key)}")
         if key in ("$and", "$or"):
             parts = _list(value, key, key)
             if not parts:
@@ -149,8 +152,8 @@ class _Compiler:
             return _negate(self.document(value, depth + 1))
         if key.startswith("$"):
             raise FilterError(
-                f"expected one of {', '.join(LOGICAL)} at the top of a filter, got {key!r}"
-                f"; field operators go inside a field: {{'field': {{{key!r}: ...}}}}"
+                f"expected one of {', '.join(LOGICAL)} at the top of a filter, got {show(key)}"
+                f"; field operators go inside a field: {{'field': {{{show(key)}: ...}}}}"
             )
         return self.field(key, value, depth)
 
@@ -158,8 +161,8 @@ class _Compiler:
         if isinstance(condition, Mapping) and any(str(op).startswith("$") for op in condition):
             if not all(str(op).startswith("$") for op in condition):
                 raise FilterError(
-                    f"expected either operators or a plain value for {key!r}, "
-                    f"got a mix: {condition!r}"
+                    f"expected either operators or a plain value for {show(key)}, "
+                    f"got a mix: {show(condition)}"
                 )
             exprs = [
                 self.operator(key, str(op), operand, depth) for op, operand in condition.items()
@@ -168,22 +171,24 @@ class _Compiler:
         return self.operator(key, "$eq", condition, depth)
 
     def operator(self, key: str, op: str, operand: object, depth: int) -> Expr:
-        where = f"{key!r} {op}"
+        where = f"{show(key)} {op}"
         if op == "$not":
             if not isinstance(operand, Mapping):
                 raise FilterError(
-                    f"expected an operator dict after $not, got {operand!r} ({where})"
+                    f"expected an operator dict after $not, got {show(operand)} ({where})"
                 )
             if depth >= MAX_DEPTH:
                 raise FilterError(f"expected a filter nested at most {MAX_DEPTH} deep ({where})")
             return _negate(self.field(key, operand, depth + 1))
         if op not in OPERATORS:
-            raise FilterError(f"expected one of {', '.join(OPERATORS)}, got {op!r} (field {key!r})")
+            raise FilterError(
+                f"expected one of {', '.join(OPERATORS)}, got {show(op)} (field {show(key)})"
+            )
         if key in self.columns:
             return _column_operator(self.columns[key], COLUMN_KEYS[key], op, operand, where)
         path = key.split(".")
         if not all(path):
-            raise FilterError(f"expected dot-separated non-empty key parts, got {key!r}")
+            raise FilterError(f"expected dot-separated non-empty key parts, got {show(key)}")
         return self.metadata_operator(path, op, operand, where)
 
     def contains(self, path: Sequence[str], value: object) -> Expr:
@@ -214,12 +219,12 @@ class _Compiler:
             return self.contains(path, value if isinstance(value, list) else [value])
         if op == "$exists":
             if not isinstance(operand, bool):
-                raise FilterError(f"expected true or false, got {operand!r} ({where})")
+                raise FilterError(f"expected true or false, got {show(operand)} ({where})")
             expr = self.metadata.has_key(path[0]) if len(path) == 1 else node.is_not(None)
             return expr if operand else sa.not_(expr)
         if op in ("$like", "$ilike"):
             if not isinstance(operand, str):
-                raise FilterError(f"expected a pattern string, got {operand!r} ({where})")
+                raise FilterError(f"expected a pattern string, got {show(operand)} ({where})")
             _scalar(operand, where)
             text: ColumnElement[str] = node.astext
             return text.like(operand) if op == "$like" else text.ilike(operand)
@@ -231,17 +236,19 @@ class _Compiler:
 
 def _ordered(value: object, where: str) -> object:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise FilterError(f"expected a number or a string to compare with, got {value!r} ({where})")
+        raise FilterError(
+            f"expected a number or a string to compare with, got {show(value)} ({where})"
+        )
     return _scalar(value, where)
 
 
 def _bounds(operand: object, where: str) -> tuple[object, object]:
     bounds = _list(operand, "$between", where)
     if len(bounds) != 2:
-        raise FilterError(f"expected [low, high] after $between, got {operand!r} ({where})")
+        raise FilterError(f"expected [low, high] after $between, got {show(operand)} ({where})")
     low, high = (_ordered(v, where) for v in bounds)
     if isinstance(low, str) != isinstance(high, str):
-        raise FilterError(f"expected bounds of one type, got {operand!r} ({where})")
+        raise FilterError(f"expected bounds of one type, got {show(operand)} ({where})")
     return low, high
 
 
@@ -267,7 +274,7 @@ def _column_operator(column: Any, kind: type, op: str, operand: object, where: s
     def typed(value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, kind):
             raise FilterError(
-                f"expected {kind.__name__}, got {type(value).__name__} {value!r} ({where})"
+                f"expected {kind.__name__}, got {type(value).__name__} {show(value)} ({where})"
             )
         return _scalar(value, where)
 
@@ -283,7 +290,7 @@ def _column_operator(column: Any, kind: type, op: str, operand: object, where: s
         return column == sa.any_(values) if op == "$in" else column != sa.all_(values)  # type: ignore[no-any-return]
     if op == "$exists":
         if not isinstance(operand, bool):
-            raise FilterError(f"expected true or false, got {operand!r} ({where})")
+            raise FilterError(f"expected true or false, got {show(operand)} ({where})")
         return sa.true() if operand else sa.false()
     if op in ("$like", "$ilike") and kind is str:
         pattern = typed(operand)
@@ -291,7 +298,7 @@ def _column_operator(column: Any, kind: type, op: str, operand: object, where: s
     if op == "$between":
         bounds = _list(operand, op, where)
         if len(bounds) != 2:
-            raise FilterError(f"expected [low, high] after $between, got {operand!r} ({where})")
+            raise FilterError(f"expected [low, high] after $between, got {show(operand)} ({where})")
         return column.between(typed(bounds[0]), typed(bounds[1]))  # type: ignore[no-any-return]
     if op in _COMPARE:
         return _COMPARE[op](column, typed(operand))

@@ -151,12 +151,18 @@ def hybrid_search(
         .limit(vector_k)
         .subquery("nearest")
     )
-    vec = sa.select(
-        nearest.c.chunk_id,
-        nearest.c.distance,
-        sa.func.row_number().over(order_by=nearest.c.distance).label("rank"),
-        _rescaled(-nearest.c.distance).label("rescaled"),  # nearest -> 1, farthest -> 0
-    ).cte("vec")
+    vec = (
+        sa.select(
+            nearest.c.chunk_id,
+            nearest.c.distance,
+            sa.func.row_number().over(order_by=nearest.c.distance).label("rank"),
+            _rescaled(-nearest.c.distance).label("rescaled"),  # nearest -> 1, farthest -> 0
+        )
+        # A zero vector stored before zero vectors were refused has a NaN cosine distance,
+        # which would make every rescaled score NaN. (PostgreSQL: NaN = NaN, so <> drops it.)
+        .where(nearest.c.distance != sa.literal(float("nan"), sa.Float))
+        .cte("vec")
+    )
 
     matches = (
         text_matches(collection, text, options.text_mode, where).limit(text_k).subquery("matches")

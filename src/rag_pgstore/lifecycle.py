@@ -8,9 +8,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from rag_pgstore import statements as st
 from rag_pgstore.errors import InvalidChunkError, SchemaError, UnsupportedError
 from rag_pgstore.records import Distance, HnswIndex, IvfflatIndex
-from rag_pgstore import statements as st
 from rag_pgstore.schema import MAX_INDEXED_DIM, MIGRATIONS, SCHEMA_VERSION, Collection, ann_index
 from rag_pgstore.steps import Execute, Fetch, Plan
 
@@ -81,9 +81,7 @@ def setup(collection: Collection, *, create_extension: bool = True) -> Plan[None
         # The table was dropped behind our back (by hand, a restore, another tool): the
         # registry row is stale. Build the table afresh; it has no ANN index any more.
         _check_matches(c, found[0]._mapping)
-        yield Execute(
-            sa.update(registry).where(registry.c.name == c.name).values(ann_index=None)
-        )
+        yield Execute(sa.update(registry).where(registry.c.name == c.name).values(ann_index=None))
         version = 0
     elif found:
         row = found[0]._mapping

@@ -113,7 +113,7 @@ def vector_search(
     )
 
 
-_PSYCOPG = PGDialect_psycopg()  # type: ignore[no-untyped-call]
+PSYCOPG = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 
 
 @functools.lru_cache(maxsize=256)
@@ -208,7 +208,7 @@ def _compiled(
     statement: sa.Select[Any], *, bound: tuple[str, ...]
 ) -> tuple[str, tuple[tuple[str, Any], ...]]:
     """SQL for the psycopg driver, and the parameter values fixed in it (``bound`` excepted)."""
-    compiled = statement.compile(dialect=_PSYCOPG, compile_kwargs={"render_postcompile": True})
+    compiled = statement.compile(dialect=PSYCOPG, compile_kwargs={"render_postcompile": True})
     fixed = tuple((name, value) for name, value in compiled.params.items() if name not in bound)
     return compiled.string, fixed
 

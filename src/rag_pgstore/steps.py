@@ -122,7 +122,7 @@ ATTEMPTS = 5
 
 
 def _pause(attempt: int) -> float:
-    return random.uniform(0.01, 0.05) * 2**attempt
+    return float(random.uniform(0.01, 0.05) * 2**attempt)
 
 
 def _start(source: PlanSource[T]) -> tuple[Plan[T], Callable[[], Plan[T]] | None]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rag_pgstore.errors import CollectionNameError, DimensionError, InvalidChunkError
+from rag_pgstore.errors import CollectionNameError, DimensionError, InvalidChunkError, show
 from rag_pgstore.records import Chunk
 
 __all__ = [
@@ -52,7 +52,7 @@ def check_name(name: object, what: str) -> str:
             hint = f"; try {re.sub(r'[^a-z0-9_]', '_', name.lower())[:MAX_NAME_LENGTH]!r}"
         raise CollectionNameError(
             f"expected {what} to be lower-case letters, digits and underscores, starting with a "
-            f"letter or underscore, at most {MAX_NAME_LENGTH} characters, got {name!r}{hint}"
+            f"letter or underscore, at most {MAX_NAME_LENGTH} characters, got {show(name)}{hint}"
         )
     return name
 
@@ -121,7 +121,7 @@ def _check_text(value: object, field: str, where: str, *, empty_ok: bool = True)
 def _check_int(value: object, field: str, minimum: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidChunkError(
-            f"expected {field} to be an int >= {minimum}, got {value!r} ({where})"
+            f"expected {field} to be an int >= {minimum}, got {show(value)} ({where})"
         )
     if value > _INT4_MAX:
         raise InvalidChunkError(f"expected {field} to fit in 32 bits, got {value} ({where})")
@@ -221,7 +221,7 @@ class Batch:
         """
         for chunk_id, i in self.order:
             chunk = self.chunks[i]
-            label = f"chunk {chunk_id!r}"
+            label = f"chunk {show(chunk_id)}"
             adapter_data = chunk.adapter_data
             yield (
                 chunk_id,
@@ -313,9 +313,9 @@ def encode_query(
 def check_ids(ids: Iterable[str], what: str) -> list[str]:
     """Return ``ids`` as a list without repeats, or raise if it is not a list of strings."""
     if isinstance(ids, str) or not isinstance(ids, Iterable):
-        raise InvalidChunkError(f"expected a list of {what}, got {type(ids).__name__} {ids!r}")
+        raise InvalidChunkError(f"expected a list of {what}, got {type(ids).__name__} {show(ids)}")
     values = list(dict.fromkeys(ids))
     for value in values:
         if not isinstance(value, str) or "\x00" in value:
-            raise InvalidChunkError(f"expected {what} to be strings without NUL, got {value!r}")
+            raise InvalidChunkError(f"expected {what} to be strings without NUL, got {show(value)}")
     return values

@@ -75,7 +75,7 @@ class ChunkerTextSplitter(TextSplitter):
         )
 
     @classmethod
-    def from_tiktoken_encoder(  # type: ignore[override]
+    def from_tiktoken_encoder(
         cls,
         encoding_name: str = DEFAULT_ENCODING,
         model_name: str | None = None,
