@@ -14,11 +14,9 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
-from langchain_core.embeddings import DeterministicFakeEmbedding
 from psycopg import sql
 
 from rag_pgstore import Chunk, ChunkStore
-from rag_pgstore.adapters.langchain import LangChainVectorStore
 from rag_pgstore.connect import make_engines
 from rag_pgstore.testing import TestDatabase as Database
 from tests.conftest import StoreFactory
@@ -44,10 +42,15 @@ def assert_one_writer_won(store: ChunkStore) -> None:
     assert all(c.content.endswith(c.chunk_id) for c in rows)
 
 
+@pytest.mark.frameworks
 @pytest.mark.parametrize("embed_batch_size", [150, 1_000], ids=["streamed", "one-batch"])
 def test_threads_writing_the_same_ids_in_any_order_all_succeed(
     make_store: StoreFactory, embed_batch_size: int
 ) -> None:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from rag_pgstore.adapters.langchain import LangChainVectorStore
+
     store = make_store(dim=DIM)
     vs = LangChainVectorStore(
         store, embedding=DeterministicFakeEmbedding(size=DIM), embed_batch_size=embed_batch_size

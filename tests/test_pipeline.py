@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,52 @@ def test_remember_splits_large_batches_below_the_parameter_ceiling(store: ChunkS
     store.run_plan(cache.remember(schema, f"bulk-{id(store)}", vectors))
     found = store.run_plan(cache.lookup(schema, f"bulk-{id(store)}", 2, ["h0", "h24999"]))
     assert found == {"h0": [0.0, 1.0], "h24999": [24999.0, 1.0]}
+
+
+def sized(dim: int) -> Callable[[list[str]], list[list[float]]]:
+    return lambda texts: [hash_embedding(t, dim) for t in texts]
+
+
+def test_one_model_name_at_two_sizes_never_shares_vectors(make_store: StoreFactory) -> None:
+    name = f"sized-{os.getpid()}-{time.monotonic_ns()}"  # one name, two sizes
+    docs = [Document("a", paragraphs("alpha", 3))]
+    for dim in (16, 32):
+        store = make_store(dim=dim)
+        model = Embedder(name, sized(dim))
+        report = Pipeline(store, model, CHUNKER, retries=0).ingest(docs)
+        assert report.embedded > 0 and report.from_cache == 0  # nothing of the other size
+        assert all(len(c.embedding or []) == dim for c in store.get_where(with_embeddings=True))
+    again = make_store(dim=16)
+    model = Embedder(name, sized(16))
+    report = Pipeline(again, model, CHUNKER, retries=0).ingest(docs)
+    assert report.embedded == 0 and report.from_cache > 0  # its own size is cached
+
+
+def test_a_cache_keyed_by_name_alone_is_upgraded_in_place(make_store: StoreFactory) -> None:
+    import sqlalchemy as sa
+    from pgvector.sqlalchemy import VECTOR
+
+    from rag_pgstore import cache
+
+    schema = f"oldcache_{os.getpid()}"
+    store = make_store(dim=DIM, schema=schema)
+    assert store.engine is not None
+    with store.engine.begin() as conn:  # the layout of the previous release
+        table = sa.Table(
+            cache.CACHE_NAME,
+            sa.MetaData(),
+            sa.Column("model", sa.Text, primary_key=True),
+            sa.Column("content_hash", sa.Text, primary_key=True),
+            sa.Column("embedding", VECTOR(), nullable=False),
+            sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+            schema=schema,
+        )
+        conn.execute(sa.schema.DropTable(table, if_exists=True))
+        conn.execute(sa.schema.CreateTable(table))
+        conn.execute(table.insert().values(model="m", content_hash="h", embedding=[1.0, 2.0]))
+    store.run_plan(cache.setup(schema))
+    store.run_plan(cache.setup(schema))  # idempotent
+    assert store.run_plan(cache.lookup(schema, "m", 2, ["h"])) == {"h": [1.0, 2.0]}
+    assert store.run_plan(cache.lookup(schema, "m", 3, ["h"])) == {}
+    store.run_plan(cache.remember(schema, "m", {"h": [1.0, 2.0, 3.0]}))  # same hash, new size
+    assert store.run_plan(cache.lookup(schema, "m", 3, ["h"])) == {"h": [1.0, 2.0, 3.0]}
