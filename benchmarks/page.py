@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.ingest import FLOOR, SAME_SCHEMA
 from benchmarks.rawsql import RAW
-from rag_pgstore.records import DEFAULT_EF_SEARCH
+from rag_pgstore.types import DEFAULT_EF_SEARCH
 
 if TYPE_CHECKING:
     from benchmarks.suite import Results

@@ -10,7 +10,7 @@ from psycopg import sql
 
 from benchmarks.ingest import dsn
 from rag_pgstore import ChunkStore
-from rag_pgstore.records import DEFAULT_EF_SEARCH
+from rag_pgstore.types import DEFAULT_EF_SEARCH
 
 __all__ = ["RAW", "raw_sql"]
 

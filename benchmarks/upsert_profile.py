@@ -32,7 +32,9 @@ from psycopg.types.json import Jsonb
 
 from benchmarks import ingest
 from benchmarks.corpus import Corpus
-from rag_pgstore import Chunk, ChunkStore, steps, validate
+from rag_pgstore import Chunk, ChunkStore, codec
+from rag_pgstore.driver import sync as sync_driver
+from rag_pgstore.schema import ENCODERS
 
 REPEAT = 9  # medians of 9: this is a small, noisy measurement
 STEP_NAMES = {
@@ -121,33 +123,33 @@ def _step_profile(store: ChunkStore, corpus: Corpus) -> dict[str, float]:
         Chunk(chunk_id=c.chunk_id, content=c.content + ".", embedding=c.embedding) for c in new
     ]
     runs: list[dict[str, float]] = []
-    original = steps._sync_step
+    original = sync_driver._step
     for _ in range(REPEAT):
         this_run: dict[str, float] = {}
         gc.collect()
         started = time.perf_counter()
-        list(validate.check_batch(new, dim=corpus.dim, vector_type="vector").rows())
+        list(codec.check_batch(new, dim=corpus.dim, vector_type="vector").rows(ENCODERS))
         this_run["checking and encoding alone (client)"] = time.perf_counter() - started
         store.drop()
         store.setup()
         for phase, chunks in (("new ids", new), ("same ids, new content", replacing)):
-            steps._sync_step = _timed(original, phase, this_run)
+            sync_driver._step = _timed(original, phase, this_run)
             try:
                 started = time.perf_counter()
                 store.upsert(chunks)
                 this_run[f"{phase}: ChunkStore.upsert, total"] = time.perf_counter() - started
             finally:
-                steps._sync_step = original
+                sync_driver._step = original
         runs.append(this_run)
     return {name: 1000 * statistics.median(run[name] for run in runs) for name in runs[0]}
 
 
 def _timed(original: Any, phase: str, into: dict[str, float]) -> Any:
-    """``steps._sync_step``, adding the time of each database step to ``into``."""
+    """``driver.sync._step``, adding the time of each database step to ``into``."""
 
-    def timed(conn: Any, step: Any) -> Any:
+    def timed(conn: Any, database: str, step: Any) -> Any:
         started = time.perf_counter()
-        reply = original(conn, step)
+        reply = original(conn, database, step)
         if (name := STEP_NAMES.get(type(step).__name__)) is not None:
             key = f"{phase}: {name}"
             into[key] = into.get(key, 0.0) + time.perf_counter() - started
@@ -159,7 +161,7 @@ def _timed(original: Any, phase: str, into: dict[str, float]) -> Any:
 def _adapter_profile(store: ChunkStore, corpus: Corpus) -> dict[str, float]:
     from llama_index.core.schema import TextNode
 
-    from rag_pgstore.adapters.langchain import HashEmbeddings, LangChainVectorStore
+    from rag_pgstore.adapters.langchain import HashEmbeddings, LangChainVectorStore, documents
     from rag_pgstore.adapters.llamaindex.vectorstore import to_chunk
 
     texts, metas, ids = corpus.texts(), corpus.metadata(), corpus.ids()
@@ -169,16 +171,19 @@ def _adapter_profile(store: ChunkStore, corpus: Corpus) -> dict[str, float]:
         for i, t, m, v in zip(ids, texts, metas, lists, strict=True)
     ]
     lc = LangChainVectorStore(store, embedding=HashEmbeddings(dim=corpus.dim))
-    lc_chunks = list(lc._given(texts, lists, metas, ids, []))
+
+    def lc_given() -> list[Chunk]:
+        parts = documents.batches(texts, metas, ids, lc.embed_batch_size)
+        return list(documents.with_vectors(lc.entity_key, parts, lists, []))
+
+    lc_chunks = lc_given()
     work: dict[str, Callable[[], object]] = {
-        "LangChain: texts, lists of floats, metadata -> Chunks": lambda: list(
-            lc._given(texts, lists, metas, ids, [])
-        ),
+        "LangChain: texts, lists of floats, metadata -> Chunks": lc_given,
         "LlamaIndex: TextNodes -> Chunks (node serialised for adapter_data)": lambda: [
             to_chunk(n) for n in nodes
         ],
         "those Chunks -> checked batch (incl. lists of floats -> float32)": lambda: (
-            validate.check_batch(lc_chunks, dim=corpus.dim, vector_type="vector")
+            codec.check_batch(lc_chunks, dim=corpus.dim, vector_type="vector")
         ),
     }
     times: dict[str, list[float]] = {name: [] for name in work}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from rag_pgstore import Chunk, ChunkStore
-from rag_pgstore.hashing import hash_embedding
+from rag_pgstore.pipeline.hashing import hash_embedding
 
 DIM = 256
 TEXTS = [

@@ -12,10 +12,10 @@ from rag_pgstore import (
     CollectionNameError,
     Distance,
     FilterError,
-    InvalidChunkError,
+    InvalidInputError,
 )
-from rag_pgstore.filters import IN_CONTAINS_MAX, MAX_DEPTH
-from rag_pgstore.validate import MAX_METADATA_DEPTH
+from rag_pgstore.codec import MAX_METADATA_DEPTH
+from rag_pgstore.sql.filters import IN_CONTAINS_MAX, MAX_DEPTH
 from tests.conftest import Api, StoreFactory
 
 
@@ -31,7 +31,7 @@ def chunk(chunk_id: str, embedding: list[float], **metadata: Any) -> Chunk:
 async def test_zero_vectors_are_refused_under_cosine(make_store: StoreFactory, api: Api) -> None:
     store = make_store()
     await api(store, "upsert", [chunk("ok", [1.0, 0.0, 0.0])])
-    with pytest.raises(InvalidChunkError, match=r"non-zero embedding.*chunk 'zero'"):
+    with pytest.raises(InvalidInputError, match=r"non-zero embedding.*chunk 'zero'"):
         await api(store, "upsert", [chunk("fine", [0.0, 1.0, 0.0]), chunk("zero", [0.0] * 3)])
     assert await api(store, "count") == 1  # nothing of the batch was written
     for method, args in [
@@ -39,7 +39,7 @@ async def test_zero_vectors_are_refused_under_cosine(make_store: StoreFactory, a
         ("mmr_search", ([0.0, 0.0, 0.0],)),
         ("hybrid_search", ([0.0, 0.0, 0.0], "text")),
     ]:
-        with pytest.raises(InvalidChunkError, match="query embedding"):
+        with pytest.raises(InvalidInputError, match="query embedding"):
             await api(store, method, *args)
 
 
@@ -71,7 +71,7 @@ def test_a_zero_vector_written_by_hand_does_not_poison_hybrid_scores(
 
 def test_a_vector_that_underflows_to_zero_in_halfvec_is_refused(make_store: StoreFactory) -> None:
     store = make_store(dim=2_001)  # stored as halfvec
-    with pytest.raises(InvalidChunkError, match="non-zero"):
+    with pytest.raises(InvalidInputError, match="non-zero"):
         store.upsert([chunk("tiny", [1e-10] * 2_001)])
 
 
@@ -153,7 +153,7 @@ async def test_deep_metadata_is_refused_not_a_recursion_error(
     make_store: StoreFactory, api: Api, depth: int
 ) -> None:
     store = make_store()
-    with pytest.raises(InvalidChunkError, match=f"nested at most {MAX_METADATA_DEPTH} deep"):
+    with pytest.raises(InvalidInputError, match=f"nested at most {MAX_METADATA_DEPTH} deep"):
         await api(
             store,
             "upsert",
@@ -228,8 +228,8 @@ def test_a_collection_cannot_take_another_ones_index_name(make_store: StoreFacto
 
 
 def test_errors_never_show_a_deep_value_whole() -> None:
-    from rag_pgstore.filters import compile_filter
     from rag_pgstore.schema import Collection
+    from rag_pgstore.sql.filters import compile_filter
 
     with pytest.raises(FilterError) as info:
         compile_filter({"$or": [nested_list(50)]}, Collection("docs", 3).table)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
-from rag_pgstore import InvalidChunkError, UnsupportedError
+from rag_pgstore import InvalidInputError, UnsupportedError
 from rag_pgstore.chunking import TokenChunker, load_encoding
 
 ENC = load_encoding("cl100k_base")
@@ -66,7 +66,7 @@ def test_deterministic_ids_and_hashes() -> None:
     ],
 )
 def test_bad_options(kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(InvalidChunkError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         TokenChunker(**kwargs)
 
 
@@ -285,7 +285,7 @@ def test_overlap_gives_way_when_the_next_character_would_not_fit() -> None:
 
 
 def test_lone_surrogates_are_refused() -> None:
-    with pytest.raises(InvalidChunkError, match="lone surrogate at index 3"):
+    with pytest.raises(InvalidInputError, match="lone surrogate at index 3"):
         TokenChunker().chunk("abc\ud800def", entity_id="d")
 
 

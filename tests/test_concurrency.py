@@ -135,7 +135,7 @@ def test_processes_writing_the_same_ids_all_succeed(db: Database, make_store: St
 
 
 def _process_setup(url: str, schema: str, n: int, start: Any, results: Any) -> None:
-    from rag_pgstore import cache
+    from rag_pgstore.ops import cache
 
     try:
         store = ChunkStore(*make_engines(url), collection=f"c{n}", dim=3, schema=schema)

@@ -19,9 +19,10 @@ from rag_pgstore import (
     QueryTimeoutError,
     SchemaError,
 )
-from rag_pgstore import statements as st
-from rag_pgstore.statements import PSYCOPG
-from rag_pgstore.steps import Execute, Fetch, Plan, Read, translate
+from rag_pgstore.driver.policy import translate
+from rag_pgstore.driver.steps import Execute, Fetch, Plan, Read
+from rag_pgstore.sql.search import PSYCOPG
+from rag_pgstore.sql.writes import set_local_many
 from rag_pgstore.testing import TestDatabase as Database
 from tests.conftest import StoreFactory
 
@@ -209,7 +210,7 @@ def test_a_transaction_lost_to_a_deadlock_is_run_again(make_store: StoreFactory)
 
     def plan() -> Plan[str]:
         attempts.append(1)
-        yield Execute(st.set_local_many({"deadlock_timeout": "50ms"}))
+        yield Execute(set_local_many({"deadlock_timeout": "50ms"}))
         yield update(2)
         if len(attempts) == 1:
             holding.set()

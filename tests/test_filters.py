@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 
 from rag_pgstore import Chunk, ChunkStore, FilterError
-from rag_pgstore.filters import compile_filter
 from rag_pgstore.schema import Collection
+from rag_pgstore.sql.filters import compile_filter
 from tests.conftest import PG, Api, StoreFactory
 
 METADATA: dict[str, dict[str, Any]] = {

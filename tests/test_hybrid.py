@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from rag_pgstore import Chunk, ChunkStore, Fusion, HybridOptions, InvalidChunkError, TextMode
-from rag_pgstore.hashing import hash_embedding
-from rag_pgstore.mmr import mmr_select
+from rag_pgstore import Chunk, ChunkStore, Fusion, HybridOptions, InvalidInputError, TextMode
+from rag_pgstore.ops.mmr import mmr_select
+from rag_pgstore.pipeline.hashing import hash_embedding
 from tests.conftest import Api, StoreFactory
 
 DIM = 64
@@ -182,7 +182,7 @@ async def test_mmr_prefers_diverse_results(make_store: StoreFactory, api: Api) -
         "a-copy",
     ]
     assert ids(await api(store, "mmr_search", [1.0, 0.0, 0.0], k=3, filter={"missing": 1})) == []
-    with pytest.raises(InvalidChunkError, match="lambda_mult"):
+    with pytest.raises(InvalidInputError, match="lambda_mult"):
         await api(store, "mmr_search", [1.0, 0.0, 0.0], lambda_mult=2.0)
 
 
@@ -209,9 +209,9 @@ def test_bad_hybrid_arguments() -> None:
 
 
 async def test_bad_query_text(store: ChunkStore, api: Api) -> None:
-    with pytest.raises(InvalidChunkError, match="NUL"):
+    with pytest.raises(InvalidInputError, match="NUL"):
         await api(store, "hybrid_search", hash_embedding("x", DIM), "a\x00b")
-    with pytest.raises(InvalidChunkError, match="query text"):
+    with pytest.raises(InvalidInputError, match="query text"):
         await api(store, "text_search", 42)
 
 

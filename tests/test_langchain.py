@@ -13,7 +13,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 
-from rag_pgstore import ChunkStore, Distance, FilterError, InvalidChunkError
+from rag_pgstore import ChunkStore, Distance, FilterError, InvalidInputError
 from rag_pgstore.adapters.langchain import HashEmbeddings, LangChainVectorStore
 from rag_pgstore.testing import TestDatabase
 from tests.conftest import Api, StoreFactory
@@ -152,7 +152,7 @@ async def test_delete_by_ids_and_by_filter(vs: LangChainVectorStore, api: Api) -
     assert await api(vs, "delete", ["pg"]) is True
     assert await api(vs, "delete", filter={"source": "food.md"}) is True
     assert stored(vs) == ["odd", "vec"]
-    with pytest.raises(InvalidChunkError, match="ids or a filter"):
+    with pytest.raises(InvalidInputError, match="ids or a filter"):
         await api(vs, "delete")
 
 
@@ -170,7 +170,7 @@ async def test_delete_with_ids_and_filter_deletes_what_matches_both(
 async def test_a_bad_filter_deletes_nothing(vs: LangChainVectorStore, api: Api) -> None:
     with pytest.raises(FilterError):
         await api(vs, "delete", ["pg", "vec"], filter={"source": {"$regex": "db"}})
-    with pytest.raises(InvalidChunkError):
+    with pytest.raises(InvalidInputError):
         await api(vs, "delete", "pg")  # a string is not a list of ids
     assert stored(vs) == ["bread", "odd", "pg", "vec"]
 
@@ -340,7 +340,7 @@ async def test_from_texts_on_a_url(db: TestDatabase, collection_name: str) -> No
 
 
 def test_unknown_search_options_are_refused(vs: LangChainVectorStore) -> None:
-    with pytest.raises(InvalidChunkError, match="search options"):
+    with pytest.raises(InvalidInputError, match="search options"):
         vs.similarity_search("x", k=1, fetch_k=3)
     assert vs.similarity_search("x", k=1, offset=1, min_score=0.0)
 

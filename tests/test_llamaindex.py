@@ -21,10 +21,10 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryMode,
 )
 
-from rag_pgstore import FilterError, InvalidChunkError, UnsupportedError
+from rag_pgstore import FilterError, InvalidInputError, UnsupportedError
 from rag_pgstore.adapters.langchain import HashEmbeddings, LangChainVectorStore
 from rag_pgstore.adapters.llamaindex import HashEmbedding, LlamaIndexVectorStore
-from rag_pgstore.hashing import hash_embedding
+from rag_pgstore.pipeline.hashing import hash_embedding
 from tests.conftest import StoreFactory
 
 DIM = 64
@@ -130,7 +130,7 @@ async def test_delete_by_ref_doc_nodes_and_clear(vs: LlamaIndexVectorStore, call
         vs, "delete_nodes", filters=MetadataFilters(filters=[MetadataFilter(key="code", value=42)])
     )
     assert await call(vs, "get_nodes") == []
-    with pytest.raises(InvalidChunkError, match="node_ids or filters"):
+    with pytest.raises(InvalidInputError, match="node_ids or filters"):
         await call(vs, "delete_nodes")
     vs.add(NODES)
     await call(vs, "clear")
@@ -242,7 +242,7 @@ async def test_query_modes(vs: LlamaIndexVectorStore, call: Call) -> None:
     assert len(mmr.ids) == 2
     with pytest.raises(UnsupportedError, match="svm"):
         await call(vs, "query", query(mode=VectorStoreQueryMode.SVM))
-    with pytest.raises(InvalidChunkError, match="query_str"):
+    with pytest.raises(InvalidInputError, match="query_str"):
         await call(
             vs, "query", VectorStoreQuery(query_str=None, mode=VectorStoreQueryMode.TEXT_SEARCH)
         )
@@ -438,9 +438,9 @@ async def test_mmr_options_from_vector_store_kwargs(vs: LlamaIndexVectorStore, c
     plain = await call(vs, "query", query("pgvector vector search", k=2))
     assert relevance.ids == plain.ids == ["b", "b2"]  # 1.0: relevance only, from the keyword
     assert diverse.ids[0] == "b" and diverse.ids[1] != "b2"
-    with pytest.raises(InvalidChunkError, match="got both"):
+    with pytest.raises(InvalidInputError, match="got both"):
         await call(vs, "query", mmr, mmr_prefetch_k=10, mmr_prefetch_factor=2)
-    with pytest.raises(InvalidChunkError, match="mmr_threshold"):
+    with pytest.raises(InvalidInputError, match="mmr_threshold"):
         await call(vs, "query", mmr, mmr_threshold=1.5)
     retriever = VectorStoreIndex.from_vector_store(
         vs, embed_model=HashEmbedding(dim=DIM)
@@ -454,6 +454,6 @@ async def test_mmr_options_from_vector_store_kwargs(vs: LlamaIndexVectorStore, c
 
 async def test_a_node_without_embedding_is_named(vs: LlamaIndexVectorStore, call: Call) -> None:
     bare = TextNode(id_="bare", text="no vector yet")
-    with pytest.raises(InvalidChunkError, match="'bare' to carry an embedding"):
+    with pytest.raises(InvalidInputError, match="'bare' to carry an embedding"):
         await call(vs, "add", [NODES[0], bare])
     assert vs.client.count() == len(NODES)

@@ -15,9 +15,9 @@ import pytest
 
 from rag_pgstore import ChunkStore, EmbeddingError
 from rag_pgstore.chunking import TokenChunker
-from rag_pgstore.embedders import Embedder, as_embedder, hash_embedder
-from rag_pgstore.hashing import hash_embedding
 from rag_pgstore.pipeline import Document, Pipeline
+from rag_pgstore.pipeline.embedders import Embedder, as_embedder, hash_embedder
+from rag_pgstore.pipeline.hashing import hash_embedding
 from rag_pgstore.testing import TestDatabase
 from tests.conftest import StoreFactory
 
@@ -179,8 +179,8 @@ SCRIPT = textwrap.dedent(
     import sys, time
     from rag_pgstore import ChunkStore
     from rag_pgstore.chunking import TokenChunker
-    from rag_pgstore.embedders import Embedder
-    from rag_pgstore.hashing import hash_embedding
+    from rag_pgstore.pipeline.embedders import Embedder
+    from rag_pgstore.pipeline.hashing import hash_embedding
     from rag_pgstore.pipeline import Document, Pipeline
 
     url, collection, log, pause = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
@@ -230,7 +230,7 @@ def test_an_interrupted_run_resumes_without_redoing_work(
 
 
 def test_remember_splits_large_batches_below_the_parameter_ceiling(store: ChunkStore) -> None:
-    from rag_pgstore import cache
+    from rag_pgstore.ops import cache
 
     schema = store.collection.schema
     store.run_plan(cache.setup(schema))
@@ -263,7 +263,7 @@ def test_a_cache_keyed_by_name_alone_is_upgraded_in_place(make_store: StoreFacto
     import sqlalchemy as sa
     from pgvector.sqlalchemy import VECTOR
 
-    from rag_pgstore import cache
+    from rag_pgstore.ops import cache
 
     schema = f"oldcache_{os.getpid()}"
     store = make_store(dim=DIM, schema=schema)

@@ -15,13 +15,14 @@ from rag_pgstore import (
     ChunkStore,
     Distance,
     HnswIndex,
-    InvalidChunkError,
+    InvalidInputError,
     IvfflatIndex,
     SearchTuning,
     UnsupportedError,
 )
-from rag_pgstore import statements as st
 from rag_pgstore.connect import make_engines
+from rag_pgstore.driver import policy
+from rag_pgstore.sql import search as st
 from rag_pgstore.testing import TestDatabase as Database
 from tests.conftest import Api, StoreFactory
 
@@ -118,22 +119,27 @@ async def test_plain_search_picks_its_form_by_whether_there_is_an_index(
     # the winners; with one, it is the ORDER BY ... LIMIT the index serves. Same rows either way.
     store = make_store(dim=DIM)
     load(store, VECTORS)
-    key = f"{store.collection.schema}.{store.collection.name}"
+    assert store.engine is not None
+    database, c = str(store.engine.url), store.collection
+
+    def hint() -> bool | None:
+        return policy.hint(database, c.schema, c.name)
+
     scan = [h.chunk.chunk_id for h in await api(store, "search", QUERY.tolist(), k=10)]
-    assert store._hints[key][1] is False
+    assert hint() is False
     exact = await api(store, "search", QUERY.tolist(), k=10, tuning=SearchTuning(exact=True))
     assert [h.chunk.chunk_id for h in exact] == scan
     await api(store, "create_index")
-    assert store._hints == {}  # forgotten: the next search asks again
+    assert hint() is None  # forgotten: the next search asks again
     indexed = await api(store, "search", QUERY.tolist(), k=10, tuning=SearchTuning())
-    assert store._hints[key][1] is True
+    assert hint() is True
     assert len(set(scan) & {h.chunk.chunk_id for h in indexed}) >= 8
     # An index dropped elsewhere is noticed once the hint is older than HINT_SECONDS.
     other = ChunkStore(store.engine, store.async_engine, collection=store.collection.name, dim=DIM)
     other.drop_index()
-    monkeypatch.setattr("rag_pgstore.readstep.HINT_SECONDS", 0.0)
+    monkeypatch.setattr(policy, "HINT_SECONDS", 0.0)
     again = [h.chunk.chunk_id for h in await api(store, "search", QUERY.tolist(), k=10)]
-    assert store._hints[key][1] is False and again == scan
+    assert hint() is False and again == scan
 
 
 def explain(store: ChunkStore) -> str:
@@ -269,5 +275,5 @@ async def test_bad_queries_are_refused(
 ) -> None:
     store = make_store(dim=DIM)
     options = {key: value for key, value in kwargs.items() if key != "query"}
-    with pytest.raises(InvalidChunkError, match=message):
+    with pytest.raises(InvalidInputError, match=message):
         await api(store, "search", kwargs["query"], **options)

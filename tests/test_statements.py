@@ -5,9 +5,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from rag_pgstore import Distance, HybridOptions
-from rag_pgstore import statements as st
-from rag_pgstore.hybrid import hybrid_search, text_search
 from rag_pgstore.schema import Collection
+from rag_pgstore.sql import catalog
+from rag_pgstore.sql import search as st
+from rag_pgstore.sql import writes as wr
+from rag_pgstore.sql.hybrid import fused_select, text_select
 from tests.conftest import PG
 
 
@@ -35,30 +37,30 @@ def test_compiled_reads_inline_limits_and_bind_only_the_query() -> None:
         assert "query" not in dict(fixed)
     assert " JOIN " not in st.nearest_read(c, 7, 0, "ann")[0]
     assert " JOIN " in st.nearest_read(c, 7, 0, "scan")[0]
-    probe, params = st.ann_indexed(c)
+    probe, params = catalog.ann_indexed(c.schema, c.name)
     assert "pg_catalog.pg_indexes" in probe and "AS indexed" in probe
-    assert set(dict(params).values()) == {"public", "docs", " USING (hnsw|ivfflat) "}
+    assert set(params.values()) == {"public", "docs", " USING (hnsw|ivfflat) "}
 
 
 def test_merge_orders_and_skips_unchanged_rows() -> None:
     c = Collection("docs", 3)
-    text = sql(st.upsert_from_stage(c))
+    text = sql(wr.upsert_from_stage(c))
     assert "ON CONFLICT (chunk_id) DO UPDATE" in text
     assert "IS DISTINCT FROM" in text
     assert text.index("ORDER BY rag_pgstore_stage.chunk_id") < text.index("ON CONFLICT")
 
 
 def test_any_exist_binds_one_array() -> None:
-    compiled = st.any_exist(Collection("docs", 3), ["a", "b'c"]).compile(dialect=PG)
+    compiled = wr.any_exist(Collection("docs", 3), ["a", "b'c"]).compile(dialect=PG)
     assert "EXISTS" in str(compiled)
     assert "b'c" not in str(compiled)
     assert list(compiled.params.values()) == [["a", "b'c"]]
 
 
 def test_copy_statements_quote_identifiers() -> None:
-    stage = st.stage_copy()
+    stage = wr.stage_copy()
     assert "Identifier('rag_pgstore_stage')" in repr(stage)
-    table = st.table_copy(Collection("docs", 3, schema="kb"))
+    table = wr.table_copy(Collection("docs", 3, schema="kb"))
     assert "Identifier('kb', 'docs')" in repr(table)
     for copy in (stage, table):
         assert "FROM STDIN (FORMAT BINARY)" in repr(copy)
@@ -66,7 +68,7 @@ def test_copy_statements_quote_identifiers() -> None:
 
 
 def test_set_local_binds_names_and_values() -> None:
-    compiled = st.set_local_many({"hnsw.ef_search": "100"}).compile(dialect=PG)
+    compiled = wr.set_local_many({"hnsw.ef_search": "100"}).compile(dialect=PG)
     assert "hnsw" not in str(compiled)
     assert list(compiled.params.values()) == ["hnsw.ef_search", "100", True]
 
@@ -74,7 +76,7 @@ def test_set_local_binds_names_and_values() -> None:
 def test_hybrid_is_a_single_select_with_both_searches() -> None:
     c = Collection("docs", 3, text_config="simple")
     text = sql(
-        hybrid_search(
+        fused_select(
             c,
             st.query_param(c, [1.0, 0.0, 0.0]),
             "o'brien",
@@ -90,5 +92,5 @@ def test_hybrid_is_a_single_select_with_both_searches() -> None:
     assert "CAST(%(param_" in text and "AS REGCONFIG)" in text
     assert "websearch_to_tsquery" not in text
     assert "ORDER BY fused.score DESC" in text
-    only_text = sql(text_search(c, "x", k=3, where=None, mode=HybridOptions().text_mode))
+    only_text = sql(text_select(c, "x", k=3, where=None, mode=HybridOptions().text_mode))
     assert "<=>" not in only_text

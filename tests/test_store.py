@@ -17,7 +17,7 @@ from rag_pgstore import (
     ChunkStore,
     DatabaseError,
     DimensionError,
-    InvalidChunkError,
+    InvalidInputError,
     UnsupportedError,
 )
 from tests.conftest import Api, StoreFactory
@@ -146,23 +146,23 @@ async def test_reads_and_deletes(make_store: StoreFactory, api: Api) -> None:
 
 BAD_CHUNKS: list[tuple[Any, type[Exception], str]] = [
     (chunk("a", [1.0, 2.0]), DimensionError, r"expected 3 dimensions, got 2 \(chunk 'a'\)"),
-    (chunk("a", [1.0, math.nan, 0.0]), InvalidChunkError, r"finite.*chunk 'a'"),
-    (chunk("a", [1.0, math.inf, 0.0]), InvalidChunkError, r"finite"),
-    (chunk("a", [1e39, 0.0, 0.0]), InvalidChunkError, r"within"),
-    (chunk("a", ["x", 0.0, 0.0]), InvalidChunkError, r"numbers"),  # type: ignore[list-item]
-    (chunk("a", content="nul\x00here"), InvalidChunkError, r"content without NUL"),
-    (chunk("a\x00"), InvalidChunkError, r"chunk_id without NUL"),
-    (chunk(""), InvalidChunkError, r"non-empty chunk_id"),
-    (chunk("a", metadata={"k": "v\x00"}), InvalidChunkError, r"NUL"),
-    (chunk("a", metadata={"k\x00": 1}), InvalidChunkError, r"NUL"),
-    (chunk("a", metadata={"k": math.nan}), InvalidChunkError, r"JSON"),
-    (chunk("a", metadata={"k": object()}), InvalidChunkError, r"JSON"),
-    (chunk("a", metadata=[1, 2]), InvalidChunkError, r"mapping"),
-    (chunk("a", chunk_index=-1), InvalidChunkError, r"chunk_index"),
-    (chunk("a", chunk_index=True), InvalidChunkError, r"chunk_index"),
-    (chunk("a", total_chunks=0), InvalidChunkError, r"total_chunks"),
-    (chunk("a", entity_id=5), InvalidChunkError, r"entity_id to be str"),
-    ({"chunk_id": "a"}, InvalidChunkError, r"expected rag_pgstore.Chunk, got dict"),
+    (chunk("a", [1.0, math.nan, 0.0]), InvalidInputError, r"finite.*chunk 'a'"),
+    (chunk("a", [1.0, math.inf, 0.0]), InvalidInputError, r"finite"),
+    (chunk("a", [1e39, 0.0, 0.0]), InvalidInputError, r"within"),
+    (chunk("a", ["x", 0.0, 0.0]), InvalidInputError, r"numbers"),  # type: ignore[list-item]
+    (chunk("a", content="nul\x00here"), InvalidInputError, r"content without NUL"),
+    (chunk("a\x00"), InvalidInputError, r"chunk_id without NUL"),
+    (chunk(""), InvalidInputError, r"non-empty chunk_id"),
+    (chunk("a", metadata={"k": "v\x00"}), InvalidInputError, r"NUL"),
+    (chunk("a", metadata={"k\x00": 1}), InvalidInputError, r"NUL"),
+    (chunk("a", metadata={"k": math.nan}), InvalidInputError, r"JSON"),
+    (chunk("a", metadata={"k": object()}), InvalidInputError, r"JSON"),
+    (chunk("a", metadata=[1, 2]), InvalidInputError, r"mapping"),
+    (chunk("a", chunk_index=-1), InvalidInputError, r"chunk_index"),
+    (chunk("a", chunk_index=True), InvalidInputError, r"chunk_index"),
+    (chunk("a", total_chunks=0), InvalidInputError, r"total_chunks"),
+    (chunk("a", entity_id=5), InvalidInputError, r"entity_id to be str"),
+    ({"chunk_id": "a"}, InvalidInputError, r"expected rag_pgstore.Chunk, got dict"),
 ]
 
 
@@ -229,11 +229,11 @@ async def test_database_failure_mid_batch_leaves_the_table_as_it_was(
 
 def test_upsert_refuses_non_iterables(make_store: StoreFactory) -> None:
     store = make_store()
-    with pytest.raises(InvalidChunkError, match="iterable of Chunk"):
+    with pytest.raises(InvalidInputError, match="iterable of Chunk"):
         store.upsert(chunk("a"))  # type: ignore[arg-type]
-    with pytest.raises(InvalidChunkError, match="list of chunk ids"):
+    with pytest.raises(InvalidInputError, match="list of chunk ids"):
         store.get("abc")
-    with pytest.raises(InvalidChunkError, match="non-empty filter"):
+    with pytest.raises(InvalidInputError, match="non-empty filter"):
         store.delete_where({})
 
 
@@ -244,7 +244,7 @@ async def test_halfvec_above_2000_dimensions(make_store: StoreFactory, api: Api)
     await api(store, "upsert", [chunk("h", vec)])
     (got,) = store.get(["h"], with_embeddings=True)
     assert got.embedding == vec
-    with pytest.raises(InvalidChunkError, match="65504"):
+    with pytest.raises(InvalidInputError, match="65504"):
         store.upsert([chunk("big", [70000.0] + [0.0] * 2047)])
     hits = await api(store, "search", vec, k=1)
     assert hits[0].chunk.chunk_id == "h"
@@ -277,7 +277,7 @@ async def test_aupsert_consumes_an_async_stream_in_one_transaction(
         await store.aupsert(produce(40, bad_at=35), batch_size=10)
     assert await store.acount() == 25  # the first three batches were rolled back with the fourth
     with pytest.raises(UnsupportedError, match="a\\* methods"):
-        store.upsert(produce(1))  # type: ignore[arg-type]
+        store.upsert(produce(1))
 
 
 def test_a_store_keeps_working_across_event_loops(make_store: StoreFactory) -> None:
@@ -302,15 +302,15 @@ async def test_get_where(make_store: StoreFactory, api: Api) -> None:
 
 def test_upserts_plan_each_statement_for_its_own_ids(make_store: StoreFactory) -> None:
     # A generic plan of the existence check, made while the table was empty, would compare
-    # every row with every id for the rest of a long streamed write (see writes._upsert).
-    from rag_pgstore import writes
-    from rag_pgstore.steps import Fetch, Plan
+    # every row with every id for the rest of a long streamed write (see ops/writes._upsert).
+    from rag_pgstore.driver.steps import Fetch, Plan
+    from rag_pgstore.ops import writes
 
     store = make_store()
     setting = sa.select(sa.func.current_setting("plan_cache_mode"))
 
     def upsert_then_ask() -> Plan[str]:
-        yield from writes.upsert(store.collection, [chunk("a")])
+        yield from writes.plan_of(writes.upsert(store.collection, [chunk("a")]))
         [(mode,)] = yield Fetch(setting)
         return str(mode)
 

@@ -13,26 +13,33 @@ from rag_pgstore.errors import (
     EmbeddingError,
     FilterError,
     InvalidChunkError,
+    InvalidInputError,
+    MissingDependencyError,
     QueryTimeoutError,
     RagPgStoreError,
     SchemaError,
     UnsupportedError,
 )
-from rag_pgstore.hybrid import Fusion, HybridOptions, TextMode
-from rag_pgstore.records import (
+from rag_pgstore.store import ChunkStore
+from rag_pgstore.types import (
     Chunk,
+    CollectionInfo,
     Distance,
+    Filter,
+    Fusion,
     HnswIndex,
+    HybridOptions,
     IvfflatIndex,
     ScoredChunk,
     SearchTuning,
     StoredChunk,
+    TextMode,
 )
-from rag_pgstore.store import ChunkStore
 
 __all__ = [
     "Chunk",
     "ChunkStore",
+    "CollectionInfo",
     "CollectionNameError",
     "DatabaseError",
     "DatabaseUnavailableError",
@@ -40,12 +47,15 @@ __all__ = [
     "Distance",
     "EmbeddedServerError",
     "EmbeddingError",
+    "Filter",
     "FilterError",
     "Fusion",
     "HnswIndex",
     "HybridOptions",
     "InvalidChunkError",
+    "InvalidInputError",
     "IvfflatIndex",
+    "MissingDependencyError",
     "QueryTimeoutError",
     "RagPgStoreError",
     "SchemaError",

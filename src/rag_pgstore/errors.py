@@ -17,6 +17,8 @@ __all__ = [
     "EmbeddingError",
     "FilterError",
     "InvalidChunkError",
+    "InvalidInputError",
+    "MissingDependencyError",
     "QueryTimeoutError",
     "RagPgStoreError",
     "SchemaError",
@@ -39,11 +41,14 @@ class RagPgStoreError(Exception):
     """Base class of every error rag_pgstore raises."""
 
 
-class InvalidChunkError(RagPgStoreError, ValueError):
-    """A chunk, query or option was rejected before anything was sent to the database."""
+class InvalidInputError(RagPgStoreError, ValueError):
+    """A chunk, query, option or argument was rejected before anything was sent to the database."""
 
 
-class DimensionError(InvalidChunkError):
+InvalidChunkError = InvalidInputError  # its name before 0.2; kept so existing code still works
+
+
+class DimensionError(InvalidInputError):
     """An embedding has the wrong number of dimensions for its collection."""
 
 
@@ -98,6 +103,10 @@ class QueryTimeoutError(DatabaseError):
     """
 
 
+class MissingDependencyError(RagPgStoreError, ImportError):
+    """An optional extra is not installed; the message names the ``pip install`` that fixes it."""
+
+
 class EmbeddedServerError(RagPgStoreError):
     """The embedded PostgreSQL server could not be started."""
 
@@ -115,7 +124,8 @@ class EmbeddingError(RagPgStoreError):
 
 for _cls in (
     RagPgStoreError,
-    InvalidChunkError,
+    InvalidInputError,
+    MissingDependencyError,
     DimensionError,
     CollectionNameError,
     FilterError,

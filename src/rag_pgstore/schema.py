@@ -17,11 +17,23 @@ from pgvector.sqlalchemy import HALFVEC, VECTOR
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.sql.base import Executable
 
+from rag_pgstore.codec import Encoder, check_name, content_hash, jsonb
 from rag_pgstore.errors import CollectionNameError, UnsupportedError
-from rag_pgstore.records import Distance
-from rag_pgstore.validate import check_name
+from rag_pgstore.types import Distance
 
-__all__ = ["MIGRATIONS", "REGISTRY_NAME", "SCHEMA_VERSION", "Collection", "ann_index"]
+__all__ = [
+    "COLUMNS",
+    "COPY_TYPES",
+    "ENCODERS",
+    "MIGRATIONS",
+    "READ_COLUMNS",
+    "REGISTRY_NAME",
+    "SCHEMA_VERSION",
+    "WRITTEN_COLUMNS",
+    "Collection",
+    "ColumnSpec",
+    "ann_index",
+]
 
 RESERVED_PREFIX = "rag_pgstore_"
 REGISTRY_NAME = "rag_pgstore_collections"
@@ -148,18 +160,53 @@ class Collection:
         )
 
 
-# The columns a write sends by COPY, in order, to the table or to the staging table.
-WRITTEN_COLUMNS = (
-    "chunk_id",
-    "entity_id",
-    "chunk_index",
-    "total_chunks",
-    "content",
-    "metadata",
-    "embedding",
-    "adapter_data",
-    "content_hash",
+@dataclass(frozen=True)
+class ColumnSpec:
+    """How one column of the collection table is written and read.
+
+    ``copy_type`` and ``encode`` are set for the columns a write sends by binary COPY: the
+    field's type on the wire (``jsonb`` and ``vector`` values are already encoded, so they
+    travel as opaque ``bytea`` and the server reads them with the target column's receive
+    function) and how the value comes from a chunk. ``read``: part of every ``StoredChunk``.
+    """
+
+    name: str
+    copy_type: str | None = None
+    encode: Encoder | None = None
+    read: bool = True
+
+
+# Every column, in the order COPY sends and reads return them; the one place that order lives.
+COLUMNS = (
+    ColumnSpec("chunk_id", "text", lambda chunk, chunk_id, vector: chunk_id),
+    ColumnSpec(
+        "entity_id",
+        "text",
+        lambda chunk, chunk_id, vector: chunk_id if chunk.entity_id is None else chunk.entity_id,
+    ),
+    ColumnSpec("chunk_index", "int4", lambda chunk, chunk_id, vector: chunk.chunk_index),
+    ColumnSpec("total_chunks", "int4", lambda chunk, chunk_id, vector: chunk.total_chunks),
+    ColumnSpec("content", "text", lambda chunk, chunk_id, vector: chunk.content),
+    ColumnSpec(
+        "metadata", "bytea", lambda chunk, chunk_id, vector: jsonb(chunk.metadata, chunk_id)
+    ),
+    ColumnSpec("embedding", "bytea", lambda chunk, chunk_id, vector: vector, read=False),
+    ColumnSpec(
+        "adapter_data",
+        "bytea",
+        lambda chunk, chunk_id, vector: (
+            None if chunk.adapter_data is None else jsonb(chunk.adapter_data, chunk_id)
+        ),
+    ),
+    ColumnSpec("content_hash", "text", lambda chunk, chunk_id, vector: content_hash(chunk.content)),
+    ColumnSpec("created_at"),
+    ColumnSpec("updated_at"),
 )
+WRITTEN = tuple(spec for spec in COLUMNS if spec.encode is not None)
+WRITTEN_COLUMNS = tuple(spec.name for spec in WRITTEN)
+COPY_TYPES = tuple(spec.copy_type or "" for spec in WRITTEN)
+ENCODERS = tuple(spec.encode for spec in WRITTEN if spec.encode is not None)
+READ_COLUMNS = tuple(spec.name for spec in COLUMNS if spec.read)
 
 
 def registry_table(schema: str, metadata: sa.MetaData | None = None) -> sa.Table:

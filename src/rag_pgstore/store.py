@@ -1,38 +1,64 @@
-"""``ChunkStore``: the sync and async entry points. Each method is a line or two over a plan."""
+"""``ChunkStore``: the whole public surface of a collection, sync and async.
+
+Every operation is a plan from ``ops/`` run by a driver: ``store.search(...)`` is
+``run(engine, ops.reads.search(collection, ...))``, ``await store.asearch(...)`` the same plan
+on the async engine. The table at the end of the class pairs each operation with its plan, so
+the sync and async forms cannot drift apart: they share the plan, its signature and its
+documentation.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import weakref
-from collections.abc import AsyncIterable, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from rag_pgstore import embedded, lifecycle, writes
+from rag_pgstore import driver, embedded
 from rag_pgstore.connect import make_engines
 from rag_pgstore.embedded import EmbeddedPostgres
 from rag_pgstore.errors import UnsupportedError
-from rag_pgstore.records import (
-    Chunk,
-    Distance,
-    HnswIndex,
-    IvfflatIndex,
-)
+from rag_pgstore.ops import lifecycle, reads, writes
 from rag_pgstore.schema import Collection
-from rag_pgstore.searching import SearchMethods
-from rag_pgstore.steps import Hints, PlanSource, run, run_async
-from rag_pgstore.validate import check_ids
+from rag_pgstore.types import Distance
 
 __all__ = ["ChunkStore"]
 
+P = ParamSpec("P")
 T = TypeVar("T")
-Filter = Mapping[str, Any]
+Operation = Callable[Concatenate[Collection, P], driver.PlanSource[T]]
 
 
-class ChunkStore(SearchMethods):
+def _sync(operation: Operation[P, T]) -> Callable[Concatenate[ChunkStore, P], T]:
+    """The store method that runs ``operation``'s plan on the sync engine."""
+
+    @functools.wraps(operation)
+    def method(self: ChunkStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.run_plan(operation(self.collection, *args, **kwargs))
+
+    return method
+
+
+def _async(
+    operation: Operation[P, T],
+) -> Callable[Concatenate[ChunkStore, P], Coroutine[Any, Any, T]]:
+    """The store method that runs ``operation``'s plan on the async engine."""
+
+    @functools.wraps(operation)
+    async def method(self: ChunkStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.arun_plan(operation(self.collection, *args, **kwargs))
+
+    method.__name__ = method.__qualname__ = "a" + operation.__name__
+    method.__doc__ = f"Async :meth:`{operation.__name__}`.\n\n{operation.__doc__ or ''}"
+    return method
+
+
+class ChunkStore:
     """A collection of chunks in one PostgreSQL table, searchable by vector, text or both.
 
     The constructor does no I/O: pass engines you built (``postgresql+psycopg``), then call
@@ -67,7 +93,7 @@ class ChunkStore(SearchMethods):
             name=collection,
             dim=dim,
             schema=schema,
-            distance=Distance(distance),
+            distance=Distance.parse(distance),
             text_config=text_config,
         )
         self.engine = engine
@@ -76,7 +102,6 @@ class ChunkStore(SearchMethods):
         self._owned: tuple[Engine | None, AsyncEngine | None] = (None, None)
         self._server: EmbeddedPostgres | None = None
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
-        self._hints: Hints = {}  # whether the collection has an ANN index (readstep.Read)
 
     @classmethod
     def from_url(
@@ -160,22 +185,21 @@ class ChunkStore(SearchMethods):
 
     # -- running plans -------------------------------------------------------------------------
 
-    def run_plan(self, plan: PlanSource[T]) -> T:
-        """Run one plan from ``rag_pgstore.reads``/``writes``/``lifecycle`` in a transaction.
+    def run_plan(self, plan: driver.PlanSource[T]) -> T:
+        """Run one plan from ``rag_pgstore.ops`` in a transaction on the sync engine.
 
-        Every method here is one such call. Adapters use it to turn a request into whichever
-        operation fits, once, for both the sync and the async path. Pass a function that builds
-        the plan (``lambda: writes.delete(...)``) to have a transaction that PostgreSQL aborted
-        to break a deadlock run again from a fresh plan.
+        Every method here is one such call. Pass a function that builds the plan
+        (``lambda: ...``) to have a transaction PostgreSQL aborted to break a deadlock run again
+        from a fresh plan.
         """
         if self.engine is None:
             _discard(plan)
             raise UnsupportedError(
                 "this store has no sync engine; use the a* methods or pass engine="
             )
-        return run(self.engine, plan, self._hints)
+        return driver.run(self.engine, plan)
 
-    async def arun_plan(self, plan: PlanSource[T]) -> T:
+    async def arun_plan(self, plan: driver.PlanSource[T]) -> T:
         """Async :meth:`run_plan`."""
         if self.async_engine is None:
             _discard(plan)
@@ -189,122 +213,61 @@ class ChunkStore(SearchMethods):
             # safe here because psycopg closes a connection without awaiting its old loop.
             await self.async_engine.dispose()
         self._loop = weakref.ref(loop)
-        return await run_async(self.async_engine, plan, self._hints)
+        return await driver.run_async(self.async_engine, plan)
 
     # -- schema --------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Create the table and its indexes, or upgrade them; safe to call any number of times."""
-        self.run_plan(
-            lambda: lifecycle.setup(self.collection, create_extension=self.create_extension)
-        )
+        """Create the table and its indexes, or upgrade them; safe to call any number of times.
+
+        Safe from several processes at once; rebuilds a table dropped behind the store's back.
+        """
+        self.run_plan(lifecycle.setup(self.collection, create_extension=self.create_extension))
 
     async def asetup(self) -> None:
         """Async :meth:`setup`."""
         await self.arun_plan(
-            lambda: lifecycle.setup(self.collection, create_extension=self.create_extension)
+            lifecycle.setup(self.collection, create_extension=self.create_extension)
         )
 
-    def drop(self) -> None:
-        """Drop the collection: its table, indexes and registry entry. There is no undo."""
-        self.run_plan(lambda: lifecycle.drop(self.collection))
+    # -- every other operation: the plan, sync and async -----------------------------------
 
-    async def adrop(self) -> None:
-        """Async :meth:`drop`."""
-        await self.arun_plan(lambda: lifecycle.drop(self.collection))
+    drop = _sync(lifecycle.drop)
+    adrop = _async(lifecycle.drop)
+    create_index = _sync(lifecycle.create_index)
+    acreate_index = _async(lifecycle.create_index)
+    drop_index = _sync(lifecycle.drop_index)
+    adrop_index = _async(lifecycle.drop_index)
+    describe = _sync(lifecycle.describe)
+    adescribe = _async(lifecycle.describe)
 
-    def create_index(self, spec: HnswIndex | IvfflatIndex | None = None) -> bool:
-        """Build the ANN index for the collection's distance; ``False`` if it already exists.
+    upsert = _sync(writes.upsert)
+    aupsert = _async(writes.upsert)
+    delete = _sync(writes.delete)
+    adelete = _async(writes.delete)
+    delete_entities = _sync(writes.delete_entities)
+    adelete_entities = _async(writes.delete_entities)
+    delete_where = _sync(writes.delete_where)
+    adelete_where = _async(writes.delete_where)
+    clear = _sync(writes.clear)
+    aclear = _async(writes.clear)
 
-        A different index (other kind or parameters) is replaced. Building HNSW over many rows
-        takes a while: build it after bulk loading when you can.
-        """
-        try:
-            return self.run_plan(lifecycle.create_index(self.collection, spec or HnswIndex()))
-        finally:
-            self._hints.clear()  # searches pick their form again
-
-    async def acreate_index(self, spec: HnswIndex | IvfflatIndex | None = None) -> bool:
-        """Async :meth:`create_index`."""
-        try:
-            return await self.arun_plan(
-                lifecycle.create_index(self.collection, spec or HnswIndex())
-            )
-        finally:
-            self._hints.clear()
-
-    def drop_index(self) -> None:
-        """Drop the ANN index, if any; searches become exact scans."""
-        try:
-            self.run_plan(lifecycle.drop_index(self.collection))
-        finally:
-            self._hints.clear()
-
-    async def adrop_index(self) -> None:
-        """Async :meth:`drop_index`."""
-        try:
-            await self.arun_plan(lifecycle.drop_index(self.collection))
-        finally:
-            self._hints.clear()
-
-    # -- writes --------------------------------------------------------------------------------
-
-    def upsert(self, chunks: Iterable[Chunk], *, batch_size: int = writes.DEFAULT_BATCH) -> int:
-        """Insert or fully replace chunks by ``chunk_id`` in one transaction; return rows changed.
-
-        Any number of chunks (streamed through binary COPY ``batch_size`` at a time, batch
-        after batch). If an id appears twice, the last one wins. If anything fails, nothing is
-        written. Unchanged chunks are not rewritten (and not counted); a stream's count is the
-        sum of its batches', so an id written again in a later batch counts again.
-        """
-        return self.run_plan(writes.upsert_source(self.collection, chunks, batch_size=batch_size))
-
-    async def aupsert(
-        self,
-        chunks: Iterable[Chunk] | AsyncIterable[Chunk],
-        *,
-        batch_size: int = writes.DEFAULT_BATCH,
-    ) -> int:
-        """Async :meth:`upsert`; ``chunks`` may also be an async iterator, consumed as it goes."""
-        return await self.arun_plan(
-            writes.upsert_source(self.collection, chunks, batch_size=batch_size)
-        )
-
-    def delete(self, ids: Iterable[str]) -> int:
-        """Delete chunks by id; missing ids are ignored. Return how many were deleted."""
-        wanted = check_ids(ids, "chunk ids")
-        return self.run_plan(lambda: writes.delete(self.collection, wanted))
-
-    async def adelete(self, ids: Iterable[str]) -> int:
-        """Async :meth:`delete`."""
-        wanted = check_ids(ids, "chunk ids")
-        return await self.arun_plan(lambda: writes.delete(self.collection, wanted))
-
-    def delete_entities(self, entity_ids: Iterable[str]) -> int:
-        """Delete every chunk of the given entities (source documents)."""
-        wanted = check_ids(entity_ids, "entity ids")
-        return self.run_plan(lambda: writes.delete_entities(self.collection, wanted))
-
-    async def adelete_entities(self, entity_ids: Iterable[str]) -> int:
-        """Async :meth:`delete_entities`."""
-        wanted = check_ids(entity_ids, "entity ids")
-        return await self.arun_plan(lambda: writes.delete_entities(self.collection, wanted))
-
-    def delete_where(self, filter: Filter) -> int:
-        """Delete the chunks matching a (non-empty) metadata filter."""
-        return self.run_plan(lambda: writes.delete_filtered(self.collection, filter))
-
-    async def adelete_where(self, filter: Filter) -> int:
-        """Async :meth:`delete_where`."""
-        return await self.arun_plan(lambda: writes.delete_filtered(self.collection, filter))
-
-    def clear(self) -> int:
-        """Delete every chunk of the collection (the table stays)."""
-        return self.run_plan(lambda: writes.clear(self.collection))
-
-    async def aclear(self) -> int:
-        """Async :meth:`clear`."""
-        return await self.arun_plan(lambda: writes.clear(self.collection))
+    get = _sync(reads.get)
+    aget = _async(reads.get)
+    get_where = _sync(reads.get_where)
+    aget_where = _async(reads.get_where)
+    count = _sync(reads.count)
+    acount = _async(reads.count)
+    search = _sync(reads.search)
+    asearch = _async(reads.search)
+    search_like = _sync(reads.search_like)
+    asearch_like = _async(reads.search_like)
+    mmr_search = _sync(reads.mmr_search)
+    ammr_search = _async(reads.mmr_search)
+    hybrid_search = _sync(reads.hybrid_search)
+    ahybrid_search = _async(reads.hybrid_search)
+    text_search = _sync(reads.text_search)
+    atext_search = _async(reads.text_search)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -323,6 +286,6 @@ class ChunkStore(SearchMethods):
             await async_engine.dispose()
 
 
-def _discard(plan: PlanSource[Any]) -> None:
+def _discard(plan: driver.PlanSource[Any]) -> None:
     if not callable(plan):
         plan.close()

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rag_pgstore.errors import UnsupportedError
+from rag_pgstore.errors import MissingDependencyError, UnsupportedError
 
 if TYPE_CHECKING:
     import tiktoken
@@ -61,7 +61,7 @@ def load_encoding(name_or_model: str) -> tiktoken.Encoding:
     try:
         import tiktoken
     except ImportError as exc:
-        raise UnsupportedError(
+        raise MissingDependencyError(
             "expected tiktoken to be installed; pip install 'rag-pgstore[tiktoken]'"
         ) from exc
     name = name_or_model

@@ -31,7 +31,7 @@ from rag_pgstore.chunking.boundaries import (
     token_bounds,
 )
 from rag_pgstore.chunking.encodings import load_encoding
-from rag_pgstore.errors import InvalidChunkError
+from rag_pgstore.errors import InvalidInputError
 
 if TYPE_CHECKING:
     import tiktoken
@@ -85,27 +85,27 @@ class TokenChunker:
             or not isinstance(self.max_tokens, int)
             or self.max_tokens < MIN_TOKENS
         ):
-            raise InvalidChunkError(
+            raise InvalidInputError(
                 f"expected max_tokens >= {MIN_TOKENS} (the most tokens one character takes), "
                 f"got {self.max_tokens!r}"
             )
         if self.overlap is not None and (
             not isinstance(self.overlap, int) or not 0 <= self.overlap < self.max_tokens
         ):
-            raise InvalidChunkError(
+            raise InvalidInputError(
                 f"expected 0 <= overlap < max_tokens ({self.max_tokens}), got {self.overlap!r}"
             )
 
     def spans(self, text: str) -> list[tuple[int, int, int]]:
         """``(start, end, token_count)`` of each chunk of ``text``; none for blank text."""
         if not isinstance(text, str):
-            raise InvalidChunkError(f"expected text to be str, got {type(text).__name__}")
+            raise InvalidInputError(f"expected text to be str, got {type(text).__name__}")
         if not text.strip():
             return []
         try:
             data = text.encode()
         except UnicodeEncodeError as exc:
-            raise InvalidChunkError(
+            raise InvalidInputError(
                 f"expected text encodable as UTF-8, got a lone surrogate at index {exc.start}; "
                 "decode your input with errors='replace' (or fix its source)"
             ) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from langchain_core.embeddings import Embeddings
 
-from rag_pgstore.hashing import hash_embedding
+from rag_pgstore.pipeline.hashing import hash_embedding
 
 __all__ = ["HashEmbeddings"]
 

@@ -12,26 +12,24 @@ live in the JSON, not in columns). ``entity_id`` is taken from the metadata key 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
+from rag_pgstore.adapters.langchain import documents
+from rag_pgstore.adapters.langchain.documents import in_order, to_document
 from rag_pgstore.adapters.langchain.retriever import PgStoreRetriever
-from rag_pgstore.adapters.langchain.writing import DocumentWrites
-from rag_pgstore.errors import InvalidChunkError
-from rag_pgstore.hybrid import HybridOptions
-from rag_pgstore.records import ScoredChunk
+from rag_pgstore.errors import InvalidInputError
 from rag_pgstore.store import ChunkStore
+from rag_pgstore.types import Chunk, Filter, HybridOptions, ScoredChunk
 
 __all__ = ["LangChainVectorStore", "to_document"]
 
-Filter = dict[str, Any]
 
-
-class LangChainVectorStore(DocumentWrites, VectorStore):
+class LangChainVectorStore(VectorStore):
     """A LangChain vector store whose chunks live in a rag_pgstore collection.
 
     >>> vs = LangChainVectorStore(store, embedding=embeddings)
@@ -48,7 +46,7 @@ class LangChainVectorStore(DocumentWrites, VectorStore):
         embed_batch_size: int = 512,
     ) -> None:
         if embed_batch_size < 1:
-            raise InvalidChunkError(f"expected embed_batch_size >= 1, got {embed_batch_size}")
+            raise InvalidInputError(f"expected embed_batch_size >= 1, got {embed_batch_size}")
         self.store = store
         self.embedding = embedding
         self.entity_key = entity_key
@@ -62,11 +60,11 @@ class LangChainVectorStore(DocumentWrites, VectorStore):
 
     def get_by_ids(self, ids: Sequence[str]) -> list[Document]:
         """Documents for the ids that exist, in the order asked (``ids=`` works too)."""
-        return _in_order(ids, self.store.get(ids))
+        return in_order(ids, self.store.get(ids))
 
     async def aget_by_ids(self, ids: Sequence[str]) -> list[Document]:
         """Async :meth:`get_by_ids`."""
-        return _in_order(ids, await self.store.aget(ids))
+        return in_order(ids, await self.store.aget(ids))
 
     def similarity_search(
         self, query: str, k: int = 4, filter: Filter | None = None, **kwargs: Any
@@ -242,6 +240,115 @@ class LangChainVectorStore(DocumentWrites, VectorStore):
         tags = kwargs.pop("tags", None) or [*self._get_retriever_tags()]
         return PgStoreRetriever(vectorstore=self, tags=tags, **kwargs)
 
+    # -- writing -------------------------------------------------------------------------------
+
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Embed ``texts`` ``embed_batch_size`` at a time and stream them into one transaction.
+
+        100k texts never form one statement and only one batch of vectors is in memory.
+        Returns the ids, generated where missing.
+        """
+        written: list[str] = []
+
+        def chunks() -> Iterator[Chunk]:
+            for batch_ids, batch, batch_meta in self._batches(texts, metadatas, ids):
+                vectors = self.embedding.embed_documents(batch)
+                written.extend(batch_ids)
+                yield from map(self._chunk, batch_ids, batch, batch_meta, vectors)
+
+        self.store.upsert(chunks(), batch_size=self.embed_batch_size)
+        return written
+
+    async def aadd_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Async :meth:`add_texts`: embedding batches stream into one transaction."""
+        written: list[str] = []
+
+        async def chunks() -> AsyncIterator[Chunk]:
+            for batch_ids, batch, batch_meta in self._batches(texts, metadatas, ids):
+                vectors = await self.embedding.aembed_documents(batch)
+                written.extend(batch_ids)
+                for chunk in map(self._chunk, batch_ids, batch, batch_meta, vectors):
+                    yield chunk
+
+        await self.store.aupsert(chunks(), batch_size=self.embed_batch_size)
+        return written
+
+    def add_embeddings(
+        self,
+        texts: Iterable[str],
+        embeddings: Iterable[Sequence[float]],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+    ) -> list[str]:
+        """Add texts with precomputed vectors: no embedding call, streamed through COPY."""
+        written: list[str] = []
+        # Nothing to embed, so the store's own (larger) statement batches apply.
+        parts = self._batches(texts, metadatas, ids)
+        self.store.upsert(documents.with_vectors(self.entity_key, parts, embeddings, written))
+        return written
+
+    async def aadd_embeddings(
+        self,
+        texts: Iterable[str],
+        embeddings: Iterable[Sequence[float]],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+    ) -> list[str]:
+        """Async :meth:`add_embeddings`."""
+        written: list[str] = []
+        parts = self._batches(texts, metadatas, ids)
+        await self.store.aupsert(
+            documents.with_vectors(self.entity_key, parts, embeddings, written)
+        )
+        return written
+
+    def delete(
+        self, ids: list[str] | None = None, *, filter: Filter | None = None, **kwargs: Any
+    ) -> bool:
+        """Delete by ids, by metadata filter, or chunks matching both; missing ids are ignored.
+
+        One statement in one transaction; a bad filter raises before anything is deleted.
+        ``ids=[]`` deletes nothing (an empty allow-list allows nothing), with a filter too.
+        """
+        self.store.delete_where(documents.deletion(ids, filter))
+        return True
+
+    async def adelete(
+        self, ids: list[str] | None = None, *, filter: Filter | None = None, **kwargs: Any
+    ) -> bool:
+        """Async :meth:`delete`."""
+        await self.store.adelete_where(documents.deletion(ids, filter))
+        return True
+
+    def _batches(
+        self,
+        texts: Iterable[str],
+        metadatas: Sequence[dict[str, Any]] | None,
+        ids: Sequence[str | None] | None,
+    ) -> Iterator[documents.Batch]:
+        return documents.batches(texts, metadatas, ids, self.embed_batch_size)
+
+    def _chunk(
+        self, chunk_id: str, text: str, metadata: dict[str, Any], vector: Sequence[float]
+    ) -> Chunk:
+        return documents.to_chunk(self.entity_key, chunk_id, text, metadata, vector)
+
     # -- construction --------------------------------------------------------------------------
 
     @classmethod
@@ -294,20 +401,6 @@ class LangChainVectorStore(DocumentWrites, VectorStore):
         return vs
 
 
-def to_document(hit: ScoredChunk) -> Document:
-    chunk = hit.chunk
-    return Document(id=chunk.chunk_id, page_content=chunk.content, metadata=chunk.metadata)
-
-
-def _in_order(ids: Sequence[str], chunks: Sequence[Any]) -> list[Document]:
-    by_id = {c.chunk_id: c for c in chunks}
-    return [
-        Document(id=by_id[i].chunk_id, page_content=by_id[i].content, metadata=by_id[i].metadata)
-        for i in dict.fromkeys(ids)
-        if i in by_id
-    ]
-
-
 def _distance(hit: ScoredChunk) -> float:
     assert hit.distance is not None
     return hit.distance
@@ -320,7 +413,7 @@ def _search_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Pass through the core's search options; refuse anything else rather than ignore it."""
     unknown = sorted(set(kwargs) - set(_SEARCH_OPTIONS))
     if unknown:
-        raise InvalidChunkError(
+        raise InvalidInputError(
             f"expected search options among {', '.join(_SEARCH_OPTIONS)}, got {unknown}"
         )
     return {key: kwargs[key] for key in _SEARCH_OPTIONS if key in kwargs}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 
-from rag_pgstore.hashing import hash_embedding
+from rag_pgstore.pipeline.hashing import hash_embedding
 
 __all__ = ["HashEmbedding"]
 

@@ -11,7 +11,7 @@ the chunk's ``adapter_data``, never into the metadata users filter and read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from llama_index.core.bridge.pydantic import PrivateAttr
@@ -31,15 +31,12 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
-from rag_pgstore import reads
 from rag_pgstore.adapters.llamaindex.filters import translate
-from rag_pgstore.errors import InvalidChunkError, UnsupportedError
-from rag_pgstore.filters import compile_filter
-from rag_pgstore.hybrid import HybridOptions
-from rag_pgstore.records import Chunk, ScoredChunk, StoredChunk
+from rag_pgstore.errors import InvalidInputError, UnsupportedError
 from rag_pgstore.schema import Collection
-from rag_pgstore.steps import Plan
+from rag_pgstore.sql.filters import compile_filter
 from rag_pgstore.store import ChunkStore
+from rag_pgstore.types import Chunk, HybridOptions, ScoredChunk, StoredChunk
 
 __all__ = ["LlamaIndexVectorStore"]
 
@@ -149,25 +146,39 @@ class LlamaIndexVectorStore(BasePydanticVectorStore):
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Answer ``query`` field by field; see the module docs for each mode."""
-        return _result(self._store.run_plan(_plan(self._store, query, kwargs)))
+        run, _ = _search(self._store, query, kwargs)
+        return _result(run())
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        return _result(await self._store.arun_plan(_plan(self._store, query, kwargs)))
+        _, run = _search(self._store, query, kwargs)
+        return _result(await run())
 
 
-def _plan(
+Hits = list[ScoredChunk]
+
+
+def _search(
     store: ChunkStore, query: VectorStoreQuery, kwargs: dict[str, Any]
-) -> Plan[list[ScoredChunk]]:
-    """The core plan for one query: the same for ``query`` and ``aquery``."""
-    c = store.collection
+) -> tuple[Callable[[], Hits], Callable[[], Awaitable[Hits]]]:
+    """The store call that answers ``query``, sync and async: the same arguments for both.
+
+    Arguments are checked here, before either is called.
+    """
     where = _restrict(translate(query.filters), node_ids=query.node_ids, doc_ids=query.doc_ids)
     k = query.similarity_top_k
     mode = query.mode
     if mode in (VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.SPARSE):
-        return reads.text_search(c, _text(query), k=query.sparse_top_k or k, filter=where)
+        text, size = _text(query), query.sparse_top_k or k
+        return (
+            lambda: store.text_search(text, k=size, filter=where),
+            lambda: store.atext_search(text, k=size, filter=where),
+        )
     vector = _vector(query)
     if mode is VectorStoreQueryMode.DEFAULT:
-        return reads.search(c, vector, k=k, filter=where)
+        return (
+            lambda: store.search(vector, k=k, filter=where),
+            lambda: store.asearch(vector, k=k, filter=where),
+        )
     if mode is VectorStoreQueryMode.HYBRID:
         # Candidate pools default to the core's (max(4k, 40) per side): min-max fusion over a
         # handful of candidates would push every second-best hit to 0.
@@ -175,13 +186,16 @@ def _plan(
             vector_weight=0.5 if query.alpha is None else query.alpha,
             text_k=query.sparse_top_k,
         )
-        return reads.hybrid_search(
-            c, vector, _text(query), k=query.hybrid_top_k or k, filter=where, options=options
+        text, size = _text(query), query.hybrid_top_k or k
+        return (
+            lambda: store.hybrid_search(vector, text, k=size, filter=where, options=options),
+            lambda: store.ahybrid_search(vector, text, k=size, filter=where, options=options),
         )
     if mode is VectorStoreQueryMode.MMR:
-        fetch_k, lambda_mult = _mmr_options(query, kwargs)
-        return reads.mmr_search(
-            c, vector, k=k, fetch_k=fetch_k, lambda_mult=lambda_mult, filter=where
+        fetch_k, mult = _mmr_options(query, kwargs)
+        return (
+            lambda: store.mmr_search(vector, k=k, fetch_k=fetch_k, lambda_mult=mult, filter=where),
+            lambda: store.ammr_search(vector, k=k, fetch_k=fetch_k, lambda_mult=mult, filter=where),
         )
     raise UnsupportedError(
         f"expected a query mode among default, text_search, sparse, hybrid, mmr; got {mode.value!r}"
@@ -198,7 +212,7 @@ def _mmr_options(query: VectorStoreQuery, kwargs: dict[str, Any]) -> tuple[int, 
     k = query.similarity_top_k
     factor, prefetch_k = kwargs.get("mmr_prefetch_factor"), kwargs.get("mmr_prefetch_k")
     if factor is not None and prefetch_k is not None:
-        raise InvalidChunkError(
+        raise InvalidInputError(
             "expected mmr_prefetch_k or mmr_prefetch_factor, got both; pass one of them"
         )
     if prefetch_k is not None:
@@ -213,15 +227,15 @@ def _mmr_options(query: VectorStoreQuery, kwargs: dict[str, Any]) -> tuple[int, 
     if threshold is None:
         return max(fetch_k, k), 0.5
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise InvalidChunkError(f"expected mmr_threshold to be a number, got {threshold!r}")
+        raise InvalidInputError(f"expected mmr_threshold to be a number, got {threshold!r}")
     if not 0.0 <= threshold <= 1.0:
-        raise InvalidChunkError(f"expected 0 <= mmr_threshold <= 1, got {threshold}")
+        raise InvalidInputError(f"expected 0 <= mmr_threshold <= 1, got {threshold}")
     return max(fetch_k, k), float(threshold)
 
 
 def _vector(query: VectorStoreQuery) -> list[float]:
     if query.query_embedding is None:
-        raise InvalidChunkError(
+        raise InvalidInputError(
             f"expected a query_embedding for {query.mode.value!r} queries, got None"
         )
     return query.query_embedding
@@ -229,7 +243,7 @@ def _vector(query: VectorStoreQuery) -> list[float]:
 
 def _text(query: VectorStoreQuery) -> str:
     if not query.query_str:
-        raise InvalidChunkError(
+        raise InvalidInputError(
             f"expected a query_str for {query.mode.value!r} queries, got {query.query_str!r}"
         )
     return query.query_str
@@ -268,7 +282,7 @@ def _deletion(
         return None
     where = _restrict(where, node_ids=node_ids)
     if where is None:
-        raise InvalidChunkError("expected node_ids or filters; use clear() to delete every node")
+        raise InvalidInputError("expected node_ids or filters; use clear() to delete every node")
     return where
 
 
@@ -284,7 +298,7 @@ def to_chunk(node: BaseNode) -> Chunk:
     """A node as a chunk: text, user metadata, and LlamaIndex's bookkeeping kept apart."""
     embedding = node.embedding
     if embedding is None:
-        raise InvalidChunkError(
+        raise InvalidInputError(
             f"expected node {node.node_id!r} to carry an embedding, got None; embed it first "
             "(VectorStoreIndex does, or set node.embedding = embed_model.get_text_embedding(...))"
         )

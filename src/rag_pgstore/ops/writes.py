@@ -1,23 +1,26 @@
-"""Write and delete chunks, as plans (see ``steps.py``).
+"""Write and delete chunks, as plans (see ``driver/steps.py``).
 
 Each function validates its arguments when called, so bad input fails before a connection is
-taken, and returns a generator of steps that runs in one transaction."""
+taken. What it returns runs in one transaction: a function that builds the plan when the input
+can be read again (so the driver can rerun a transaction PostgreSQL aborted to break a
+deadlock), or the plan itself for a one-shot stream."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from rag_pgstore import statements as st
-from rag_pgstore.errors import InvalidChunkError
-from rag_pgstore.filters import compile_filter
-from rag_pgstore.records import Chunk
-from rag_pgstore.schema import Collection
-from rag_pgstore.steps import Copy, Execute, Fetch, Plan, PlanSource, Pull
-from rag_pgstore.validate import Batch, check_batch, check_ids
+from rag_pgstore.codec import Batch, check_batch, check_ids
+from rag_pgstore.driver.steps import Copy, Execute, Fetch, Plan, PlanSource, Pull
+from rag_pgstore.errors import InvalidInputError
+from rag_pgstore.schema import COPY_TYPES, ENCODERS, Collection
+from rag_pgstore.sql import writes as st
+from rag_pgstore.sql.filters import compile_filter
+from rag_pgstore.sql.search import any_of
+from rag_pgstore.types import Chunk, Filter
 
 DEFAULT_BATCH = 5_000
 
@@ -27,43 +30,31 @@ def upsert(
     chunks: Iterable[Chunk] | AsyncIterable[Chunk],
     *,
     batch_size: int = DEFAULT_BATCH,
-) -> Plan[int]:
-    """Write chunks (insert or fully replace by ``chunk_id``); return how many rows changed.
+) -> PlanSource[int]:
+    """Insert or fully replace chunks by ``chunk_id`` in one transaction; return rows changed.
 
-    ``chunks`` may be a list, any iterator, or (for the async API) an async iterator: streams
-    are checked and written ``batch_size`` at a time, in order, so they never sit in memory
-    whole. Within a batch the last chunk of an id wins.
+    Any number of chunks: a list, any iterator, or (async API) an async iterator, streamed
+    through binary COPY ``batch_size`` at a time, batch after batch, so a stream never sits in
+    memory whole. If an id appears twice, the last one wins. If anything fails, nothing is
+    written. Unchanged chunks are not rewritten (and not counted); a stream's count is the sum
+    of its batches', so an id written again in a later batch counts again. A list is checked
+    whole before a connection is taken.
     """
-    if batch_size < 1:
-        raise InvalidChunkError(f"expected batch_size >= 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"expected batch_size to be an int >= 1, got {batch_size!r}")
     if isinstance(chunks, AsyncIterable):
         return _upsert(collection, _abatches(collection, chunks, batch_size))
     if isinstance(chunks, (str, bytes, Chunk)) or not isinstance(chunks, Iterable):
-        raise InvalidChunkError(f"expected an iterable of Chunk, got {type(chunks).__name__}")
+        raise InvalidInputError(f"expected an iterable of Chunk, got {type(chunks).__name__}")
     if isinstance(chunks, Sequence):
-        # Check a whole in-memory batch before a connection is even taken.
-        return _upsert(collection, iter([_check(collection, chunks)]))
+        batch = _check(collection, chunks)  # once: a retry writes the same checked batch
+        return lambda: _upsert(collection, iter([batch]))
     return _upsert(collection, _batches(collection, chunks, batch_size))
 
 
-def upsert_source(
-    collection: Collection,
-    chunks: Iterable[Chunk] | AsyncIterable[Chunk],
-    *,
-    batch_size: int = DEFAULT_BATCH,
-) -> PlanSource[int]:
-    """:func:`upsert` as the driver should run it.
-
-    Chunks held in a sequence can be written again: a transaction PostgreSQL aborts to break a
-    deadlock is then retried from a fresh plan. A stream can be read only once, so it is one
-    plan (and its write lock keeps it out of deadlocks, see :func:`_upsert`).
-    """
-    if batch_size < 1:
-        raise InvalidChunkError(f"expected batch_size >= 1, got {batch_size}")
-    if isinstance(chunks, Sequence) and not isinstance(chunks, (str, bytes)):
-        batch = _check(collection, chunks)  # once: a retry writes the same checked batch
-        return lambda: _upsert(collection, iter([batch]))
-    return upsert(collection, chunks, batch_size=batch_size)
+def plan_of(source: PlanSource[int]) -> Plan[int]:
+    """The plan of ``source``, to ``yield from`` inside a larger plan."""
+    return source() if callable(source) else source
 
 
 def _check(c: Collection, chunks: Sequence[Chunk]) -> Batch:
@@ -129,7 +120,7 @@ def _upsert(c: Collection, batches: Iterator[Batch] | AsyncIterator[Batch]) -> P
             continue
         [(existing,)] = yield Fetch(st.any_exist(c, batch.ids))
         if not existing:
-            direct = Copy(st.table_copy(c), st.COPY_TYPES, batch.rows, savepoint=True)
+            direct = Copy(st.table_copy(c), COPY_TYPES, _rows(batch), savepoint=True)
             if (yield direct):
                 changed += len(batch.order)
                 continue
@@ -139,30 +130,41 @@ def _upsert(c: Collection, batches: Iterator[Batch] | AsyncIterator[Batch]) -> P
             staging = True
         else:
             yield Execute(st.truncate(c.staging))
-        yield Copy(st.stage_copy(), st.COPY_TYPES, batch.rows)
+        yield Copy(st.stage_copy(), COPY_TYPES, _rows(batch))
         changed += yield Execute(st.upsert_from_stage(c))
     return changed
 
 
-def delete_where(c: Collection, where: Any) -> Plan[int]:
+def _rows(batch: Batch) -> Callable[[], Iterator[list[Any]]]:
+    return lambda: batch.rows(ENCODERS)
+
+
+def _delete(c: Collection, where: Any) -> Plan[int]:
     yield Execute(st.write_lock(c, exclusive=False))  # wait for a stream writing these rows
     deleted: int = yield Execute(st.delete(c, where))
     return deleted
 
 
-def delete(c: Collection, ids: Iterable[str]) -> Plan[int]:
-    return delete_where(c, c.table.c.chunk_id == st.any_of(check_ids(ids, "chunk ids")))
+def delete(c: Collection, ids: Iterable[str]) -> PlanSource[int]:
+    """Delete chunks by id; missing ids are ignored. Return how many were deleted."""
+    where = c.table.c.chunk_id == any_of(check_ids(ids, "chunk ids"))
+    return lambda: _delete(c, where)
 
 
-def delete_entities(c: Collection, entity_ids: Iterable[str]) -> Plan[int]:
-    return delete_where(c, c.table.c.entity_id == st.any_of(check_ids(entity_ids, "entity ids")))
+def delete_entities(c: Collection, entity_ids: Iterable[str]) -> PlanSource[int]:
+    """Delete every chunk of the given entities (source documents)."""
+    where = c.table.c.entity_id == any_of(check_ids(entity_ids, "entity ids"))
+    return lambda: _delete(c, where)
 
 
-def delete_filtered(c: Collection, filter: Mapping[str, Any]) -> Plan[int]:
+def delete_where(c: Collection, filter: Filter) -> PlanSource[int]:
+    """Delete the chunks matching a (non-empty) metadata filter, checked whole first."""
     if not filter:
-        raise InvalidChunkError("expected a non-empty filter; use clear() to delete every chunk")
-    return delete_where(c, compile_filter(filter, c.table))
+        raise InvalidInputError("expected a non-empty filter; use clear() to delete every chunk")
+    where = compile_filter(filter, c.table)
+    return lambda: _delete(c, where)
 
 
-def clear(c: Collection) -> Plan[int]:
-    return delete_where(c, sa.true())
+def clear(c: Collection) -> PlanSource[int]:
+    """Delete every chunk of the collection (the table stays)."""
+    return lambda: _delete(c, sa.true())

@@ -1,7 +1,15 @@
-"""Check what callers pass before anything is sent, and encode chunks for binary COPY.
+"""Check what callers pass before anything is sent, and encode it for the wire.
 
 Everything here is pure: a batch is either fully valid and encoded, or an error names the first
-offending chunk and nothing has touched the database.
+offending chunk and nothing has touched the database. It holds the one pgvector binary encoder
+(COPY rows and query parameters alike) and the one ``content_hash`` (the write path, the chunker
+and the pipeline).
+
+Query vectors are bound in pgvector's binary format with no per-connection type lookup:
+pgvector's own psycopg adapters need ``register_vector`` on every connection (a round trip to
+find the type's oid, and loaders that would change what every other query on that pooled
+connection returns). A parameter sent in binary with oid 0 lets the server infer its type from
+the statement (``embedding <=> $1``) and read it with ``vector_recv``/``halfvec_recv``.
 """
 
 from __future__ import annotations
@@ -10,25 +18,32 @@ import hashlib
 import json
 import re
 import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
-from rag_pgstore.errors import CollectionNameError, DimensionError, InvalidChunkError, show
-from rag_pgstore.records import Chunk
+from rag_pgstore.errors import CollectionNameError, DimensionError, InvalidInputError, show
+from rag_pgstore.types import Chunk
 
 __all__ = [
     "MAX_METADATA_DEPTH",
     "MAX_NAME_LENGTH",
     "Batch",
+    "WireVector",
     "check_batch",
     "check_ids",
     "check_name",
+    "content_hash",
     "encode_query",
+    "jsonb",
     "metadata_json",
+    "wire_vector",
 ]
 
 # PostgreSQL truncates identifiers at 63 bytes; index names add a suffix of up to 15 characters.
@@ -42,6 +57,11 @@ _INT4_MAX = 2**31 - 1
 # How deeply metadata may nest. JSON readers (Python's json, psycopg) recurse on nesting, so
 # something far deeper than any real metadata could be stored but not read back.
 MAX_METADATA_DEPTH = 100
+
+
+def content_hash(text: str) -> str:
+    """SHA-256 of ``text`` (UTF-8), hex: what ``content_hash`` holds and what unchanged means."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_name(name: object, what: str) -> str:
@@ -63,7 +83,7 @@ def metadata_json(metadata: object, where: str) -> str:
         try:
             metadata = dict(metadata)  # type: ignore[call-overload]
         except (TypeError, ValueError):
-            raise InvalidChunkError(
+            raise InvalidInputError(
                 f"expected metadata to be a mapping, got {type(metadata).__name__} ({where})"
             ) from None
     try:
@@ -71,19 +91,19 @@ def metadata_json(metadata: object, where: str) -> str:
     except RecursionError:
         text = ""  # far deeper than the limit: reported just below
     except (TypeError, ValueError) as exc:
-        raise InvalidChunkError(f"expected JSON-serialisable metadata, {exc} ({where})") from None
+        raise InvalidInputError(f"expected JSON-serialisable metadata, {exc} ({where})") from None
     # Only text with many brackets can be deep; the exact walk runs just for that text.
     if not text or (
         text.count("{") + text.count("[") > MAX_METADATA_DEPTH
         and _depth(metadata) > MAX_METADATA_DEPTH
     ):
-        raise InvalidChunkError(
+        raise InvalidInputError(
             f"expected metadata nested at most {MAX_METADATA_DEPTH} deep ({where}); "
             "flatten it or store it as a JSON string"
         )
     # The substring test is a fast C scan; the regex (slow on long text) only confirms a hit.
     if "\\u0000" in text and _ESCAPED_NUL.search(text):
-        raise InvalidChunkError(
+        raise InvalidInputError(
             f"expected metadata without NUL characters (jsonb cannot store \\u0000) ({where})"
         )
     return text
@@ -108,11 +128,11 @@ def _depth(value: object) -> int:
 
 def _check_text(value: object, field: str, where: str, *, empty_ok: bool = True) -> str:
     if not isinstance(value, str):
-        raise InvalidChunkError(f"expected {field} to be str, got {type(value).__name__} ({where})")
+        raise InvalidInputError(f"expected {field} to be str, got {type(value).__name__} ({where})")
     if not empty_ok and not value:
-        raise InvalidChunkError(f"expected a non-empty {field} ({where})")
+        raise InvalidInputError(f"expected a non-empty {field} ({where})")
     if "\x00" in value:
-        raise InvalidChunkError(
+        raise InvalidInputError(
             f"expected {field} without NUL characters (PostgreSQL text cannot hold them) ({where})"
         )
     return value
@@ -120,11 +140,11 @@ def _check_text(value: object, field: str, where: str, *, empty_ok: bool = True)
 
 def _check_int(value: object, field: str, minimum: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidChunkError(
+        raise InvalidInputError(
             f"expected {field} to be an int >= {minimum}, got {show(value)} ({where})"
         )
     if value > _INT4_MAX:
-        raise InvalidChunkError(f"expected {field} to fit in 32 bits, got {value} ({where})")
+        raise InvalidInputError(f"expected {field} to fit in 32 bits, got {value} ({where})")
     return value
 
 
@@ -145,10 +165,10 @@ def _to_wire(
             wire = np.asarray(vectors, dtype=">f4")
     except (TypeError, ValueError, OverflowError) as exc:
         _check_lengths(vectors, dim, chunks)  # ragged input: name the odd one out
-        raise InvalidChunkError(f"expected embeddings of numbers: {exc}") from None
+        raise InvalidInputError(f"expected embeddings of numbers: {exc}") from None
     if wire.shape != (len(vectors), dim):
         _check_lengths(vectors, dim, chunks)
-        raise InvalidChunkError(f"expected flat embeddings of {dim} numbers, got {wire.shape}")
+        raise InvalidInputError(f"expected flat embeddings of {dim} numbers, got {wire.shape}")
     if vector_type == "halfvec":
         with np.errstate(over="ignore"):
             wire = wire.astype(">f2")
@@ -157,18 +177,18 @@ def _to_wire(
         bad = int(np.argmin(finite))
         source = np.asarray(vectors[bad], dtype=np.float64)
         if not np.isfinite(source).all():
-            raise InvalidChunkError(
+            raise InvalidInputError(
                 f"expected finite numbers in the embedding, got NaN or inf ({_label(chunks[bad])})"
             )
         limit = "65504" if vector_type == "halfvec" else "3.4e38"
-        raise InvalidChunkError(
+        raise InvalidInputError(
             f"expected embedding values within +-{limit} for {vector_type}, got "
             f"{float(np.abs(source).max())} ({_label(chunks[bad])})"
         )
     if nonzero:
         zero = ~wire.any(axis=1)
         if zero.any():
-            raise InvalidChunkError(_ZERO.format(where=_label(chunks[int(np.argmax(zero))])))
+            raise InvalidInputError(_ZERO.format(where=_label(chunks[int(np.argmax(zero))])))
     return wire
 
 
@@ -186,7 +206,7 @@ def _check_lengths(vectors: Sequence[Sequence[float]], dim: int, chunks: Sequenc
         try:
             size = len(vector)
         except TypeError:
-            raise InvalidChunkError(
+            raise InvalidInputError(
                 f"expected the embedding to be a sequence of floats, got "
                 f"{type(vector).__name__} ({_label(chunk)})"
             ) from None
@@ -213,29 +233,25 @@ class Batch:
     def ids(self) -> list[str]:
         return [chunk_id for chunk_id, _ in self.order]
 
-    def rows(self) -> Iterator[tuple[Any, ...]]:
-        """Encode each chunk as a COPY row, in ``schema.WRITTEN_COLUMNS`` order.
+    def rows(self, encoders: Sequence[Encoder]) -> Iterator[list[Any]]:
+        """Encode each chunk as a COPY row: one value per encoder, in order (``schema.WRITTEN``).
 
-        Raises :class:`InvalidChunkError` for metadata that is not JSON or holds a NUL; raised
+        Raises :class:`InvalidInputError` for metadata that is not JSON or holds a NUL; raised
         inside a COPY, that aborts it, and the transaction writes nothing.
         """
+        stride, vectors = self.stride, self.vectors
         for chunk_id, i in self.order:
-            chunk = self.chunks[i]
-            label = f"chunk {show(chunk_id)}"
-            adapter_data = chunk.adapter_data
-            yield (
-                chunk_id,
-                chunk_id if chunk.entity_id is None else chunk.entity_id,
-                chunk.chunk_index,
-                chunk.total_chunks,
-                chunk.content,
-                b"\x01" + metadata_json(chunk.metadata, label).encode(),  # jsonb binary v1
-                self.vectors[i * self.stride : (i + 1) * self.stride],
-                None
-                if adapter_data is None
-                else b"\x01" + metadata_json(adapter_data, label).encode(),
-                hashlib.sha256(chunk.content.encode()).hexdigest(),
-            )
+            vector = vectors[i * stride : (i + 1) * stride]
+            yield [encode(self.chunks[i], chunk_id, vector) for encode in encoders]
+
+
+# What a written column's value is, from the chunk, its id and its vector in binary form.
+Encoder = Callable[[Chunk, str, bytes], Any]
+
+
+def jsonb(value: object, chunk_id: str) -> bytes:
+    """``value`` as a binary COPY ``jsonb`` field (version byte 1, then the JSON text)."""
+    return b"\x01" + metadata_json(value, f"chunk {show(chunk_id)}").encode()
 
 
 def check_batch(
@@ -252,16 +268,21 @@ def check_batch(
         return Batch(chunks, [], b"", 0)
     latest = {chunk.chunk_id: i for i, chunk in enumerate(chunks)}
     matrix = _to_wire([c.embedding for c in chunks], dim, vector_type, chunks, nonzero)
-    # pgvector's binary form: dim and an unused int16, then the elements, big-endian.
-    header = np.frombuffer(struct.pack(">HH", dim, 0), dtype=np.uint8)
-    framed = np.hstack([np.tile(header, (len(chunks), 1)), matrix.view(np.uint8)])
+    framed = _pgvector_binary(matrix)
     return Batch(chunks, sorted(latest.items()), framed.tobytes(), framed.shape[1])
+
+
+def _pgvector_binary(matrix: Any) -> Any:
+    """Rows of big-endian elements in pgvector's binary form: dim, an unused int16, elements."""
+    rows, dim = matrix.shape
+    header = np.frombuffer(struct.pack(">HH", dim, 0), dtype=np.uint8)
+    return np.hstack([np.tile(header, (rows, 1)), matrix.view(np.uint8)])
 
 
 def _check_chunk(chunk: object, position: int) -> None:
     """Raise naming what is wrong with ``chunk``, the ``position``-th of its batch."""
     if not isinstance(chunk, Chunk):
-        raise InvalidChunkError(
+        raise InvalidInputError(
             f"expected rag_pgstore.Chunk, got {type(chunk).__name__} (item {position})"
         )
     label = _label(chunk)
@@ -273,7 +294,7 @@ def _check_chunk(chunk: object, position: int) -> None:
     _check_text(chunk.content, "content", label)
     for field, value in (("metadata", chunk.metadata), ("adapter_data", chunk.adapter_data)):
         if value is not None and not isinstance(value, Mapping):
-            raise InvalidChunkError(
+            raise InvalidInputError(
                 f"expected {field} to be a mapping, got {type(value).__name__} ({label})"
             )
 
@@ -292,7 +313,7 @@ def encode_query(
     try:
         size = len(vector)
     except TypeError:
-        raise InvalidChunkError(
+        raise InvalidInputError(
             f"expected the query embedding to be a sequence of floats, got {type(vector).__name__}"
         ) from None
     if size != dim:
@@ -300,22 +321,48 @@ def encode_query(
     try:
         values = np.asarray(vector, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise InvalidChunkError(f"expected the query embedding to be numbers: {exc}") from None
+        raise InvalidInputError(f"expected the query embedding to be numbers: {exc}") from None
     if values.shape != (dim,):
-        raise InvalidChunkError(f"expected a flat query embedding, got shape {values.shape}")
+        raise InvalidInputError(f"expected a flat query embedding, got shape {values.shape}")
     if not np.isfinite(values).all():
-        raise InvalidChunkError("expected finite numbers in the query embedding, got NaN or inf")
+        raise InvalidInputError("expected finite numbers in the query embedding, got NaN or inf")
     if nonzero and not values.any():
-        raise InvalidChunkError(_ZERO.format(where="query embedding"))
+        raise InvalidInputError(_ZERO.format(where="query embedding"))
     return values
 
 
 def check_ids(ids: Iterable[str], what: str) -> list[str]:
     """Return ``ids`` as a list without repeats, or raise if it is not a list of strings."""
     if isinstance(ids, str) or not isinstance(ids, Iterable):
-        raise InvalidChunkError(f"expected a list of {what}, got {type(ids).__name__} {show(ids)}")
+        raise InvalidInputError(f"expected a list of {what}, got {type(ids).__name__} {show(ids)}")
     values = list(dict.fromkeys(ids))
     for value in values:
         if not isinstance(value, str) or "\x00" in value:
-            raise InvalidChunkError(f"expected {what} to be strings without NUL, got {show(value)}")
+            raise InvalidInputError(f"expected {what} to be strings without NUL, got {show(value)}")
     return values
+
+
+@dataclass(frozen=True, slots=True)
+class WireVector:
+    """A vector already in PostgreSQL's binary wire format."""
+
+    data: bytes
+
+
+class _WireVectorDumper(Dumper):
+    format = Format.BINARY
+    oid = 0  # unknown: the server infers vector or halfvec from the statement
+
+    def dump(self, obj: WireVector) -> bytes:
+        return obj.data
+
+
+# Global, but only for our own class: nothing else anyone binds changes.
+psycopg.adapters.register_dumper(WireVector, _WireVectorDumper)
+
+
+def wire_vector(values: Sequence[float] | npt.NDArray[np.float64], vector_type: str) -> WireVector:
+    """``values`` (already validated) as one ``vector``/``halfvec`` query parameter."""
+    element = ">f2" if vector_type == "halfvec" else ">f4"
+    matrix = np.asarray(values, dtype=element).reshape(1, -1)
+    return WireVector(_pgvector_binary(matrix).tobytes())

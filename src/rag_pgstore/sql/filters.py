@@ -25,10 +25,10 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.sql.elements import ColumnElement
 
 from rag_pgstore.errors import FilterError, show
+from rag_pgstore.types import Filter
 
 __all__ = ["COLUMN_KEYS", "MAX_DEPTH", "OPERATORS", "compile_filter"]
 
-Filter = Mapping[str, Any]
 Expr = ColumnElement[bool]
 
 # Filter keys that address real columns, with the Python type their values must have.

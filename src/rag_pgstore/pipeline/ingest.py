@@ -31,15 +31,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from rag_pgstore import cache, writes
-from rag_pgstore import statements as st
 from rag_pgstore.chunking import TextChunk, TokenChunker
-from rag_pgstore.embedders import Embedder, as_embedder
-from rag_pgstore.errors import EmbeddingError, InvalidChunkError
-from rag_pgstore.records import Chunk
+from rag_pgstore.driver.steps import Fetch, Plan, PlanSource
+from rag_pgstore.errors import EmbeddingError, InvalidInputError
+from rag_pgstore.ops import cache, writes
+from rag_pgstore.pipeline.embedders import Embedder, as_embedder
 from rag_pgstore.schema import Collection
-from rag_pgstore.steps import Fetch, Plan, PlanSource
+from rag_pgstore.sql.search import any_of
 from rag_pgstore.store import ChunkStore
+from rag_pgstore.types import Chunk
 
 __all__ = ["Document", "IngestReport", "Pipeline"]
 
@@ -225,15 +225,15 @@ class Pipeline:
 def _check(docs: list[Document]) -> None:
     for d in docs:
         if not isinstance(d, Document):
-            raise InvalidChunkError(f"expected rag_pgstore.Document, got {type(d).__name__}")
+            raise InvalidInputError(f"expected rag_pgstore.Document, got {type(d).__name__}")
     ids = [d.id for d in docs]
     if len(set(ids)) != len(ids):
-        raise InvalidChunkError(f"expected distinct document ids in a batch, got repeats in {ids}")
+        raise InvalidInputError(f"expected distinct document ids in a batch, got repeats in {ids}")
 
 
 def _checked(vectors: Sequence[Sequence[float]], texts: list[str]) -> list[list[float]]:
     if len(vectors) != len(texts):
-        raise InvalidChunkError(
+        raise InvalidInputError(
             f"expected {len(texts)} embeddings from the model, got {len(vectors)}"
         )
     return [list(v) for v in vectors]
@@ -262,15 +262,15 @@ def _existing(c: Collection, entity_ids: list[str]) -> Plan[dict[str, tuple[Any,
             t.c.chunk_index,
             t.c.total_chunks,
             t.c["metadata"],
-        ).where(t.c.entity_id == st.any_of(entity_ids))
+        ).where(t.c.entity_id == any_of(entity_ids))
     )
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
 def _replace(c: Collection, chunks: list[Chunk], stale: list[str]) -> Plan[tuple[int, int]]:
     """Upsert ``chunks`` and delete ``stale`` in one transaction."""
-    written = (yield from writes.upsert(c, chunks)) if chunks else 0
-    deleted = (yield from writes.delete(c, stale)) if stale else 0
+    written = (yield from writes.plan_of(writes.upsert(c, chunks))) if chunks else 0
+    deleted = (yield from writes.plan_of(writes.delete(c, stale))) if stale else 0
     return written, deleted
 
 

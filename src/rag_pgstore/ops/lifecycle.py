@@ -1,4 +1,4 @@
-"""Create, upgrade, drop and index a collection, as plans (see ``steps.py``)."""
+"""Create, upgrade, drop, index and describe a collection, as plans (see ``driver/steps.py``)."""
 
 from __future__ import annotations
 
@@ -8,26 +8,26 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from rag_pgstore import statements as st
-from rag_pgstore.errors import InvalidChunkError, SchemaError, UnsupportedError
-from rag_pgstore.records import Distance, HnswIndex, IvfflatIndex
+from rag_pgstore.driver.steps import Execute, Fetch, Forget, Plan, PlanSource
+from rag_pgstore.errors import InvalidInputError, SchemaError, UnsupportedError
 from rag_pgstore.schema import MAX_INDEXED_DIM, MIGRATIONS, SCHEMA_VERSION, Collection, ann_index
-from rag_pgstore.steps import Execute, Fetch, Plan
+from rag_pgstore.sql.catalog import (
+    PG_EXTENSION,
+    PG_TS_CONFIG,
+    extension_version,
+    index_names,
+    server_version,
+)
+from rag_pgstore.sql.search import Explain, query_param, vector_search
+from rag_pgstore.sql.writes import lock_key
+from rag_pgstore.types import CollectionInfo, Distance, HnswIndex, IvfflatIndex
 
 MIN_PGVECTOR = (0, 7, 0)  # halfvec, L1 distance and binary COPY of both
 
 
-_pg_extension = sa.table(
-    "pg_extension", sa.column("extname"), sa.column("extversion"), schema="pg_catalog"
-)
-
-
-_pg_ts_config = sa.table("pg_ts_config", sa.column("cfgname"), schema="pg_catalog")
-
-
 def _lock(collection: Collection) -> Execute:
     """Serialise setup and index changes of one collection across processes."""
-    key = st.lock_key(f"{collection.schema}.{collection.name}")
+    key = lock_key(f"{collection.schema}.{collection.name}")
     return Execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
@@ -39,22 +39,30 @@ def setup_lock() -> Execute:
     transactions both find the object missing and the second fails on a catalog unique index.
     Setups are rare and short, so they simply take turns. Taken before any collection's lock.
     """
-    return Execute(sa.select(sa.func.pg_advisory_xact_lock(st.lock_key("setup"))))
+    return Execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key("setup"))))
 
 
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
-def setup(collection: Collection, *, create_extension: bool = True) -> Plan[None]:
-    """Create or upgrade the collection's table, idempotently."""
+def setup(collection: Collection, *, create_extension: bool = True) -> PlanSource[None]:
+    """Create the table and its indexes, or upgrade them; safe to call any number of times.
+
+    Safe from several processes at once, on any collections of one database. A table dropped
+    behind the store's back is built again.
+    """
+    return lambda: _setup(collection, create_extension)
+
+
+def _setup(collection: Collection, create_extension: bool) -> Plan[None]:
     c = collection
     yield setup_lock()
     yield _lock(c)
     if create_extension:
         yield Execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
     found = yield Fetch(
-        sa.select(_pg_extension.c.extversion).where(_pg_extension.c.extname == "vector")
+        sa.select(PG_EXTENSION.c.extversion).where(PG_EXTENSION.c.extname == "vector")
     )
     if not found:
         raise SchemaError(
@@ -65,7 +73,7 @@ def setup(collection: Collection, *, create_extension: bool = True) -> Plan[None
         raise UnsupportedError(
             f"expected pgvector >= 0.7.0, got {found[0][0]}; upgrade the extension"
         )
-    configs = yield Fetch(sa.select(_pg_ts_config.c.cfgname).order_by(_pg_ts_config.c.cfgname))
+    configs = yield Fetch(sa.select(PG_TS_CONFIG.c.cfgname).order_by(PG_TS_CONFIG.c.cfgname))
     names = [row[0] for row in configs]
     if c.text_config not in names:
         raise UnsupportedError(
@@ -119,14 +127,19 @@ def setup(collection: Collection, *, create_extension: bool = True) -> Plan[None
     )
 
 
-def drop(c: Collection) -> Plan[None]:
-    """Drop the collection's table and forget it in the registry."""
+def drop(c: Collection) -> PlanSource[None]:
+    """Drop the collection: its table, indexes and registry entry. There is no undo."""
+    return lambda: _drop(c)
+
+
+def _drop(c: Collection) -> Plan[None]:
     yield _lock(c)
     yield Execute(sa.schema.DropTable(c.table, if_exists=True))
     registry = c.registry
     exists = yield Fetch(sa.select(sa.func.to_regclass(f"{c.schema}.{registry.name}")))
     if exists[0][0] is not None:
         yield Execute(sa.delete(registry).where(registry.c.name == c.name))
+    yield Forget(c.schema, c.name)
 
 
 def _check_matches(c: Collection, row: Mapping[str, Any]) -> None:
@@ -143,8 +156,14 @@ def _check_matches(c: Collection, row: Mapping[str, Any]) -> None:
             )
 
 
-def create_index(c: Collection, spec: HnswIndex | IvfflatIndex) -> Plan[bool]:
-    """Build the ANN index ``spec`` describes, replacing another; ``False`` if it already exists."""
+def create_index(c: Collection, spec: HnswIndex | IvfflatIndex | None = None) -> Plan[bool]:
+    """Build the ANN index for the collection's distance; ``False`` if it already exists.
+
+    ``spec`` defaults to ``HnswIndex()``. A different index (other kind or parameters) is
+    replaced. Building HNSW over many rows takes a while: build it after bulk loading when you
+    can.
+    """
+    spec = HnswIndex() if spec is None else spec
     if c.dim > MAX_INDEXED_DIM:
         raise UnsupportedError(
             f"expected at most {MAX_INDEXED_DIM} dimensions for an ANN index, got {c.dim}; "
@@ -159,7 +178,7 @@ def create_index(c: Collection, spec: HnswIndex | IvfflatIndex) -> Plan[bool]:
             )
         using, options = "ivfflat", {"lists": spec.lists}
     else:
-        raise InvalidChunkError(f"expected HnswIndex or IvfflatIndex, got {type(spec).__name__}")
+        raise InvalidInputError(f"expected HnswIndex or IvfflatIndex, got {type(spec).__name__}")
     return _create_index(c, using, options)
 
 
@@ -177,11 +196,65 @@ def _create_index(c: Collection, using: str, options: dict[str, int]) -> Plan[bo
     yield Execute(sa.schema.DropIndex(index, if_exists=True))
     yield Execute(sa.schema.CreateIndex(index))
     yield Execute(sa.update(registry).where(registry.c.name == c.name).values(ann_index=wanted))
+    yield Forget(c.schema, c.name)  # searches pick their form again
     return True
 
 
 def drop_index(c: Collection) -> Plan[None]:
+    """Drop the ANN index, if any; searches become exact scans."""
     yield _lock(c)
     yield Execute(sa.schema.DropIndex(ann_index(c, "hnsw", {}), if_exists=True))
     registry = c.registry
     yield Execute(sa.update(registry).where(registry.c.name == c.name).values(ann_index=None))
+    yield Forget(c.schema, c.name)
+
+
+def describe(c: Collection) -> Plan[CollectionInfo]:
+    """What the collection holds and how it is served: counts, settings, indexes, versions,
+    and whether a vector search would use the ANN index (from ``EXPLAIN``)."""
+    registry = c.registry
+    found = yield Fetch(sa.select(registry).where(registry.c.name == c.name))
+    if not found:
+        raise SchemaError(
+            f"expected a collection named {c.name!r} in schema {c.schema!r}, found none; "
+            "create it with setup()"
+        )
+    row = found[0]._mapping
+    table = c.table
+    [(chunks, entities)] = yield Fetch(
+        sa.select(sa.func.count(), sa.func.count(sa.distinct(table.c.entity_id)))
+    )
+    [(server,)] = yield Fetch(server_version())
+    pgvector = yield Fetch(extension_version("vector"))
+    indexes = yield Fetch(index_names(c))
+    query = query_param(c, [1.0] * c.dim)  # only planned, never run
+    [(plan,)] = yield Fetch(Explain(vector_search(c, query, k=5)))
+    nodes = _node_types(plan)
+    return CollectionInfo(
+        name=c.name,
+        schema=c.schema,
+        chunks=chunks,
+        entities=entities,
+        dim=row["dim"],
+        distance=row["distance"],
+        text_config=row["text_config"],
+        schema_version=row["schema_version"],
+        ann_index=row["ann_index"],
+        indexes=tuple(name for (name,) in indexes),
+        server_version=server,
+        pgvector_version=pgvector[0][0] if pgvector else None,
+        search_plan=tuple(sorted(nodes)),
+        uses_ann_index=any(node.endswith(f" using {c.index_name}") for node in nodes),
+    )
+
+
+def _node_types(plan: Any) -> set[str]:
+    """The node types of an ``EXPLAIN (FORMAT JSON)`` plan, with the index each one uses."""
+    found: set[str] = set()
+    stack = [plan[0]["Plan"]] if isinstance(plan, list) else [plan]
+    while stack:
+        node = stack.pop()
+        used = f" using {node['Index Name']}" if "Index Name" in node else ""
+        found.add(node.get("Node Type", "?") + used)
+        stack.extend(node.get("Plans", []))
+    return found

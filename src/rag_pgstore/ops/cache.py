@@ -15,10 +15,11 @@ import sqlalchemy as sa
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy.dialects import postgresql as pg
 
-from rag_pgstore import statements as st
-from rag_pgstore.lifecycle import setup_lock
-from rag_pgstore.reads import to_floats
-from rag_pgstore.steps import Execute, Fetch, Plan
+from rag_pgstore.driver.steps import Execute, Fetch, Plan
+from rag_pgstore.ops.lifecycle import setup_lock
+from rag_pgstore.ops.reads import to_floats
+from rag_pgstore.sql.catalog import PG_ATTRIBUTE
+from rag_pgstore.sql.search import any_of
 
 __all__ = ["CACHE_NAME", "cache_table", "lookup", "remember", "setup"]
 
@@ -41,22 +42,12 @@ def cache_table(schema: str) -> sa.Table:
     )
 
 
-_pg_attribute = sa.table(
-    "pg_attribute",
-    sa.column("attrelid"),
-    sa.column("attname"),
-    sa.column("attnum"),
-    sa.column("attisdropped"),
-    schema="pg_catalog",
-)
-
-
 def setup(schema: str) -> Plan[None]:
     """Create the cache table, or bring a cache keyed by model name alone up to date."""
     table = cache_table(schema)
     yield setup_lock()
     yield Execute(sa.schema.CreateTable(table, if_not_exists=True))
-    a = _pg_attribute.c
+    a = PG_ATTRIBUTE.c
     found = yield Fetch(
         sa.select(a.attname).where(
             a.attrelid == sa.func.to_regclass(f"{schema}.{CACHE_NAME}"),
@@ -88,7 +79,7 @@ def lookup(
         sa.select(table.c.content_hash, table.c.embedding).where(
             table.c.model == model,
             table.c.dim == dim,
-            table.c.content_hash == st.any_of(list(hashes)),
+            table.c.content_hash == any_of(list(hashes)),
         )
     )
     return {row[0]: to_floats(row[1]) or [] for row in rows}

@@ -1,7 +1,8 @@
-"""Read and search chunks, as plans (see ``steps.py``).
+"""Read and search chunks, as plans (see ``driver/steps.py``).
 
 Each function validates its arguments when called, so bad input fails before a connection is
-taken, and returns a generator of steps that runs in one transaction."""
+taken, and returns a generator of steps: statements and the settings they need. Which form of
+a one-round-trip read to send, and how, is the driver's business."""
 
 from __future__ import annotations
 
@@ -12,30 +13,31 @@ import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
 
-from rag_pgstore import statements as st
-from rag_pgstore.errors import InvalidChunkError
-from rag_pgstore.filters import compile_filter
-from rag_pgstore.hybrid import HybridOptions, TextMode
-from rag_pgstore.hybrid import hybrid_search as hybrid_statement
-from rag_pgstore.hybrid import text_search as text_statement
-from rag_pgstore.mmr import mmr_select
-from rag_pgstore.readstep import IndexedVariant, Read, Session
-from rag_pgstore.records import (
+from rag_pgstore.codec import check_ids, encode_query, wire_vector
+from rag_pgstore.driver.steps import Execute, Fetch, IndexedForm, Plan, Read
+from rag_pgstore.errors import InvalidInputError
+from rag_pgstore.ops.mmr import mmr_select
+from rag_pgstore.schema import Collection
+from rag_pgstore.sql import hybrid as hy
+from rag_pgstore.sql import search as st
+from rag_pgstore.sql.filters import compile_filter
+from rag_pgstore.sql.writes import set_local_many
+from rag_pgstore.types import (
     Distance,
+    Filter,
+    HybridOptions,
     ScoredChunk,
     SearchTuning,
     StoredChunk,
+    TextMode,
     ef_search_for,
 )
-from rag_pgstore.schema import Collection
-from rag_pgstore.steps import Execute, Fetch, Plan
-from rag_pgstore.validate import check_ids, encode_query
-from rag_pgstore.wire import wire_vector
 
 
 def get(
     c: Collection, ids: Iterable[str], *, with_embeddings: bool = False
 ) -> Plan[list[StoredChunk]]:
+    """Fetch chunks by id, ordered by (entity_id, chunk_index); missing ids are skipped."""
     wanted = check_ids(ids, "chunk ids")
     where = c.table.c.chunk_id == st.any_of(wanted)
     return _fetch_chunks(st.select_chunks(c, where, with_embeddings=with_embeddings))
@@ -43,7 +45,7 @@ def get(
 
 def get_where(
     c: Collection,
-    filter: Mapping[str, Any] | None,
+    filter: Filter | None = None,
     *,
     limit: int | None = None,
     with_embeddings: bool = False,
@@ -62,7 +64,8 @@ def _fetch_chunks(statement: sa.Select[Any]) -> Plan[list[StoredChunk]]:
     return [to_stored(row._mapping) for row in rows]
 
 
-def count(c: Collection, filter: Mapping[str, Any] | None = None) -> Plan[int]:
+def count(c: Collection, filter: Filter | None = None) -> Plan[int]:
+    """Count chunks, optionally only those matching ``filter``."""
     return _scalar(st.count(c, compile_filter(filter, c.table)))
 
 
@@ -73,7 +76,7 @@ def _scalar(statement: sa.Select[Any]) -> Plan[Any]:
 
 def _check_k(k: int, name: str = "k") -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidChunkError(f"expected {name} to be a positive int, got {k!r}")
+        raise InvalidInputError(f"expected {name} to be a positive int, got {k!r}")
     return k
 
 
@@ -82,16 +85,21 @@ def search(
     query: Sequence[float],
     *,
     k: int = 4,
-    filter: Mapping[str, Any] | None = None,
+    filter: Filter | None = None,
     offset: int = 0,
     min_score: float | None = None,
     tuning: SearchTuning | None = None,
     with_embeddings: bool = False,
 ) -> Plan[list[ScoredChunk]]:
-    """The ``k`` chunks nearest to ``query``; see :meth:`ChunkStore.search`."""
+    """The ``k`` chunks nearest to ``query`` (after skipping ``offset``), nearest first.
+
+    ``filter`` is a metadata filter (see ``sql/filters.py``); ``min_score`` drops hits whose
+    relevance score (:meth:`Distance.score`) is lower; ``tuning`` sets per-query index
+    parameters; ``with_embeddings`` returns each hit's vector too.
+    """
     _check_k(k)
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise InvalidChunkError(f"expected offset to be an int >= 0, got {offset!r}")
+        raise InvalidInputError(f"expected offset to be an int >= 0, got {offset!r}")
     values = encode_query(query, c.dim, nonzero=c.nonzero)
     tuning = tuning or SearchTuning()
     if not filter and not with_embeddings and not _scan_knobs(tuning):
@@ -119,10 +127,10 @@ def search_like(
     chunk_id: str,
     *,
     k: int = 4,
-    filter: Mapping[str, Any] | None = None,
+    filter: Filter | None = None,
     tuning: SearchTuning | None = None,
 ) -> Plan[list[ScoredChunk]]:
-    """The ``k`` chunks nearest to the stored chunk ``chunk_id``, excluding itself."""
+    """More like this: the ``k`` chunks nearest to the stored chunk ``chunk_id``, excluding it."""
     _check_k(k)
     (wanted,) = check_ids([chunk_id], "chunk id")
     table = c.table
@@ -152,7 +160,7 @@ def _search(
         exact = plan[0][0][0]["Plan"]["Plan Rows"] <= tuning.exact_below
     settings = {} if exact else scan_settings(tuning, filtered=where is not None, wanted=k + offset)
     if settings:
-        yield Execute(st.set_local_many(settings))
+        yield Execute(set_local_many(settings))
     statement = st.vector_search(
         c,
         vector,
@@ -177,17 +185,15 @@ def _nearest(
     ef: int,
 ) -> Plan[list[ScoredChunk]]:
     params = {"query": wire_vector(values, c.vector_type)}
-    wanted = (("hnsw.ef_search", str(ef)),)
-    session = Session(wanted, *st.set_session(wanted))
-    if exact is None:  # whichever form is faster for the collection as it is
+    settings = (("hnsw.ef_search", str(ef)),)
+    if exact is None:  # the driver sends whichever form is faster for the table as it is
         sql, fixed = st.nearest_read(c, k, offset, "scan")
         ann_sql, _ = st.nearest_read(c, k, offset, "ann")
-        probe, probe_params = st.ann_indexed(c)
-        variant = IndexedVariant(ann_sql, f"{c.schema}.{c.name}", probe, dict(probe_params))
-        step = Read(sql, {**dict(fixed), **params}, indexed=variant, session=session)
+        indexed = IndexedForm(ann_sql, c.schema, c.name)
+        step = Read(sql, {**dict(fixed), **params}, settings, indexed)
     else:
         sql, fixed = st.nearest_read(c, k, offset, "exact" if exact else "ann")
-        step = Read(sql, {**dict(fixed), **params}, session=session)
+        step = Read(sql, {**dict(fixed), **params}, settings)
     rows = yield step
     return _ranked(rows, c.distance, min_score)
 
@@ -213,14 +219,17 @@ def mmr_search(
     k: int = 4,
     fetch_k: int = 20,
     lambda_mult: float = 0.5,
-    filter: Mapping[str, Any] | None = None,
+    filter: Filter | None = None,
     tuning: SearchTuning | None = None,
 ) -> Plan[list[ScoredChunk]]:
-    """``k`` of the ``fetch_k`` nearest chunks, chosen by maximal marginal relevance."""
+    """Pick ``k`` diverse chunks from the ``fetch_k`` nearest by maximal marginal relevance.
+
+    ``lambda_mult`` 1 ranks by relevance only, 0 by diversity only.
+    """
     _check_k(k)
     _check_k(fetch_k, "fetch_k")
     if not 0.0 <= lambda_mult <= 1.0:
-        raise InvalidChunkError(f"expected 0 <= lambda_mult <= 1, got {lambda_mult}")
+        raise InvalidInputError(f"expected 0 <= lambda_mult <= 1, got {lambda_mult}")
     values = encode_query(query, c.dim, nonzero=c.nonzero).tolist()
     where = compile_filter(filter, c.table) if filter else None
     vector = st.query_param(c, values)
@@ -246,16 +255,21 @@ def hybrid_search(
     text: str,
     *,
     k: int = 4,
-    filter: Mapping[str, Any] | None = None,
+    filter: Filter | None = None,
     options: HybridOptions | None = None,
     tuning: SearchTuning | None = None,
 ) -> Plan[list[ScoredChunk]]:
-    """Full-text and vector search fused in one statement; see :class:`HybridOptions`."""
+    """Full-text search on ``text`` and vector search on ``query``, fused into one ranking.
+
+    One statement does both searches and the fusion (relative-score by default, see
+    :class:`HybridOptions`); the filter applies to both. ``score`` is the fused score;
+    ``distance`` is ``None`` for chunks only the text search found.
+    """
     _check_k(k)
     text = _text(text)
     vector = st.query_param(c, encode_query(query, c.dim, nonzero=c.nonzero).tolist())
     where = compile_filter(filter, c.table) if filter else None
-    statement = hybrid_statement(
+    statement = hy.fused_select(
         c, vector, text, k=k, where=where, options=options or HybridOptions()
     )
     wanted = (options or HybridOptions()).vector_k or max(4 * k, 40)  # the vector candidates
@@ -268,24 +282,25 @@ def text_search(
     text: str,
     *,
     k: int = 4,
-    filter: Mapping[str, Any] | None = None,
+    filter: Filter | None = None,
     mode: TextMode = TextMode.ANY,
 ) -> Plan[list[ScoredChunk]]:
-    """Full-text search alone, ranked by ``ts_rank``; ``distance`` is ``None``."""
+    """Full-text search alone, ranked by ``ts_rank`` in the collection's text-search
+    configuration; ``distance`` is ``None``."""
     _check_k(k)
     where = compile_filter(filter, c.table) if filter else None
-    return _hybrid(text_statement(c, _text(text), k=k, where=where, mode=TextMode(mode)), {})
+    return _hybrid(hy.text_select(c, _text(text), k=k, where=where, mode=TextMode(mode)), {})
 
 
 def _text(text: object) -> str:
     if not isinstance(text, str) or "\x00" in text:
-        raise InvalidChunkError(f"expected the query text to be a str without NUL, got {text!r}")
+        raise InvalidInputError(f"expected the query text to be a str without NUL, got {text!r}")
     return text
 
 
 def _hybrid(statement: sa.Select[Any], settings: dict[str, str]) -> Plan[list[ScoredChunk]]:
     if settings:
-        yield Execute(st.set_local_many(settings))
+        yield Execute(set_local_many(settings))
     rows = yield Fetch(statement)
     hits = []
     for row in rows:

@@ -1,13 +1,13 @@
-"""Hybrid search: full-text and vector candidates fused into one ranking, in one statement.
+"""Keyword and hybrid statements: full-text matches, and text and vector candidates fused into
+one ranking, in one statement.
 
 Both candidate lists are computed by the database in CTEs of a single ``SELECT`` and fused
-there, so a hybrid query costs one round trip, and the filter applies to both sides.
+there, so a hybrid query costs one round trip, and the filter applies to both sides. Pure
+builders: none of them touches a connection.
 """
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,67 +15,10 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.sql.elements import ColumnElement
 
 from rag_pgstore.schema import Collection
-from rag_pgstore.statements import chunk_columns, distance_expr
+from rag_pgstore.sql.search import chunk_columns, distance_expr
+from rag_pgstore.types import Fusion, HybridOptions, TextMode
 
-__all__ = [
-    "Fusion",
-    "HybridOptions",
-    "TextMode",
-    "hybrid_search",
-    "text_matches",
-    "text_query",
-    "text_search",
-]
-
-
-class Fusion(str, enum.Enum):
-    """How the two rankings are combined.
-
-    ``RELATIVE_SCORE`` (default) rescales each side's scores to [0, 1] over its own candidates
-    (min-max) and adds them, weighted: on our evaluation it beat reciprocal-rank fusion, which
-    ignores how far apart the scores are. ``RRF`` sums ``weight / (rrf_k + rank)``.
-    """
-
-    RELATIVE_SCORE = "relative_score"
-    RRF = "rrf"
-
-
-class TextMode(str, enum.Enum):
-    """How the query text becomes a ``tsquery``."""
-
-    ANY = "any"  # any of the words, ranked by how well they match: the right default for questions
-    WEBSEARCH = (
-        "websearch"  # websearch_to_tsquery as written: all words, "phrases", or, -exclusions
-    )
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class HybridOptions:
-    """Knobs of :meth:`ChunkStore.hybrid_search`; the defaults are the ones we measured best.
-
-    ``vector_weight`` is the share of the vector side (``alpha``): 1.0 is vector-only, 0.0 is
-    text-only. ``vector_k`` and ``text_k`` are how many candidates each side contributes
-    (default: ``max(4 * k, 40)``).
-    """
-
-    fusion: Fusion = Fusion.RELATIVE_SCORE
-    vector_weight: float = 0.5
-    rrf_k: int = 60
-    vector_k: int | None = None
-    text_k: int | None = None
-    text_mode: TextMode = TextMode.ANY
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.vector_weight <= 1.0:
-            raise ValueError(f"expected 0 <= vector_weight <= 1, got {self.vector_weight}")
-        if self.rrf_k < 1:
-            raise ValueError(f"expected rrf_k >= 1, got {self.rrf_k}")
-        for name in ("vector_k", "text_k"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"expected {name} >= 1, got {value}")
-        object.__setattr__(self, "fusion", Fusion(self.fusion))
-        object.__setattr__(self, "text_mode", TextMode(self.text_mode))
+__all__ = ["fused_select", "text_matches", "text_query", "text_select"]
 
 
 def text_query(collection: Collection, text: str, mode: TextMode) -> ColumnElement[Any]:
@@ -104,7 +47,7 @@ def text_matches(
     tsquery = sa.select(text_query(collection, text, mode).label("q")).cte("tsq")
     # Normalisation 1 divides by 1 + log(document length): long chunks do not win merely by
     # repeating words. It ranked best of ts_rank/ts_rank_cd and their normalisations on our
-    # evaluation (docs/hybrid-search.md).
+    # evaluation (docs/results/hybrid-eval.md).
     rank = sa.func.ts_rank(table.c.tsv, tsquery.c.q, 1)
     return (
         sa.select(table.c.chunk_id, rank.label("text_score"))
@@ -114,7 +57,7 @@ def text_matches(
     )
 
 
-def text_search(
+def text_select(
     collection: Collection, text: str, *, k: int, where: ColumnElement[bool] | None, mode: TextMode
 ) -> sa.Select[Any]:
     """Full-text search alone: chunk columns plus ``score`` (the text rank), best first."""
@@ -128,7 +71,7 @@ def text_search(
     )
 
 
-def hybrid_search(
+def fused_select(
     collection: Collection,
     query: ColumnElement[Any],
     text: str,

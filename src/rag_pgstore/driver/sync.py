@@ -1,0 +1,161 @@
+"""The sync driver: run a plan's steps on an ``Engine``, in one transaction.
+
+Generated from ``aio.py`` by ``python scripts/gen_sync.py``: edit that file, not this one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.errors import DeadlockDetected, UniqueViolation
+from psycopg.rows import dict_row
+from sqlalchemy.engine import Connection, Engine
+
+from rag_pgstore.driver import policy
+from rag_pgstore.driver.steps import (
+    Copy,
+    Execute,
+    Fetch,
+    Forget,
+    Plan,
+    PlanSource,
+    Pull,
+    Read,
+    Step,
+)
+from rag_pgstore.errors import UnsupportedError
+from rag_pgstore.sql.catalog import ann_indexed, set_session
+
+__all__ = ["run"]
+
+T = TypeVar("T")
+
+# Another transaction wrote one of the ids first (or holds it while waiting for us).
+_CONTENDED = (UniqueViolation, DeadlockDetected)
+
+
+def run(engine: Engine, source: PlanSource[T]) -> T:
+    """Drive a plan to completion in one transaction on ``engine``.
+
+    ``source`` is a plan, or a function that builds one: then a transaction lost to a
+    deadlock or a serialization failure runs again, up to ``policy.ATTEMPTS`` times, from a
+    fresh plan.
+    """
+    plan, again = policy.start(source)
+    for attempt in itertools.count(1):
+        try:
+            return _run_once(engine, plan)
+        except policy.DRIVER_ERRORS as exc:
+            if not policy.retry(exc, attempt, again):
+                raise policy.translate(exc) from exc
+        time.sleep(policy.pause(attempt))
+        assert again is not None
+        plan = again()
+    raise AssertionError("unreachable")
+
+
+def _run_once(engine: Engine, plan: Plan[T]) -> T:
+    database = str(engine.url)  # whose ANN-index answers a Read may use
+    try:
+        step = plan.send(None)
+        for retry in (False, True):
+            untouched = True  # no database step has run on this connection yet
+            try:
+                if isinstance(step, Read):
+                    with engine.connect() as conn:
+                        return policy.last(plan, _read(conn, database, step))
+                with engine.begin() as conn:
+                    while True:
+                        reply = _step(conn, database, step)
+                        untouched = untouched and isinstance(step, Pull)
+                        try:
+                            step = plan.send(reply)
+                        except StopIteration as stop:
+                            return stop.value  # type: ignore[no-any-return]
+            except policy.DRIVER_ERRORS as exc:
+                if retry or not untouched or not policy.lost(exc):
+                    raise
+                engine.dispose()  # the rest of the pool is as dead as this connection
+        raise AssertionError("unreachable")
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        plan.close()
+
+
+def _step(conn: Connection, database: str, step: Step) -> Any:
+    if isinstance(step, Pull):
+        if not isinstance(step.source, Iterator):
+            raise UnsupportedError(
+                "expected a sync iterable here; async iterables need the a* methods"
+            )
+        return next(step.source, None)
+    if isinstance(step, Fetch):
+        result = conn.execute(step.statement)
+        return result.all()
+    if isinstance(step, Execute):
+        result = conn.execute(step.statement)
+        return result.rowcount
+    if isinstance(step, Forget):
+        policy.forget(database, step)
+        return None
+    if isinstance(step, Read):
+        raise AssertionError("a Read must be its plan's only step")
+    if not step.savepoint:
+        _copy(conn, step)
+        return True
+    try:
+        with conn.begin_nested():
+            _copy(conn, step)
+    except _CONTENDED:
+        return False
+    return True
+
+
+def _copy(conn: Connection, step: Copy) -> None:
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    try:
+        with raw.cursor() as cursor, cursor.copy(step.statement) as copy:
+            copy.set_types(list(step.types))
+            for row in step.rows():
+                copy.write_row(row)
+    except psycopg.Error:
+        if raw.broken:  # SQLAlchemy did not see this one: keep the dead connection out of the pool
+            conn.invalidate()
+        raise
+
+
+def _read(conn: Connection, database: str, step: Read) -> list[dict[str, Any]]:
+    """Run a Read straight on the driver connection: autocommit, no SQLAlchemy result layer.
+
+    That is the plain similarity search, where BEGIN/COMMIT and result processing would
+    otherwise be most of the latency.
+    """
+    pooled = conn.connection
+    raw = pooled.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    raw.autocommit = True  # one statement: no BEGIN/COMMIT round trips
+    known = pooled.info.setdefault(policy.SESSION_KEY, {})
+    try:
+        with raw.cursor(row_factory=dict_row) as cursor:
+            if settings := policy.unset(step, known):
+                cursor.execute(*set_session(settings))
+                known.update(settings)
+            if (indexed := policy.stale(database, step)) is not None:
+                cursor.execute(*ann_indexed(indexed.schema, indexed.table))
+                row = cursor.fetchone()
+                policy.remember(database, indexed, bool(row and row["indexed"]))
+            cursor.execute(policy.form(database, step), step.params)
+            return cursor.fetchall()
+    except psycopg.Error:
+        if raw.broken:
+            conn.invalidate()
+        raise
+    finally:
+        if not raw.broken:
+            raw.autocommit = False

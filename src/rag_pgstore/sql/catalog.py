@@ -1,0 +1,98 @@
+"""Statements that ask the catalog: versions, indexes, whether a table has an ANN index, and the
+session settings a one-round-trip read needs.
+
+Pure builders: none of them touches a connection.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import sqlalchemy as sa
+
+from rag_pgstore.schema import Collection
+from rag_pgstore.sql.search import compiled
+
+__all__ = [
+    "PG_ATTRIBUTE",
+    "PG_EXTENSION",
+    "PG_TS_CONFIG",
+    "ann_indexed",
+    "extension_version",
+    "index_names",
+    "server_version",
+    "set_session",
+]
+
+PG_EXTENSION = sa.table(
+    "pg_extension", sa.column("extname"), sa.column("extversion"), schema="pg_catalog"
+)
+PG_TS_CONFIG = sa.table("pg_ts_config", sa.column("cfgname"), schema="pg_catalog")
+PG_ATTRIBUTE = sa.table(
+    "pg_attribute",
+    sa.column("attrelid"),
+    sa.column("attname"),
+    sa.column("attnum"),
+    sa.column("attisdropped"),
+    schema="pg_catalog",
+)
+
+
+@functools.lru_cache(maxsize=64)
+def set_session(settings: tuple[tuple[str, str], ...]) -> tuple[str, dict[str, Any]]:
+    """``set_config(name, value, false)`` for each setting, compiled for the driver's Read.
+
+    Session-level (not ``SET LOCAL``): a Read runs outside a transaction. Names and values
+    are bound parameters.
+    """
+    statement = sa.select(*(sa.func.set_config(name, value, False) for name, value in settings))
+    sql, params = compiled(statement, bound=())
+    return sql, dict(params)
+
+
+PG_INDEXES = sa.table(
+    "pg_indexes",
+    sa.column("schemaname"),
+    sa.column("tablename"),
+    sa.column("indexname"),
+    sa.column("indexdef"),
+    schema="pg_catalog",
+)
+
+
+@functools.lru_cache(maxsize=64)
+def ann_indexed(schema: str, table: str) -> tuple[str, dict[str, Any]]:
+    """Whether ``schema.table`` has an HNSW or IVFFlat index, compiled: one row, ``indexed``.
+
+    Asked of the catalog, which every role may read (a reader granted only SELECT on the
+    table cannot read the registry), and which also sees indexes made by hand.
+    """
+    v = PG_INDEXES.c
+    found = sa.exists().where(
+        v.schemaname == schema,
+        v.tablename == table,
+        v.indexdef.op("~")(" USING (hnsw|ivfflat) "),
+    )
+    sql, params = compiled(sa.select(found.label("indexed")), bound=())
+    return sql, dict(params)
+
+
+def server_version() -> sa.Select[Any]:
+    """The server's version string: one row."""
+    return sa.select(sa.func.current_setting("server_version"))
+
+
+def extension_version(name: str) -> sa.Select[Any]:
+    """The installed version of extension ``name``: one row, or none."""
+    return sa.select(PG_EXTENSION.c.extversion).where(PG_EXTENSION.c.extname == name)
+
+
+def index_names(collection: Collection) -> sa.Select[Any]:
+    """The names of the collection's indexes, in order."""
+    v = PG_INDEXES.c
+    return (
+        sa.select(v.indexname)
+        .where(v.schemaname == collection.schema, v.tablename == collection.name)
+        .order_by(v.indexname)
+    )

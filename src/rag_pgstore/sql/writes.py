@@ -1,0 +1,112 @@
+"""Statements that write: the COPY targets, the existence probe, the merge, deletes, locks.
+
+Pure builders: none of them touches a connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from psycopg import sql
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.sql.elements import ColumnElement
+
+from rag_pgstore.schema import WRITTEN_COLUMNS, Collection
+from rag_pgstore.sql.search import any_of
+
+__all__ = [
+    "any_exist",
+    "delete",
+    "lock_key",
+    "set_local_many",
+    "stage_copy",
+    "table_copy",
+    "truncate",
+    "upsert_from_stage",
+    "write_lock",
+]
+
+
+def delete(collection: Collection, where: ColumnElement[bool]) -> sa.Delete:
+    return sa.delete(collection.table).where(where)
+
+
+def set_local_many(settings: dict[str, str]) -> sa.Select[Any]:
+    """``set_config(name, value, true)`` for each setting, in one round trip.
+
+    The third argument makes each behave like ``SET LOCAL``: gone when the transaction ends, so
+    nothing leaks into a pooled connection. Names and values are bound parameters.
+    """
+    return sa.select(*(sa.func.set_config(name, value, True) for name, value in settings.items()))
+
+
+def lock_key(scope: str) -> ColumnElement[int]:
+    """The advisory-lock key for ``scope``: a 64-bit hash of a name, computed by the server."""
+    return sa.func.hashtextextended(sa.literal(f"rag_pgstore:{scope}", sa.Text), 0)
+
+
+def write_lock(
+    collection: Collection, *, exclusive: bool, settings: dict[str, str] | None = None
+) -> sa.Select[Any]:
+    """Take the collection's write lock for this transaction, and ``SET LOCAL`` ``settings``.
+
+    Every write takes it shared, so writers run side by side; a write of several batches
+    takes it alone (see ``writes._upsert``). One round trip either way.
+    """
+    lock = sa.func.pg_advisory_xact_lock if exclusive else sa.func.pg_advisory_xact_lock_shared
+    key = lock_key(f"write:{collection.schema}.{collection.name}")
+    configs = (sa.func.set_config(k, v, True) for k, v in (settings or {}).items())
+    return sa.select(lock(key), *configs)
+
+
+def table_copy(collection: Collection) -> sql.Composed:
+    """``COPY`` new rows straight into the collection's table."""
+    return _copy(sql.Identifier(collection.schema, collection.name), WRITTEN_COLUMNS)
+
+
+def stage_copy() -> sql.Composed:
+    """``COPY`` rows that replace existing ones into the staging table, for the merge."""
+    return _copy(sql.Identifier("rag_pgstore_stage"), WRITTEN_COLUMNS)
+
+
+def _copy(table: sql.Identifier, columns: Sequence[str]) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        table, sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+
+
+def any_exist(collection: Collection, ids: Sequence[str]) -> sa.Select[Any]:
+    """Whether the table holds any of ``ids`` (one row, one boolean; index probes only)."""
+    chunk_id = collection.table.c.chunk_id
+    return sa.select(sa.exists().where(chunk_id == any_of(ids)))
+
+
+def upsert_from_stage(collection: Collection) -> sa.Insert:
+    """Merge the staged rows into the table, in ``chunk_id`` order, rewriting only changed rows.
+
+    Inserting in ``chunk_id`` order makes every writer take row locks in the same order, so
+    concurrent upserts of overlapping ids wait for each other instead of deadlocking. The
+    caller stages each id at most once.
+    """
+    table, stage = collection.table, collection.staging
+    source = sa.select(*(stage.c[name] for name in WRITTEN_COLUMNS)).order_by(stage.c.chunk_id)
+    stmt = pg.insert(table).from_select(list(WRITTEN_COLUMNS), source)
+    updated = [name for name in WRITTEN_COLUMNS if name != "chunk_id"]
+    changed = sa.tuple_(*(table.c[name] for name in updated)).is_distinct_from(
+        sa.tuple_(*(stmt.excluded[name] for name in updated))
+    )
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[table.c.chunk_id],
+        set_={**{name: stmt.excluded[name] for name in updated}, "updated_at": sa.func.now()},
+        where=changed,
+    )
+    # SQLAlchemy only promises rowcount for UPDATE/DELETE unless asked to keep it.
+    return upsert.execution_options(preserve_rowcount=True)
+
+
+def truncate(table: sa.Table) -> sa.DDL:
+    """``TRUNCATE`` ``table`` (the staging table between batches: O(1), no dead rows left)."""
+    # DDL() fills %(fullname)s with the table's quoted name; nothing else goes into the string.
+    return sa.DDL("TRUNCATE %(fullname)s").against(table)  # type: ignore[no-untyped-call]
