@@ -49,7 +49,19 @@ def database() -> Database:
     return _database
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
+_DATABASE_FIXTURES = frozenset({"db", "engines", "make_store"})
+
+
+def pytest_report_collectionfinish(
+    config: pytest.Config, start_path: object, items: list[pytest.Item]
+) -> list[str]:
+    """Which database the run uses, under the collection line; started only if a test needs it.
+
+    Tests that need no database (statement compilation, the chunker's properties) run
+    without one.
+    """
+    if not any(_DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())) for item in items):
+        return ["database: none needed by the selected tests"]
     db = database()
     return [
         f"database: {db.source} ({db.url.render_as_string(hide_password=True)})",
@@ -111,16 +123,24 @@ def distance(request: pytest.FixtureRequest) -> Distance:
     return request.param  # type: ignore[no-any-return]
 
 
+# Async names that are not the sync name with an "a" in front (LlamaIndex's vector store).
+_ASYNC_NAMES = {"add": "async_add"}
+
+
 class Api:
-    """Call a store method through its sync or async form, so one test body covers both."""
+    """Call a method through its sync or async form, so one test body covers both.
+
+    Works for the store and for both adapters: ``await api(store, "search", ...)``.
+    """
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
 
-    async def __call__(self, store: object, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def __call__(self, target: object, method: str, *args: Any, **kwargs: Any) -> Any:
         if self.mode == "sync":
-            return getattr(store, method)(*args, **kwargs)
-        result: Awaitable[Any] = getattr(store, "a" + method)(*args, **kwargs)
+            return getattr(target, method)(*args, **kwargs)
+        name = _ASYNC_NAMES.get(method, "a" + method)
+        result: Awaitable[Any] = getattr(target, name)(*args, **kwargs)
         return await result
 
     def __repr__(self) -> str:

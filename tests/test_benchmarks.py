@@ -11,6 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytest.importorskip("matplotlib", reason="the benchmark suite plots with matplotlib")
+pytestmark = pytest.mark.extras
+
 from rag_pgstore.testing import TestDatabase
 
 ROOT = Path(__file__).parent.parent

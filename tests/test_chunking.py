@@ -10,6 +10,10 @@ import time
 from typing import Any
 
 import pytest
+
+pytest.importorskip("tiktoken", reason="the chunker needs tiktoken")
+pytestmark = pytest.mark.extras
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 

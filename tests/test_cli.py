@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytest.importorskip("tiktoken", reason="the CLI chunks with tiktoken")
+pytestmark = pytest.mark.extras
+
 from rag_pgstore.testing import TestDatabase
 
 

@@ -42,20 +42,21 @@ def test_concurrent_overlapping_upserts_do_not_deadlock(make_store: StoreFactory
     store = make_store()
     ids = list(range(2_000))
 
-    def writer(seed: int) -> int:
+    def writer(seed: int) -> tuple[int, set[int]]:
         rng = random.Random(seed)
-        total = 0
+        total, wrote = 0, set()
         for round_ in range(4):
             mine = rng.sample(ids, 1_500)  # overlapping sets, in different orders
             total += store.upsert(batch(mine, seed * 10 + round_))
-        return total
+            wrote.update(mine)
+        return total, wrote
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(writer, range(4)))
-    assert all(r > 0 for r in results)
-    assert store.count() == len(
-        {f"id{i}" for i in ids} & {c.chunk_id for c in store.get([f"id{i}" for i in ids])}
-    )
+    assert all(total > 0 for total, _ in results)
+    written = set().union(*(wrote for _, wrote in results))
+    assert store.count() == len(written)  # every id written is there, once
+    assert {c.chunk_id for c in store.get([f"id{i}" for i in ids])} == {f"id{i}" for i in written}
 
 
 async def test_concurrent_async_upserts_do_not_deadlock(make_store: StoreFactory) -> None:

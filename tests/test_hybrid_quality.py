@@ -3,6 +3,11 @@ than vector-only and text-only search (benchmarks/retrieval.py has the set and j
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("sentence_transformers", reason="the local model")
+pytestmark = pytest.mark.extras
+
 from benchmarks.retrieval import evaluate, load_store, local_model_embed, standard_searches
 from tests.conftest import StoreFactory
 

@@ -6,6 +6,10 @@ import tracemalloc
 from typing import Any
 
 import pytest
+
+pytest.importorskip("langchain_core", reason="the LangChain adapter needs langchain-core")
+pytestmark = pytest.mark.frameworks
+
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import FakeListChatModel

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
+pytest.importorskip("langchain_tests", reason="LangChain's conformance suite: langchain-tests")
+pytestmark = pytest.mark.frameworks
+
 from langchain_core.vectorstores import VectorStore
 from langchain_tests.integration_tests import VectorStoreIntegrationTests
 

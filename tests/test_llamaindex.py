@@ -6,6 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
+pytest.importorskip("llama_index.core", reason="the LlamaIndex adapter needs llama-index-core")
+pytestmark = pytest.mark.frameworks
+
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.ingestion import DocstoreStrategy, IngestionPipeline
 from llama_index.core.llms import MockLLM
@@ -25,29 +29,9 @@ from rag_pgstore import FilterError, InvalidInputError, UnsupportedError
 from rag_pgstore.adapters.langchain import HashEmbeddings, LangChainVectorStore
 from rag_pgstore.adapters.llamaindex import HashEmbedding, LlamaIndexVectorStore
 from rag_pgstore.pipeline.hashing import hash_embedding
-from tests.conftest import StoreFactory
+from tests.conftest import Api, StoreFactory
 
 DIM = 64
-ASYNC_NAMES = {"add": "async_add"}
-
-
-class Call:
-    """Call a LlamaIndex vector-store method in its sync or async form."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-
-    async def __call__(
-        self, vs: LlamaIndexVectorStore, name: str, *args: Any, **kwargs: Any
-    ) -> Any:
-        if self.mode == "sync":
-            return getattr(vs, name)(*args, **kwargs)
-        return await getattr(vs, ASYNC_NAMES.get(name, "a" + name))(*args, **kwargs)
-
-
-@pytest.fixture(params=["sync", "async"])
-def call(request: pytest.FixtureRequest) -> Call:
-    return Call(request.param)
 
 
 def node(node_id: str, text: str, doc: str | None = None, **metadata: Any) -> TextNode:
@@ -99,8 +83,8 @@ def query(text: str = "vector search", k: int = 10, **fields: Any) -> VectorStor
     )
 
 
-async def test_nodes_round_trip_exactly(vs: LlamaIndexVectorStore, call: Call) -> None:
-    got = {n.node_id: n for n in await call(vs, "get_nodes", ["a", "c", "missing"])}
+async def test_nodes_round_trip_exactly(vs: LlamaIndexVectorStore, api: Api) -> None:
+    got = {n.node_id: n for n in await api(vs, "get_nodes", ["a", "c", "missing"])}
     assert set(got) == {"a", "c"}
     assert got["a"].metadata == NODES[0].metadata  # no _node_content, doc_id, ... in metadata
     assert got["a"].ref_doc_id == "doc1"
@@ -115,25 +99,25 @@ async def test_nodes_round_trip_exactly(vs: LlamaIndexVectorStore, call: Call) -
     assert vs.stores_text and vs.is_embedding_query
 
 
-async def test_adding_twice_updates(vs: LlamaIndexVectorStore, call: Call) -> None:
-    await call(vs, "add", [node("a", "PostgreSQL rewritten", doc="doc1", author="Ada")])
+async def test_adding_twice_updates(vs: LlamaIndexVectorStore, api: Api) -> None:
+    await api(vs, "add", [node("a", "PostgreSQL rewritten", doc="doc1", author="Ada")])
     assert vs.client.count() == 4
-    (a,) = await call(vs, "get_nodes", ["a"])
+    (a,) = await api(vs, "get_nodes", ["a"])
     assert (a.get_content(), a.metadata) == ("PostgreSQL rewritten", {"author": "Ada"})
 
 
-async def test_delete_by_ref_doc_nodes_and_clear(vs: LlamaIndexVectorStore, call: Call) -> None:
-    await call(vs, "delete", "doc1")
-    assert sorted(n.node_id for n in await call(vs, "get_nodes")) == ["c", "d"]
-    await call(vs, "delete_nodes", ["c"])
-    await call(
+async def test_delete_by_ref_doc_nodes_and_clear(vs: LlamaIndexVectorStore, api: Api) -> None:
+    await api(vs, "delete", "doc1")
+    assert sorted(n.node_id for n in await api(vs, "get_nodes")) == ["c", "d"]
+    await api(vs, "delete_nodes", ["c"])
+    await api(
         vs, "delete_nodes", filters=MetadataFilters(filters=[MetadataFilter(key="code", value=42)])
     )
-    assert await call(vs, "get_nodes") == []
+    assert await api(vs, "get_nodes") == []
     with pytest.raises(InvalidInputError, match="node_ids or filters"):
-        await call(vs, "delete_nodes")
+        await api(vs, "delete_nodes")
     vs.add(NODES)
-    await call(vs, "clear")
+    await api(vs, "clear")
     assert vs.client.count() == 0
 
 
@@ -197,53 +181,53 @@ FILTERS: list[tuple[MetadataFilters, str]] = [
     ("filters", "expected"), FILTERS, ids=[str(i) for i in range(len(FILTERS))]
 )
 async def test_filters(
-    vs: LlamaIndexVectorStore, call: Call, filters: MetadataFilters, expected: str
+    vs: LlamaIndexVectorStore, api: Api, filters: MetadataFilters, expected: str
 ) -> None:
-    result = await call(vs, "query", query(filters=filters))
+    result = await api(vs, "query", query(filters=filters))
     assert "".join(sorted(result.ids)) == expected
     assert (
-        "".join(sorted(n.node_id for n in await call(vs, "get_nodes", filters=filters))) == expected
+        "".join(sorted(n.node_id for n in await api(vs, "get_nodes", filters=filters))) == expected
     )
 
 
-async def test_node_and_doc_id_restrictions(vs: LlamaIndexVectorStore, call: Call) -> None:
-    assert sorted((await call(vs, "query", query(node_ids=["a", "c"]))).ids) == ["a", "c"]
-    assert sorted((await call(vs, "query", query(node_ids=[]))).ids) == [
+async def test_node_and_doc_id_restrictions(vs: LlamaIndexVectorStore, api: Api) -> None:
+    assert sorted((await api(vs, "query", query(node_ids=["a", "c"]))).ids) == ["a", "c"]
+    assert sorted((await api(vs, "query", query(node_ids=[]))).ids) == [
         "a",
         "b",
         "c",
         "d",
     ]  # [] = all
-    assert sorted((await call(vs, "query", query(doc_ids=["doc1"]))).ids) == ["a", "b"]
-    assert (await call(vs, "query", query(doc_ids=["doc1"], node_ids=["c"]))).ids == []
+    assert sorted((await api(vs, "query", query(doc_ids=["doc1"]))).ids) == ["a", "b"]
+    assert (await api(vs, "query", query(doc_ids=["doc1"], node_ids=["c"]))).ids == []
 
 
-async def test_query_modes(vs: LlamaIndexVectorStore, call: Call) -> None:
-    default = await call(vs, "query", query("pgvector adds vector search", k=2))
+async def test_query_modes(vs: LlamaIndexVectorStore, api: Api) -> None:
+    default = await api(vs, "query", query("pgvector adds vector search", k=2))
     assert default.ids[0] == "b" and len(default.ids) == 2
     assert default.similarities[0] == pytest.approx(1.0)
     assert [n.node_id for n in default.nodes] == default.ids
     for mode in (VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.SPARSE):
-        text = await call(
+        text = await api(
             vs, "query", VectorStoreQuery(query_str="flour water", mode=mode, similarity_top_k=3)
         )
         assert text.ids == ["c"]
-    hybrid = await call(
+    hybrid = await api(
         vs,
         "query",
         query("sourdough", k=2, mode=VectorStoreQueryMode.HYBRID, alpha=0.0, hybrid_top_k=1),
     )
     assert hybrid.ids == ["c"]
-    mmr = await call(
+    mmr = await api(
         vs,
         "query",
         query("PostgreSQL vector", k=2, mode=VectorStoreQueryMode.MMR, mmr_threshold=0.0),
     )
     assert len(mmr.ids) == 2
     with pytest.raises(UnsupportedError, match="svm"):
-        await call(vs, "query", query(mode=VectorStoreQueryMode.SVM))
+        await api(vs, "query", query(mode=VectorStoreQueryMode.SVM))
     with pytest.raises(InvalidInputError, match="query_str"):
-        await call(
+        await api(
             vs, "query", VectorStoreQuery(query_str=None, mode=VectorStoreQueryMode.TEXT_SEARCH)
         )
 
@@ -383,7 +367,7 @@ def oracle_vs(make_store: StoreFactory) -> LlamaIndexVectorStore:
 
 
 async def test_every_operator_and_condition_matches_llama_index_core(
-    oracle_vs: LlamaIndexVectorStore, call: Call
+    oracle_vs: LlamaIndexVectorStore, api: Api
 ) -> None:
     from llama_index.core.vector_stores.utils import build_metadata_filter_fn
 
@@ -391,7 +375,7 @@ async def test_every_operator_and_condition_matches_llama_index_core(
     for filters in ORACLE_CASES:
         keep = build_metadata_filter_fn(lambda nid: ORACLE_METADATA[nid], filters)
         expected = sorted(nid for nid in ORACLE_METADATA if keep(nid))
-        got = sorted(n.node_id for n in await call(oracle_vs, "get_nodes", filters=filters))
+        got = sorted(n.node_id for n in await api(oracle_vs, "get_nodes", filters=filters))
         if got != expected:
             mismatches.append((filters, expected, got))
     assert mismatches == []
@@ -399,30 +383,30 @@ async def test_every_operator_and_condition_matches_llama_index_core(
 
 
 async def test_an_empty_nested_group_never_widens(
-    oracle_vs: LlamaIndexVectorStore, call: Call
+    oracle_vs: LlamaIndexVectorStore, api: Api
 ) -> None:
     empty = MetadataFilters(filters=[])
     widened = MetadataFilters(filters=[f("author", "Ada"), empty], condition=FilterCondition.OR)
-    assert [n.node_id for n in await call(oracle_vs, "get_nodes", filters=widened)] == ["n1"]
-    assert (await call(oracle_vs, "query", query(filters=widened))).ids == ["n1"]
+    assert [n.node_id for n in await api(oracle_vs, "get_nodes", filters=widened)] == ["n1"]
+    assert (await api(oracle_vs, "query", query(filters=widened))).ids == ["n1"]
     narrowed = MetadataFilters(filters=[f("author", "Ada"), empty])
-    assert await call(oracle_vs, "get_nodes", filters=narrowed) == []
+    assert await api(oracle_vs, "get_nodes", filters=narrowed) == []
     before = oracle_vs.client.count()
     for bad in (MetadataFilters(filters=[empty]), widened):
         with pytest.raises(FilterError, match="empty one"):
-            await call(oracle_vs, "delete_nodes", filters=bad)
+            await api(oracle_vs, "delete_nodes", filters=bad)
     assert oracle_vs.client.count() == before
 
 
-async def test_empty_id_lists(oracle_vs: LlamaIndexVectorStore, call: Call) -> None:
+async def test_empty_id_lists(oracle_vs: LlamaIndexVectorStore, api: Api) -> None:
     everything = sorted(ORACLE_METADATA)
-    assert (await call(oracle_vs, "query", query(doc_ids=[]))).ids == []  # allows nothing
-    assert sorted((await call(oracle_vs, "query", query(node_ids=[]))).ids) == everything
-    await call(oracle_vs, "delete_nodes", node_ids=[])  # a no-op
-    await call(oracle_vs, "delete_nodes", node_ids=[], filters=MetadataFilters(filters=[]))
+    assert (await api(oracle_vs, "query", query(doc_ids=[]))).ids == []  # allows nothing
+    assert sorted((await api(oracle_vs, "query", query(node_ids=[]))).ids) == everything
+    await api(oracle_vs, "delete_nodes", node_ids=[])  # a no-op
+    await api(oracle_vs, "delete_nodes", node_ids=[], filters=MetadataFilters(filters=[]))
     assert oracle_vs.client.count() == len(everything)
     with pytest.raises(FilterError):  # still checked, though nothing would be deleted
-        await call(
+        await api(
             oracle_vs,
             "delete_nodes",
             node_ids=[],
@@ -430,18 +414,18 @@ async def test_empty_id_lists(oracle_vs: LlamaIndexVectorStore, call: Call) -> N
         )
 
 
-async def test_mmr_options_from_vector_store_kwargs(vs: LlamaIndexVectorStore, call: Call) -> None:
+async def test_mmr_options_from_vector_store_kwargs(vs: LlamaIndexVectorStore, api: Api) -> None:
     vs.add([node("b2", "pgvector adds vector search too")])  # a near duplicate of b
     mmr = query("pgvector vector search", k=2, mode=VectorStoreQueryMode.MMR)
-    relevance = await call(vs, "query", mmr, mmr_threshold=1.0)
-    diverse = await call(vs, "query", mmr, mmr_threshold=0.0)
-    plain = await call(vs, "query", query("pgvector vector search", k=2))
+    relevance = await api(vs, "query", mmr, mmr_threshold=1.0)
+    diverse = await api(vs, "query", mmr, mmr_threshold=0.0)
+    plain = await api(vs, "query", query("pgvector vector search", k=2))
     assert relevance.ids == plain.ids == ["b", "b2"]  # 1.0: relevance only, from the keyword
     assert diverse.ids[0] == "b" and diverse.ids[1] != "b2"
     with pytest.raises(InvalidInputError, match="got both"):
-        await call(vs, "query", mmr, mmr_prefetch_k=10, mmr_prefetch_factor=2)
+        await api(vs, "query", mmr, mmr_prefetch_k=10, mmr_prefetch_factor=2)
     with pytest.raises(InvalidInputError, match="mmr_threshold"):
-        await call(vs, "query", mmr, mmr_threshold=1.5)
+        await api(vs, "query", mmr, mmr_threshold=1.5)
     retriever = VectorStoreIndex.from_vector_store(
         vs, embed_model=HashEmbedding(dim=DIM)
     ).as_retriever(
@@ -452,8 +436,8 @@ async def test_mmr_options_from_vector_store_kwargs(vs: LlamaIndexVectorStore, c
     assert [n.node.node_id for n in retriever.retrieve("pgvector vector search")] == plain.ids
 
 
-async def test_a_node_without_embedding_is_named(vs: LlamaIndexVectorStore, call: Call) -> None:
+async def test_a_node_without_embedding_is_named(vs: LlamaIndexVectorStore, api: Api) -> None:
     bare = TextNode(id_="bare", text="no vector yet")
     with pytest.raises(InvalidInputError, match="'bare' to carry an embedding"):
-        await call(vs, "add", [NODES[0], bare])
+        await api(vs, "add", [NODES[0], bare])
     assert vs.client.count() == len(NODES)

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("tiktoken", reason="the pipeline chunks with tiktoken")
+pytestmark = pytest.mark.extras
+
 from rag_pgstore import ChunkStore, EmbeddingError
 from rag_pgstore.chunking import TokenChunker
 from rag_pgstore.pipeline import Document, Pipeline

@@ -18,6 +18,7 @@ from rag_pgstore import (
     DatabaseError,
     DimensionError,
     InvalidInputError,
+    SchemaError,
     UnsupportedError,
 )
 from tests.conftest import Api, StoreFactory
@@ -318,3 +319,28 @@ def test_upserts_plan_each_statement_for_its_own_ids(make_store: StoreFactory) -
     assert store.engine is not None
     with store.engine.connect() as conn:  # SET LOCAL: gone with the transaction
         assert conn.execute(setting).scalar_one() == "auto"
+
+
+async def test_describe_reports_counts_settings_and_whether_searches_use_the_index(
+    make_store: StoreFactory, api: Api
+) -> None:
+    store = make_store(distance="l2")
+    store.upsert(
+        [
+            chunk("a"),
+            chunk("b"),
+            Chunk(chunk_id="c", entity_id="a", content="x", embedding=[1.0, 0.0, 0.0]),
+        ]
+    )
+    info = await api(store, "describe")
+    assert (info.chunks, info.entities, info.dim, info.distance) == (3, 2, 3, "l2")
+    assert info.schema_version >= 2 and info.ann_index is None and not info.uses_ann_index
+    assert f"{store.collection.name}_metadata_gin" in info.indexes
+    assert info.server_version and info.pgvector_version
+    store.create_index()
+    indexed = await api(store, "describe")
+    assert indexed.ann_index == {"using": "hnsw", "m": 16, "ef_construction": 64}
+    assert store.collection.index_name in indexed.indexes
+    other = make_store(setup=False)
+    with pytest.raises(SchemaError, match="found none"):
+        await api(other, "describe")

@@ -72,7 +72,7 @@ class Collection:
             or not 1 <= self.dim <= MAX_DIM
         ):
             raise UnsupportedError(f"expected 1 <= dim <= {MAX_DIM}, got dim={self.dim!r}")
-        object.__setattr__(self, "distance", Distance(self.distance))
+        object.__setattr__(self, "distance", Distance.parse(self.distance))
         object.__setattr__(self, "_metadata", sa.MetaData())
 
     @property

@@ -8,7 +8,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from rag_pgstore.errors import InvalidInputError
 
@@ -27,6 +27,7 @@ __all__ = [
     "SearchTuning",
     "StoredChunk",
     "TextMode",
+    "choice",
     "ef_search_for",
 ]
 
@@ -49,13 +50,7 @@ class Distance(str, enum.Enum):
     @classmethod
     def parse(cls, value: Distance | str) -> Distance:
         """``value`` as a Distance, or an error that lists the choices."""
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(repr(d.value) for d in cls)
-            raise InvalidInputError(
-                f"expected distance to be one of {choices}, got {value!r}"
-            ) from None
+        return choice(cls, value, "distance")
 
     @property
     def operator(self) -> str:
@@ -286,8 +281,20 @@ class HybridOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InvalidInputError(f"expected {name} >= 1, got {value}")
-        object.__setattr__(self, "fusion", Fusion(self.fusion))
-        object.__setattr__(self, "text_mode", TextMode(self.text_mode))
+        object.__setattr__(self, "fusion", choice(Fusion, self.fusion, "fusion"))
+        object.__setattr__(self, "text_mode", choice(TextMode, self.text_mode, "text_mode"))
+
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def choice(kind: type[E], value: object, name: str) -> E:
+    """``value`` as a member of ``kind``, or an error that lists the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(repr(member.value) for member in kind)
+        raise InvalidInputError(f"expected {name} to be one of {choices}, got {value!r}") from None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

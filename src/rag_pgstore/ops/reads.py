@@ -30,6 +30,7 @@ from rag_pgstore.types import (
     SearchTuning,
     StoredChunk,
     TextMode,
+    choice,
     ef_search_for,
 )
 
@@ -289,7 +290,9 @@ def text_search(
     configuration; ``distance`` is ``None``."""
     _check_k(k)
     where = compile_filter(filter, c.table) if filter else None
-    return _hybrid(hy.text_select(c, _text(text), k=k, where=where, mode=TextMode(mode)), {})
+    return _hybrid(
+        hy.text_select(c, _text(text), k=k, where=where, mode=choice(TextMode, mode, "mode")), {}
+    )
 
 
 def _text(text: object) -> str:
