@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from rag_pgstore import (
     Chunk,
@@ -234,3 +235,40 @@ def test_errors_never_show_a_deep_value_whole() -> None:
     with pytest.raises(FilterError) as info:
         compile_filter({"$or": [nested_list(50)]}, Collection("docs", 3).table)
     assert len(str(info.value)) < 300
+
+
+def test_a_tiny_query_that_is_zero_in_halfvec_is_refused(make_store: StoreFactory) -> None:
+    store = make_store(dim=2_001)
+    store.upsert([chunk("one", [1.0] + [0.0] * 2_000)])
+    with pytest.raises(InvalidInputError, match="non-zero"):
+        store.search([1e-10] * 2_001)
+    with pytest.raises(InvalidInputError, match="65504"):
+        store.search([1e6] * 2_001)
+
+
+@pytest.mark.frameworks
+def test_deep_llamaindex_filters_are_refused_not_a_recursion_error(
+    make_store: StoreFactory,
+) -> None:
+    from llama_index.core.vector_stores.types import MetadataFilter, MetadataFilters
+
+    from rag_pgstore.adapters.llamaindex import LlamaIndexVectorStore
+
+    deep = MetadataFilters(filters=[MetadataFilter(key="m", value=1)])
+    for _ in range(3_000):
+        deep = MetadataFilters(filters=[deep])
+    vs = LlamaIndexVectorStore(make_store())
+    with pytest.raises(FilterError, match="nested at most"):
+        vs.get_nodes(filters=deep)
+
+
+def test_a_table_dropped_by_hand_comes_back_with_the_settings_it_is_opened_with(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    assert store.engine is not None
+    with store.engine.begin() as conn:
+        conn.execute(sa.schema.DropTable(store.collection.table))
+    again = make_store(name=store.collection.name, dim=5)  # the registry row was stale
+    again.upsert([chunk("a", [1.0, 0.0, 0.0, 0.0, 0.0])])
+    assert again.describe().dim == 5

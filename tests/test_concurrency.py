@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import random
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -180,3 +182,68 @@ def _admin(engine: sa.Engine, statement: str, name: str) -> None:
         raw = conn.connection.driver_connection
         assert isinstance(raw, psycopg.Connection)
         raw.execute(sql.SQL(statement).format(sql.Identifier(name)))
+
+
+def test_a_setup_never_waits_behind_another_collections_index_build(
+    make_store: StoreFactory,
+) -> None:
+    # An index build holds its collection's lock for minutes. A setup of that collection waits
+    # for it; the setup of any other collection, and the embedding cache's, must not.
+    from rag_pgstore.ops import cache
+    from rag_pgstore.sql.writes import lock_key
+
+    building = make_store()
+    c = building.collection
+    assert building.engine is not None
+    other = sa.create_engine(building.engine.url, poolclass=sa.NullPool)
+    with ThreadPoolExecutor(2) as pool, other.connect() as conn:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(f"{c.schema}.{c.name}"))))
+        waiting = pool.submit(building.setup)
+        while not _waiting_on_a_lock(conn) and not waiting.done():
+            threading.Event().wait(0.02)
+        assert not waiting.done()
+        fresh = pool.submit(lambda: make_store(dim=DIM))
+        fresh.result(timeout=20).upsert(list(chunks(0, 0))[:3])  # set up while the other waits
+        building.run_plan(cache.setup(c.schema))
+        conn.commit()  # the "index build" ends
+        waiting.result(timeout=20)
+    other.dispose()
+
+
+def _waiting_on_a_lock(conn: sa.Connection) -> bool:
+    waits = (
+        sa.select(sa.func.count())
+        .select_from(sa.table("pg_stat_activity"))
+        .where(
+            sa.column("wait_event_type") == "Lock",
+            sa.column("datname") == sa.func.current_database(),
+        )
+    )
+    with conn.engine.connect() as probe:
+        return bool(probe.execute(waits).scalar_one())
+
+
+def test_deletes_and_upserts_of_the_same_ids_all_succeed(make_store: StoreFactory) -> None:
+    # Deletes lock their rows in chunk_id order, as writes do; anything PostgreSQL still
+    # aborts is run again. Nobody sees an error, and no id is there twice.
+    store = make_store(dim=DIM)
+
+    def writer(n: int) -> None:
+        for round_ in range(4):
+            store.upsert(list(chunks(n, round_)))
+
+    def deleter(n: int) -> None:
+        rng = random.Random(n)
+        for _ in range(8):
+            doomed = rng.sample(IDS, 200)
+            store.delete(doomed if n % 2 else doomed[::-1])
+            store.delete_where({"chunk_id": {"$in": rng.sample(IDS, 50)}})
+
+    with ThreadPoolExecutor(6) as pool:
+        jobs = [pool.submit(writer, n) for n in range(3)] + [
+            pool.submit(deleter, n) for n in range(3)
+        ]
+        for job in jobs:
+            job.result()
+    rows = store.get(IDS)
+    assert len(rows) == len({c.chunk_id for c in rows}) == store.count() <= len(IDS)

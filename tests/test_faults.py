@@ -195,7 +195,8 @@ def test_translate_keeps_sqlstate_and_classifies() -> None:
     )
 
 
-def test_a_transaction_lost_to_a_deadlock_is_run_again(make_store: StoreFactory) -> None:
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_transaction_lost_to_a_deadlock_is_run_again(make_store: StoreFactory, mode: str) -> None:
     # We hold b and then want a; the other transaction holds a and then wants b. Our session
     # checks for deadlocks first (a shorter deadlock_timeout), so ours is the one aborted, and
     # the driver runs the plan again once the other is through.
@@ -223,7 +224,10 @@ def test_a_transaction_lost_to_a_deadlock_is_run_again(make_store: StoreFactory)
     holding = threading.Event()
     with ThreadPoolExecutor(1) as pool, other.connect() as conn:
         conn.execute(table.update().where(table.c.chunk_id == "id1").values(content="theirs"))
-        ours = pool.submit(store.run_plan, plan)
+        if mode == "sync":
+            ours = pool.submit(store.run_plan, plan)
+        else:
+            ours = pool.submit(lambda: asyncio.run(store.arun_plan(plan)))
         assert holding.wait(timeout=30)
         conn.execute(table.update().where(table.c.chunk_id == "id2").values(content="theirs"))
         conn.commit()

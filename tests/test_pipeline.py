@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("tiktoken", reason="the pipeline chunks with tiktoken")
 pytestmark = pytest.mark.extras
 
-from rag_pgstore import ChunkStore, EmbeddingError
+from rag_pgstore import ChunkStore, EmbeddingError, InvalidInputError
 from rag_pgstore.chunking import TokenChunker
 from rag_pgstore.pipeline import Document, Pipeline
 from rag_pgstore.pipeline.embedders import Embedder, as_embedder, hash_embedder
@@ -290,3 +290,19 @@ def test_a_cache_keyed_by_name_alone_is_upgraded_in_place(make_store: StoreFacto
     assert store.run_plan(cache.lookup(schema, "m", 3, ["h"])) == {}
     store.run_plan(cache.remember(schema, "m", {"h": [1.0, 2.0, 3.0]}))  # same hash, new size
     assert store.run_plan(cache.lookup(schema, "m", 3, ["h"])) == {"h": [1.0, 2.0, 3.0]}
+    with store.engine.begin() as conn:  # a process still on the old version keeps writing
+        conn.execute(table.insert().values(model="old", content_hash="h", embedding=[1.0]))
+    assert store.run_plan(cache.lookup(schema, "old", 1, ["h"])) == {"h": [1.0]}
+
+
+def test_a_bad_vector_from_the_model_is_never_cached(make_store: StoreFactory) -> None:
+    store = make_store(dim=DIM)  # cosine: a zero vector has no direction
+    name = f"zeros-{os.getpid()}-{time.monotonic_ns()}"
+    docs = [Document("a", paragraphs("alpha", 2))]
+    broken = Embedder(name, lambda texts: [[0.0] * DIM for _ in texts])
+    with pytest.raises(InvalidInputError, match="non-zero"):
+        Pipeline(store, broken, CHUNKER, retries=0).ingest(docs)
+    fixed = Embedder(name, sized(DIM))
+    report = Pipeline(store, fixed, CHUNKER, retries=0).ingest(docs)
+    assert report.from_cache == 0 and report.embedded > 0
+    assert store.count() > 0

@@ -304,11 +304,13 @@ def _label(chunk: Chunk) -> str:
 
 
 def encode_query(
-    vector: Sequence[float], dim: int, *, nonzero: bool = False
+    vector: Sequence[float], dim: int, *, vector_type: str = "vector", nonzero: bool = False
 ) -> npt.NDArray[np.float64]:
     """Validate a query embedding and return it as a float64 array (one numpy conversion).
 
-    ``nonzero`` refuses an all-zero query (cosine collections).
+    Checked as the column will compare it: in ``vector_type``'s precision, so a value past
+    halfvec's range, or one that rounds to zero there, is caught. ``nonzero`` refuses an
+    all-zero query (cosine collections).
     """
     try:
         size = len(vector)
@@ -326,7 +328,15 @@ def encode_query(
         raise InvalidInputError(f"expected a flat query embedding, got shape {values.shape}")
     if not np.isfinite(values).all():
         raise InvalidInputError("expected finite numbers in the query embedding, got NaN or inf")
-    if nonzero and not values.any():
+    with np.errstate(over="ignore", under="ignore"):
+        stored = values.astype(np.float16 if vector_type == "halfvec" else np.float32)
+    if not np.isfinite(stored).all():
+        limit = "65504" if vector_type == "halfvec" else "3.4e38"
+        raise InvalidInputError(
+            f"expected query embedding values within +-{limit} for {vector_type}, got "
+            f"{float(np.abs(values).max())}"
+        )
+    if nonzero and not stored.any():
         raise InvalidInputError(_ZERO.format(where="query embedding"))
     return values
 

@@ -222,13 +222,15 @@ class ChunkStore:
 
         Safe from several processes at once; rebuilds a table dropped behind the store's back.
         """
-        self.run_plan(lifecycle.setup(self.collection, create_extension=self.create_extension))
+        c = self.collection
+        self.run_plan(lifecycle.prepare(c, create_extension=self.create_extension))
+        self.run_plan(lifecycle.setup(c))
 
     async def asetup(self) -> None:
         """Async :meth:`setup`."""
-        await self.arun_plan(
-            lifecycle.setup(self.collection, create_extension=self.create_extension)
-        )
+        c = self.collection
+        await self.arun_plan(lifecycle.prepare(c, create_extension=self.create_extension))
+        await self.arun_plan(lifecycle.setup(c))
 
     # -- every other operation: the plan, sync and async -----------------------------------
 

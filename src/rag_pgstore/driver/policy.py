@@ -128,8 +128,8 @@ def translate(exc: BaseException) -> RagPgStoreError:
         return SchemaError(f"{first}; create the collection first with store.setup()")
     if sqlstate == _CANCELED:
         return QueryTimeoutError(
-            f"query cancelled: {first}{code}; nothing was changed. Raise statement_timeout, "
-            "narrow the query, or add an ANN index",
+            f"query cancelled: {first}{code}; nothing was changed, and the store is still "
+            "usable. A statement timeout can be raised, or the query narrowed",
             **extra,
         )
     gone = isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated

@@ -32,7 +32,14 @@ def cache_table(schema: str) -> sa.Table:
         CACHE_NAME,
         sa.MetaData(),
         sa.Column("model", sa.Text, primary_key=True),
-        sa.Column("dim", sa.Integer, primary_key=True),
+        # Computed from the vector, so it can never disagree with it, and a process still on
+        # the version before the dimension was in the key keeps working during an upgrade.
+        sa.Column(
+            "dim",
+            sa.Integer,
+            sa.Computed(sa.func.vector_dims(sa.column("embedding")), persisted=True),
+            primary_key=True,
+        ),
         sa.Column("content_hash", sa.Text, primary_key=True),
         sa.Column("embedding", VECTOR(), nullable=False),  # no fixed size: any model's vectors
         sa.Column(
@@ -60,9 +67,8 @@ def setup(schema: str) -> Plan[None]:
         return
     # A cache from before the dimension was part of the key: keep its vectors, under their size.
     for ddl in (
-        "ALTER TABLE %(fullname)s ADD COLUMN dim integer",
-        "UPDATE %(fullname)s SET dim = vector_dims(embedding)",
-        "ALTER TABLE %(fullname)s ALTER COLUMN dim SET NOT NULL",
+        "ALTER TABLE %(fullname)s ADD COLUMN dim integer "
+        "GENERATED ALWAYS AS (vector_dims(embedding)) STORED",
         "ALTER TABLE %(fullname)s DROP CONSTRAINT rag_pgstore_embedding_cache_pkey",
         "ALTER TABLE %(fullname)s ADD PRIMARY KEY (model, dim, content_hash)",
     ):
@@ -91,11 +97,11 @@ def remember(schema: str, model: str, vectors: Mapping[str, Sequence[float]]) ->
         return
     table = cache_table(schema)
     items = sorted(vectors.items())  # one insertion order for every writer: no deadlocks
-    # A multi-row VALUES binds four parameters a row: go 1,000 rows a statement, far below
+    # A multi-row VALUES binds three parameters a row: go 1,000 rows a statement, far below
     # PostgreSQL's 65,535-parameter ceiling however many texts one batch embedded.
     for start in range(0, len(items), REMEMBER_ROWS):
         values = [
-            {"model": model, "dim": len(v), "content_hash": h, "embedding": list(v)}
+            {"model": model, "content_hash": h, "embedding": list(v)}
             for h, v in items[start : start + REMEMBER_ROWS]
         ]
         yield Execute(pg.insert(table).values(values).on_conflict_do_nothing())

@@ -37,7 +37,8 @@ def setup_lock() -> Execute:
     Objects that collections share (the extension, the schema, the registry and cache tables)
     are created with ``IF NOT EXISTS``, which is not safe against a concurrent creator: two
     transactions both find the object missing and the second fails on a catalog unique index.
-    Setups are rare and short, so they simply take turns. Taken before any collection's lock.
+    Only those short transactions take it (never one that waits for a collection's lock), so
+    they simply take turns.
     """
     return Execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key("setup"))))
 
@@ -46,19 +47,18 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
-def setup(collection: Collection, *, create_extension: bool = True) -> PlanSource[None]:
-    """Create the table and its indexes, or upgrade them; safe to call any number of times.
+def prepare(collection: Collection, *, create_extension: bool = True) -> PlanSource[None]:
+    """Make the database ready for the collection: pgvector, its schema, the registry table.
 
-    Safe from several processes at once, on any collections of one database. A table dropped
-    behind the store's back is built again.
+    What collections share, created under the database-wide setup lock in a short transaction
+    of its own, so that no setup ever waits for another collection's index build. Run before
+    :func:`setup` (``ChunkStore.setup`` runs both).
     """
-    return lambda: _setup(collection, create_extension)
+    return lambda: _prepare(collection, create_extension)
 
 
-def _setup(collection: Collection, create_extension: bool) -> Plan[None]:
-    c = collection
+def _prepare(c: Collection, create_extension: bool) -> Plan[None]:
     yield setup_lock()
-    yield _lock(c)
     if create_extension:
         yield Execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
     found = yield Fetch(
@@ -81,15 +81,29 @@ def _setup(collection: Collection, create_extension: bool) -> Plan[None]:
         )
     if c.schema != "public":
         yield Execute(sa.schema.CreateSchema(c.schema, if_not_exists=True))
+    yield Execute(sa.schema.CreateTable(c.registry, if_not_exists=True))
+
+
+def setup(collection: Collection) -> PlanSource[None]:
+    """Create the collection's table and indexes, or upgrade them; idempotent.
+
+    Under the collection's own lock, so setups of other collections run alongside. Needs
+    :func:`prepare` first. A table dropped behind the store's back is built again, with the
+    settings it is opened with now.
+    """
+    return lambda: _setup(collection)
+
+
+def _setup(collection: Collection) -> Plan[None]:
+    c = collection
+    yield _lock(c)
     registry = c.registry
-    yield Execute(sa.schema.CreateTable(registry, if_not_exists=True))
     found = yield Fetch(sa.select(registry).where(registry.c.name == c.name))
     table_exists = yield Fetch(sa.select(sa.func.to_regclass(f"{c.schema}.{c.name}")))
     if found and table_exists[0][0] is None:
         # The table was dropped behind our back (by hand, a restore, another tool): the
-        # registry row is stale. Build the table afresh; it has no ANN index any more.
-        _check_matches(c, found[0]._mapping)
-        yield Execute(sa.update(registry).where(registry.c.name == c.name).values(ann_index=None))
+        # registry row is stale. Forget it and build the table afresh, as opened now.
+        yield Execute(sa.delete(registry).where(registry.c.name == c.name))
         version = 0
     elif found:
         row = found[0]._mapping

@@ -101,7 +101,7 @@ def search(
     _check_k(k)
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidInputError(f"expected offset to be an int >= 0, got {offset!r}")
-    values = encode_query(query, c.dim, nonzero=c.nonzero)
+    values = encode_query(query, c.dim, vector_type=c.vector_type, nonzero=c.nonzero)
     tuning = tuning or SearchTuning()
     if not filter and not with_embeddings and not _scan_knobs(tuning):
         # The common case, one statement: run it as a Read (one round trip, no transaction).
@@ -231,7 +231,7 @@ def mmr_search(
     _check_k(fetch_k, "fetch_k")
     if not 0.0 <= lambda_mult <= 1.0:
         raise InvalidInputError(f"expected 0 <= lambda_mult <= 1, got {lambda_mult}")
-    values = encode_query(query, c.dim, nonzero=c.nonzero).tolist()
+    values = encode_query(query, c.dim, vector_type=c.vector_type, nonzero=c.nonzero).tolist()
     where = compile_filter(filter, c.table) if filter else None
     vector = st.query_param(c, values)
     return _mmr(
@@ -268,7 +268,9 @@ def hybrid_search(
     """
     _check_k(k)
     text = _text(text)
-    vector = st.query_param(c, encode_query(query, c.dim, nonzero=c.nonzero).tolist())
+    vector = st.query_param(
+        c, encode_query(query, c.dim, vector_type=c.vector_type, nonzero=c.nonzero).tolist()
+    )
     where = compile_filter(filter, c.table) if filter else None
     statement = hy.fused_select(
         c, vector, text, k=k, where=where, options=options or HybridOptions()

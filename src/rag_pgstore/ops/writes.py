@@ -139,9 +139,9 @@ def _rows(batch: Batch) -> Callable[[], Iterator[list[Any]]]:
     return lambda: batch.rows(ENCODERS)
 
 
-def _delete(c: Collection, where: Any) -> Plan[int]:
+def _delete(c: Collection, where: Any, *, ordered: bool = True) -> Plan[int]:
     yield Execute(st.write_lock(c, exclusive=False))  # wait for a stream writing these rows
-    deleted: int = yield Execute(st.delete(c, where))
+    deleted: int = yield Execute(st.delete(c, where, ordered=ordered))
     return deleted
 
 
@@ -167,4 +167,4 @@ def delete_where(c: Collection, filter: Filter) -> PlanSource[int]:
 
 def clear(c: Collection) -> PlanSource[int]:
     """Delete every chunk of the collection (the table stays)."""
-    return lambda: _delete(c, sa.true())
+    return lambda: _delete(c, sa.true(), ordered=False)

@@ -32,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from rag_pgstore.chunking import TextChunk, TokenChunker
+from rag_pgstore.codec import check_batch
 from rag_pgstore.driver.steps import Fetch, Plan, PlanSource
 from rag_pgstore.errors import EmbeddingError, InvalidInputError
 from rag_pgstore.ops import cache, writes
@@ -167,6 +168,19 @@ class Pipeline:
         if todo:
             fresh: list[list[float]] = yield _Embed(list(todo.values()))
             computed = dict(zip(todo, fresh, strict=True))
+            # What the model returned is checked as the store will check it (size, finite,
+            # not all zeros under cosine) before the cache keeps it: a bad vector must not
+            # be served from the cache forever after.
+            check_batch(
+                [
+                    _to_chunk(ch, computed[ch.content_hash])
+                    for ch in wanted
+                    if ch.content_hash in computed
+                ],
+                dim=c.dim,
+                vector_type=c.vector_type,
+                nonzero=c.nonzero,
+            )
             # Its own commit, so it is kept if we die; retried if it loses a deadlock.
             yield _Db(lambda: cache.remember(c.schema, model, computed))
             vectors.update(computed)

@@ -29,8 +29,20 @@ __all__ = [
 ]
 
 
-def delete(collection: Collection, where: ColumnElement[bool]) -> sa.Delete:
-    return sa.delete(collection.table).where(where)
+def delete(
+    collection: Collection, where: ColumnElement[bool], *, ordered: bool = True
+) -> sa.Delete:
+    """Delete the rows matching ``where``, locking them in ``chunk_id`` order first.
+
+    Writes lock rows in ``chunk_id`` order too, so a delete and an upsert of overlapping ids
+    wait for each other instead of deadlocking. ``ordered=False`` (emptying the whole table)
+    skips the sort; a deadlock there is retried by the driver.
+    """
+    table = collection.table
+    if not ordered:
+        return sa.delete(table).where(where)
+    locked = sa.select(table.c.chunk_id).where(where).order_by(table.c.chunk_id).with_for_update()
+    return sa.delete(table).where(table.c.chunk_id.in_(locked.scalar_subquery()))
 
 
 def set_local_many(settings: dict[str, str]) -> sa.Select[Any]:

@@ -253,7 +253,10 @@ class LangChainVectorStore(VectorStore):
         """Embed ``texts`` ``embed_batch_size`` at a time and stream them into one transaction.
 
         100k texts never form one statement and only one batch of vectors is in memory.
-        Returns the ids, generated where missing.
+        Returns the ids, generated where missing. Up to ``embed_batch_size`` texts are embedded
+        before the transaction begins (so it can be retried); more are embedded as they
+        stream, inside it, and the collection's other writers wait for it meanwhile (see the
+        guide's *Concurrent writers*).
         """
         written: list[str] = []
 
@@ -263,7 +266,10 @@ class LangChainVectorStore(VectorStore):
                 written.extend(batch_ids)
                 yield from map(self._chunk, batch_ids, batch, batch_meta, vectors)
 
-        self.store.upsert(chunks(), batch_size=self.embed_batch_size)
+        if self._one_batch(texts):
+            self.store.upsert(list(chunks()))
+        else:
+            self.store.upsert(chunks(), batch_size=self.embed_batch_size)
         return written
 
     async def aadd_texts(
@@ -284,7 +290,10 @@ class LangChainVectorStore(VectorStore):
                 for chunk in map(self._chunk, batch_ids, batch, batch_meta, vectors):
                     yield chunk
 
-        await self.store.aupsert(chunks(), batch_size=self.embed_batch_size)
+        if self._one_batch(texts):
+            await self.store.aupsert([chunk async for chunk in chunks()])
+        else:
+            await self.store.aupsert(chunks(), batch_size=self.embed_batch_size)
         return written
 
     def add_embeddings(
@@ -343,6 +352,9 @@ class LangChainVectorStore(VectorStore):
         ids: Sequence[str | None] | None,
     ) -> Iterator[documents.Batch]:
         return documents.batches(texts, metadatas, ids, self.embed_batch_size)
+
+    def _one_batch(self, texts: Iterable[str]) -> bool:
+        return isinstance(texts, Sequence) and len(texts) <= self.embed_batch_size
 
     def _chunk(
         self, chunk_id: str, text: str, metadata: dict[str, Any], vector: Sequence[float]

@@ -22,6 +22,7 @@ from llama_index.core.vector_stores.types import (
 )
 
 from rag_pgstore.errors import FilterError
+from rag_pgstore.sql.filters import MAX_DEPTH
 
 __all__ = ["ENTITY_KEYS", "translate"]
 
@@ -76,10 +77,12 @@ def translate(filters: MetadataFilters | None, *, strict: bool = False) -> dict[
     """
     if filters is None or not filters.filters:
         return None
-    return _group(filters, strict)
+    return _group(filters, strict, 0)
 
 
-def _group(filters: MetadataFilters, strict: bool) -> dict[str, Any]:
+def _group(filters: MetadataFilters, strict: bool, depth: int) -> dict[str, Any]:
+    if depth >= MAX_DEPTH:
+        raise FilterError(f"expected MetadataFilters nested at most {MAX_DEPTH} deep")
     if not filters.filters:
         if strict:
             raise FilterError(
@@ -88,7 +91,8 @@ def _group(filters: MetadataFilters, strict: bool) -> dict[str, Any]:
             )
         return _NOTHING
     clauses = [
-        _group(f, strict) if isinstance(f, MetadataFilters) else _one(f) for f in filters.filters
+        _group(f, strict, depth + 1) if isinstance(f, MetadataFilters) else _one(f)
+        for f in filters.filters
     ]
     condition = filters.condition or FilterCondition.AND
     if condition is FilterCondition.AND:

@@ -215,12 +215,18 @@ def _mmr_options(query: VectorStoreQuery, kwargs: dict[str, Any]) -> tuple[int, 
         raise InvalidInputError(
             "expected mmr_prefetch_k or mmr_prefetch_factor, got both; pass one of them"
         )
-    if prefetch_k is not None:
-        fetch_k = int(prefetch_k)
-    elif factor is not None:
-        fetch_k = int(float(factor) * k)
-    else:
-        fetch_k = DEFAULT_MMR_PREFETCH
+    try:
+        if prefetch_k is not None:
+            fetch_k = int(prefetch_k)
+        elif factor is not None:
+            fetch_k = int(float(factor) * k)
+        else:
+            fetch_k = DEFAULT_MMR_PREFETCH
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            f"expected a number for mmr_prefetch_k / mmr_prefetch_factor, got "
+            f"{prefetch_k if prefetch_k is not None else factor!r}"
+        ) from None
     threshold = query.mmr_threshold
     if threshold is None:
         threshold = kwargs.get("mmr_threshold")
