@@ -16,7 +16,16 @@ from langchain_core.documents import Document
 from rag_pgstore.errors import InvalidInputError
 from rag_pgstore.types import Chunk, Filter, ScoredChunk, StoredChunk
 
-__all__ = ["batches", "deletion", "in_order", "to_chunk", "to_document", "with_vectors"]
+__all__ = [
+    "batches",
+    "deletion",
+    "distance",
+    "in_order",
+    "search_options",
+    "to_chunk",
+    "to_document",
+    "with_vectors",
+]
 
 Batch = tuple[list[str], list[str], list[dict[str, Any]]]
 
@@ -97,3 +106,21 @@ def in_order(ids: Sequence[str], chunks: Sequence[StoredChunk]) -> list[Document
     """Documents for the ``ids`` found, in the order asked, each once."""
     by_id = {c.chunk_id: c for c in chunks}
     return [to_document(by_id[i]) for i in dict.fromkeys(ids) if i in by_id]
+
+
+def distance(hit: ScoredChunk) -> float:
+    assert hit.distance is not None  # vector searches always have one
+    return hit.distance
+
+
+SEARCH_OPTIONS = ("offset", "min_score", "tuning")
+
+
+def search_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Pass through the core's search options; refuse anything else rather than ignore it."""
+    unknown = sorted(set(kwargs) - set(SEARCH_OPTIONS))
+    if unknown:
+        raise InvalidInputError(
+            f"expected search options among {', '.join(SEARCH_OPTIONS)}, got {unknown}"
+        )
+    return {key: kwargs[key] for key in SEARCH_OPTIONS if key in kwargs}

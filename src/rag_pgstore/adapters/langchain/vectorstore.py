@@ -24,7 +24,7 @@ from rag_pgstore.adapters.langchain.documents import in_order, to_document
 from rag_pgstore.adapters.langchain.retriever import PgStoreRetriever
 from rag_pgstore.errors import InvalidInputError
 from rag_pgstore.store import ChunkStore
-from rag_pgstore.types import Chunk, Filter, HybridOptions, ScoredChunk
+from rag_pgstore.types import Chunk, Filter, HybridOptions
 
 __all__ = ["LangChainVectorStore", "to_document"]
 
@@ -116,14 +116,16 @@ class LangChainVectorStore(VectorStore):
     def similarity_search_with_score_by_vector(
         self, embedding: Sequence[float], k: int = 4, filter: Filter | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        hits = self.store.search(embedding, k=k, filter=filter, **_search_options(kwargs))
-        return [(to_document(hit), _distance(hit)) for hit in hits]
+        hits = self.store.search(embedding, k=k, filter=filter, **documents.search_options(kwargs))
+        return [(to_document(hit), documents.distance(hit)) for hit in hits]
 
     async def asimilarity_search_with_score_by_vector(
         self, embedding: Sequence[float], k: int = 4, filter: Filter | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        hits = await self.store.asearch(embedding, k=k, filter=filter, **_search_options(kwargs))
-        return [(to_document(hit), _distance(hit)) for hit in hits]
+        hits = await self.store.asearch(
+            embedding, k=k, filter=filter, **documents.search_options(kwargs)
+        )
+        return [(to_document(hit), documents.distance(hit)) for hit in hits]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         """The core's score for the collection's distance: [0, 1], never inverted."""
@@ -411,21 +413,3 @@ class LangChainVectorStore(VectorStore):
         vs = cls(store, embedding)
         await vs.aadd_texts(texts, metadatas, ids=ids)
         return vs
-
-
-def _distance(hit: ScoredChunk) -> float:
-    assert hit.distance is not None
-    return hit.distance
-
-
-_SEARCH_OPTIONS = ("offset", "min_score", "tuning")
-
-
-def _search_options(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Pass through the core's search options; refuse anything else rather than ignore it."""
-    unknown = sorted(set(kwargs) - set(_SEARCH_OPTIONS))
-    if unknown:
-        raise InvalidInputError(
-            f"expected search options among {', '.join(_SEARCH_OPTIONS)}, got {unknown}"
-        )
-    return {key: kwargs[key] for key in _SEARCH_OPTIONS if key in kwargs}
