@@ -150,3 +150,17 @@ class Api:
 @pytest.fixture(params=["sync", "async"])
 def api(request: pytest.FixtureRequest) -> Api:
     return Api(request.param)
+
+
+def waiting_on_a_lock(conn: sa.Connection) -> bool:
+    """Whether any session of ``conn``'s database is waiting for a lock right now."""
+    waits = (
+        sa.select(sa.func.count())
+        .select_from(sa.table("pg_stat_activity"))
+        .where(
+            sa.column("wait_event_type") == "Lock",
+            sa.column("datname") == sa.func.current_database(),
+        )
+    )
+    with conn.engine.connect() as probe:
+        return bool(probe.execute(waits).scalar_one())

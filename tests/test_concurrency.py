@@ -21,7 +21,7 @@ from psycopg import sql
 from rag_pgstore import Chunk, ChunkStore
 from rag_pgstore.connect import make_engines
 from rag_pgstore.testing import TestDatabase as Database
-from tests.conftest import StoreFactory
+from tests.conftest import StoreFactory, waiting_on_a_lock
 
 IDS = [f"id{i:04d}" for i in range(600)]
 DIM = 8
@@ -199,7 +199,7 @@ def test_a_setup_never_waits_behind_another_collections_index_build(
     with ThreadPoolExecutor(2) as pool, other.connect() as conn:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_key(f"{c.schema}.{c.name}"))))
         waiting = pool.submit(building.setup)
-        while not _waiting_on_a_lock(conn) and not waiting.done():
+        while not waiting_on_a_lock(conn) and not waiting.done():
             threading.Event().wait(0.02)
         assert not waiting.done()
         fresh = pool.submit(lambda: make_store(dim=DIM))
@@ -208,19 +208,6 @@ def test_a_setup_never_waits_behind_another_collections_index_build(
         conn.commit()  # the "index build" ends
         waiting.result(timeout=20)
     other.dispose()
-
-
-def _waiting_on_a_lock(conn: sa.Connection) -> bool:
-    waits = (
-        sa.select(sa.func.count())
-        .select_from(sa.table("pg_stat_activity"))
-        .where(
-            sa.column("wait_event_type") == "Lock",
-            sa.column("datname") == sa.func.current_database(),
-        )
-    )
-    with conn.engine.connect() as probe:
-        return bool(probe.execute(waits).scalar_one())
 
 
 def test_deletes_and_upserts_of_the_same_ids_all_succeed(make_store: StoreFactory) -> None:

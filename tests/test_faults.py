@@ -24,7 +24,7 @@ from rag_pgstore.driver.steps import Execute, Fetch, Plan, Read
 from rag_pgstore.sql.search import PSYCOPG
 from rag_pgstore.sql.writes import set_local_many
 from rag_pgstore.testing import TestDatabase as Database
-from tests.conftest import StoreFactory
+from tests.conftest import StoreFactory, waiting_on_a_lock
 
 
 def batch(ids: list[int], round_: int) -> list[Chunk]:
@@ -81,7 +81,7 @@ def test_a_new_id_written_meanwhile_sends_the_batch_to_the_merge(
         row = {"chunk_id": "id1", "entity_id": "id1", "content": "theirs"}
         conn.execute(table.insert().values(embedding=[0.0, 0.0, 1.0], content_hash="x", **row))
         writing = pool.submit(store.upsert, batch([1, 2], 7))
-        while not writing.done() and not _waiting_on_a_lock(conn):
+        while not writing.done() and not waiting_on_a_lock(conn):
             threading.Event().wait(0.02)
         assert not writing.done()
         conn.commit()
@@ -91,19 +91,6 @@ def test_a_new_id_written_meanwhile_sends_the_batch_to_the_merge(
         ("id1", "round 7"),
         ("id2", "round 7"),
     ]
-
-
-def _waiting_on_a_lock(conn: sa.Connection) -> bool:
-    waits = (
-        sa.select(sa.func.count())
-        .select_from(sa.table("pg_stat_activity"))
-        .where(
-            sa.column("wait_event_type") == "Lock",
-            sa.column("datname") == sa.func.current_database(),
-        )
-    )
-    with conn.engine.connect() as probe:
-        return bool(probe.execute(waits).scalar_one())
 
 
 def test_searches_keep_working_while_writes_run(make_store: StoreFactory) -> None:
@@ -216,7 +203,7 @@ def test_a_transaction_lost_to_a_deadlock_is_run_again(make_store: StoreFactory,
         yield update(2)
         if len(attempts) == 1:
             holding.set()
-            while not _waiting_on_a_lock(conn):  # until the other waits for our b
+            while not waiting_on_a_lock(conn):  # until the other waits for our b
                 threading.Event().wait(0.02)
         yield update(1)
         return "done"
