@@ -45,3 +45,52 @@ def test_benchmark_suite_quick_mode(db: TestDatabase, tmp_path: Path) -> None:
         assert row in text
     assert (tmp_path / "benchmarks" / "ingest.png").stat().st_size > 1000
     assert (tmp_path / "benchmarks" / "latency.png").stat().st_size > 1000
+
+
+def _dictd_number(value: int) -> str:
+    digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    out = ""
+    while True:
+        out = digits[value % 64] + out
+        value //= 64
+        if not value:
+            return out
+
+
+def test_keyword_benchmark_on_a_small_dictionary(db: TestDatabase, tmp_path: Path) -> None:
+    pytest.importorskip("bm25s", reason="the exact BM25 reference")
+    import gzip
+
+    from benchmarks import gcide
+
+    entries = [
+        ("00-database-info", "about this file"),
+        ("Boat", "Boat \\Boat\\ n. A small vessel for travel on water; a fishing boat."),
+        ("Honey", 'Honey \\Hon"ey\\ n. A sweet viscid fluid made by bees.'),
+        ("Lute", "Lute \\Lute\\ n. A stringed instrument of music, played with the fingers."),
+    ]
+    data, index = b"", []
+    for headword, text in entries:
+        raw = text.encode()
+        index.append(f"{headword}\t{_dictd_number(len(data))}\t{_dictd_number(len(raw))}\n")
+        data += raw + b"\n\n"
+    (tmp_path / "gcide.index").write_text("".join(index))
+    (tmp_path / "gcide.dict.dz").write_bytes(gzip.compress(data))
+    assert [h for h, _ in gcide.entries(tmp_path)] == ["Boat", "Honey", "Lute"]
+    assert next(gcide.entries(tmp_path))[1].endswith("a fishing boat.")
+    env = {
+        **os.environ,
+        "DATABASE_URL": db.url.render_as_string(hide_password=False),
+        "BENCHMARK_RESULTS_DIR": str(tmp_path / "out"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.keyword", "--sizes", "3", "--gcide", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    page = (tmp_path / "out" / "results" / "keyword.md").read_text()
+    assert "| 3 |" in page and "BM25 overlap" in page
