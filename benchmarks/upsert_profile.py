@@ -147,9 +147,9 @@ def _step_profile(store: ChunkStore, corpus: Corpus) -> dict[str, float]:
 def _timed(original: Any, phase: str, into: dict[str, float]) -> Any:
     """``driver.sync._step``, adding the time of each database step to ``into``."""
 
-    def timed(conn: Any, database: str, step: Any) -> Any:
+    def timed(conn: Any, step: Any) -> Any:
         started = time.perf_counter()
-        reply = original(conn, database, step)
+        reply = original(conn, step)
         if (name := STEP_NAMES.get(type(step).__name__)) is not None:
             key = f"{phase}: {name}"
             into[key] = into.get(key, 0.0) + time.perf_counter() - started

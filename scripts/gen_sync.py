@@ -13,9 +13,11 @@ one that is edited and reviewed, as psycopg does for its pool.
 from __future__ import annotations
 
 import argparse
+import io
 import re
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +63,10 @@ def _sync_branches(lines: list[str]) -> list[str]:
     while i < len(lines):
         line = lines[i]
         if line.strip() != MARKER:
+            if "# ASYNC" in line:
+                raise SystemExit(
+                    f"aio.py:{i + 1}: expected exactly {MARKER!r}, got {line.strip()!r}"
+                )
             out.append(line)
             i += 1
             continue
@@ -72,6 +78,11 @@ def _sync_branches(lines: list[str]) -> list[str]:
             lines[i] = lines[i].replace("elif ", "if ", 1)  # ruff folds ``else: if`` to ``elif``
             continue
         has_else = i < len(lines) and lines[i].strip() == "else:" and _indent(lines[i]) == base
+        if not has_else:
+            raise SystemExit(
+                f"aio.py:{i + 1}: expected the else: of the block above (the sync branch) right "
+                "after it, got " + (repr(lines[i].strip()) if i < len(lines) else "the end")
+            )
         if has_else:
             i += 1
             while i < len(lines) and (not lines[i].strip() or _indent(lines[i]) > base):
@@ -88,6 +99,7 @@ def generate() -> str:
     for name, sync_name in _NAMES.items():
         text = re.sub(rf"\b{name}\b", sync_name, text)
     text = text.replace("The async driver", "The sync driver")
+    compile(HEADER + text, str(TARGET), "exec")  # a syntax error here, not in CI
     formatted = subprocess.run(
         [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(TARGET), "-"],
         input=HEADER + text,
@@ -124,11 +136,28 @@ def generate() -> str:
     ).stdout
 
 
+def _check(source: str) -> None:
+    """Raise if anything async is left in the generated code (strings aside)."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    left = {
+        token.string
+        for token in tokens
+        if (token.type == tokenize.NAME and _ASYNC_NAME.fullmatch(token.string))
+        or (token.type == tokenize.COMMENT and "# ASYNC" in token.string)
+    }
+    if left:
+        raise SystemExit(f"the generated sync driver still says {sorted(left)}; fix gen_sync.py")
+
+
+_ASYNC_NAME = re.compile(r"async|await|asyncio|Async\w*")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="fail if sync.py is stale")
     args = parser.parse_args()
     generated = generate()
+    _check(generated)
     if args.check:
         if TARGET.read_text() != generated:
             print(f"{TARGET.relative_to(ROOT)} is stale: run python scripts/gen_sync.py")

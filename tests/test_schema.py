@@ -267,3 +267,12 @@ def test_a_version_1_table_is_upgraded_in_place(make_store: StoreFactory) -> Non
         ]
     )
     assert store.get(["new"])[0].adapter_data == {"kind": "node"}
+
+
+def test_the_column_spec_names_the_tables_columns() -> None:
+    from rag_pgstore.schema import COLUMNS, READ_COLUMNS, WRITTEN_COLUMNS
+
+    table = Collection("docs", 3).table
+    assert {spec.name for spec in COLUMNS} <= set(table.c.keys())
+    assert set(table.c.keys()) - {spec.name for spec in COLUMNS} == {"tsv"}  # generated
+    assert "embedding" in WRITTEN_COLUMNS and "embedding" not in READ_COLUMNS

@@ -120,7 +120,7 @@ async def test_plain_search_picks_its_form_by_whether_there_is_an_index(
     store = make_store(dim=DIM)
     load(store, VECTORS)
     assert store.engine is not None
-    database, c = str(store.engine.url), store.collection
+    database, c = policy.database(store.engine), store.collection
 
     def hint() -> bool | None:
         return policy.hint(database, c.schema, c.name)

@@ -251,7 +251,11 @@ Encoder = Callable[[Chunk, str, bytes], Any]
 
 def jsonb(value: object, chunk_id: str) -> bytes:
     """``value`` as a binary COPY ``jsonb`` field (version byte 1, then the JSON text)."""
-    return b"\x01" + metadata_json(value, f"chunk {show(chunk_id)}").encode()
+    try:
+        return b"\x01" + metadata_json(value, "").encode()
+    except InvalidInputError:  # the label costs more than the encoding: build it only now
+        metadata_json(value, f"chunk {show(chunk_id)}")
+        raise
 
 
 def check_batch(

@@ -42,7 +42,7 @@ def make_engines(
 
     There is no ``pool_pre_ping``: it would cost a round trip on every query. A plan whose
     first step finds its pooled connection dead is retried on a fresh one instead (see
-    ``steps``). ``options`` go to both ``create_engine`` calls (pool sizes,
+    ``driver/policy.py``). ``options`` go to both ``create_engine`` calls (pool sizes,
     ``connect_args={"sslmode": ...}``, ...).
     """
     normalized = normalize_url(url)

@@ -176,7 +176,8 @@ class ColumnSpec:
     read: bool = True
 
 
-# Every column, in the order COPY sends and reads return them; the one place that order lives.
+# The columns writes and reads name, in the order COPY sends them and a StoredChunk reads them
+# (the table's DDL above lists the same names; a test checks they agree).
 COLUMNS = (
     ColumnSpec("chunk_id", "text", lambda chunk, chunk_id, vector: chunk_id),
     ColumnSpec(

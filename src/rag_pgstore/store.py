@@ -10,7 +10,7 @@ documentation.
 from __future__ import annotations
 
 import asyncio
-import functools
+import inspect
 import os
 import weakref
 from collections.abc import Callable, Coroutine, Mapping
@@ -37,11 +37,10 @@ Operation = Callable[Concatenate[Collection, P], driver.PlanSource[T]]
 def _sync(operation: Operation[P, T]) -> Callable[Concatenate[ChunkStore, P], T]:
     """The store method that runs ``operation``'s plan on the sync engine."""
 
-    @functools.wraps(operation)
     def method(self: ChunkStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return self.run_plan(operation(self.collection, *args, **kwargs))
 
-    return method
+    return _named(method, operation, operation.__name__, inspect.getdoc(operation) or "")
 
 
 def _async(
@@ -49,12 +48,27 @@ def _async(
 ) -> Callable[Concatenate[ChunkStore, P], Coroutine[Any, Any, T]]:
     """The store method that runs ``operation``'s plan on the async engine."""
 
-    @functools.wraps(operation)
     async def method(self: ChunkStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self.arun_plan(operation(self.collection, *args, **kwargs))
 
-    method.__name__ = method.__qualname__ = "a" + operation.__name__
-    method.__doc__ = f"Async :meth:`{operation.__name__}`.\n\n{operation.__doc__ or ''}"
+    doc = f"Async :meth:`{operation.__name__}`.\n\n{inspect.getdoc(operation) or ''}"
+    return _named(method, operation, "a" + operation.__name__, doc)
+
+
+M = TypeVar("M", bound=Callable[..., Any])
+
+
+def _named(method: M, operation: Callable[..., Any], name: str, doc: str) -> M:
+    """Make ``help(ChunkStore.name)`` show the method: its name, its doc, ``self`` in place of
+    the plan's collection, and no plan in the return annotation."""
+    signature = inspect.signature(operation)
+    this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
+    rest = list(signature.parameters.values())[1:]
+    method.__name__, method.__qualname__ = name, f"ChunkStore.{name}"
+    method.__doc__ = doc
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[this, *rest], return_annotation=inspect.Signature.empty
+    )
     return method
 
 

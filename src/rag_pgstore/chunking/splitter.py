@@ -13,7 +13,6 @@ sentence start if there is one there, else a word. Special-token strings such as
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from rag_pgstore.chunking.boundaries import (
     token_bounds,
 )
 from rag_pgstore.chunking.encodings import load_encoding
+from rag_pgstore.codec import content_hash
 from rag_pgstore.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class TokenChunker:
                 total_chunks=len(spans),
                 chunk_id=f"{entity_id}#{i}",
                 entity_id=entity_id,
-                content_hash=hashlib.sha256(text[start:end].encode()).hexdigest(),
+                content_hash=content_hash(text[start:end]),
                 metadata=dict(metadata or {}),
             )
             for i, (start, end, count) in enumerate(spans)

@@ -75,7 +75,8 @@ async def run(engine: AsyncEngine, source: PlanSource[T]) -> T:
 
 
 async def _run_once(engine: AsyncEngine, plan: Plan[T]) -> T:
-    database = str(engine.url)  # whose ANN-index answers a Read may use
+    database = policy.database(engine)  # whose ANN-index answers a Read may use
+    forgotten: list[Forget] = []  # applied once the transaction has committed
     try:
         step = plan.send(None)
         for retry in (False, True):
@@ -86,12 +87,20 @@ async def _run_once(engine: AsyncEngine, plan: Plan[T]) -> T:
                         return policy.last(plan, await _read(conn, database, step))
                 async with engine.begin() as conn:
                     while True:
-                        reply = await _step(conn, database, step)
+                        if isinstance(step, Forget):
+                            forgotten.append(step)
+                            reply = None
+                        else:
+                            reply = await _step(conn, step)
                         untouched = untouched and isinstance(step, Pull)
                         try:
                             step = plan.send(reply)
                         except StopIteration as stop:
-                            return stop.value  # type: ignore[no-any-return]
+                            result: T = stop.value
+                            break
+                for done in forgotten:
+                    policy.forget(database, done)
+                return result
             except policy.DRIVER_ERRORS as exc:
                 if retry or not untouched or not policy.lost(exc):
                     raise
@@ -103,7 +112,7 @@ async def _run_once(engine: AsyncEngine, plan: Plan[T]) -> T:
         plan.close()
 
 
-async def _step(conn: AsyncConnection, database: str, step: Step) -> Any:
+async def _step(conn: AsyncConnection, step: Step) -> Any:
     if isinstance(step, Pull):
         if True:  # ASYNC
             if isinstance(step.source, AsyncIterator):
@@ -119,11 +128,8 @@ async def _step(conn: AsyncConnection, database: str, step: Step) -> Any:
     if isinstance(step, Execute):
         result = await conn.execute(step.statement)
         return result.rowcount
-    if isinstance(step, Forget):
-        policy.forget(database, step)
-        return None
-    if isinstance(step, Read):
-        raise AssertionError("a Read must be its plan's only step")
+    if isinstance(step, (Read, Forget)):
+        raise AssertionError("handled by _run_once")
     if not step.savepoint:
         await _copy(conn, step)
         return True

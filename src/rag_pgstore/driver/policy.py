@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ __all__ = [
     "DRIVER_ERRORS",
     "HINT_SECONDS",
     "SESSION_KEY",
+    "database",
     "forget",
     "form",
     "hint",
@@ -151,6 +153,22 @@ HINT_SECONDS = 60.0  # how long an answer about a table's ANN index is trusted
 # Whether each (database, schema, table) has an ANN index, and when that was last asked.
 _HINTS: dict[tuple[str, str, str], tuple[float, bool]] = {}
 SESSION_KEY = "rag_pgstore.session"  # in a pooled connection's info: the settings it has
+
+
+_DATABASES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def database(engine: Any) -> str:
+    """Which database ``engine`` reaches, the same for a store's sync and async engines.
+
+    The driver name is left out (``postgresql+psycopg_async`` and ``postgresql+psycopg`` reach
+    one database), and so is the password. Computed once per engine.
+    """
+    known = _DATABASES.get(engine)
+    if known is None:
+        url = engine.url.set(drivername="postgresql")
+        known = _DATABASES[engine] = url.render_as_string(hide_password=True)
+    return known
 
 
 def _key(database: str, form: IndexedForm | Forget) -> tuple[str, str, str]:

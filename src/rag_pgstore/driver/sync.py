@@ -59,7 +59,8 @@ def run(engine: Engine, source: PlanSource[T]) -> T:
 
 
 def _run_once(engine: Engine, plan: Plan[T]) -> T:
-    database = str(engine.url)  # whose ANN-index answers a Read may use
+    database = policy.database(engine)  # whose ANN-index answers a Read may use
+    forgotten: list[Forget] = []  # applied once the transaction has committed
     try:
         step = plan.send(None)
         for retry in (False, True):
@@ -70,12 +71,20 @@ def _run_once(engine: Engine, plan: Plan[T]) -> T:
                         return policy.last(plan, _read(conn, database, step))
                 with engine.begin() as conn:
                     while True:
-                        reply = _step(conn, database, step)
+                        if isinstance(step, Forget):
+                            forgotten.append(step)
+                            reply = None
+                        else:
+                            reply = _step(conn, step)
                         untouched = untouched and isinstance(step, Pull)
                         try:
                             step = plan.send(reply)
                         except StopIteration as stop:
-                            return stop.value  # type: ignore[no-any-return]
+                            result: T = stop.value
+                            break
+                for done in forgotten:
+                    policy.forget(database, done)
+                return result
             except policy.DRIVER_ERRORS as exc:
                 if retry or not untouched or not policy.lost(exc):
                     raise
@@ -87,7 +96,7 @@ def _run_once(engine: Engine, plan: Plan[T]) -> T:
         plan.close()
 
 
-def _step(conn: Connection, database: str, step: Step) -> Any:
+def _step(conn: Connection, step: Step) -> Any:
     if isinstance(step, Pull):
         if not isinstance(step.source, Iterator):
             raise UnsupportedError(
@@ -100,11 +109,8 @@ def _step(conn: Connection, database: str, step: Step) -> Any:
     if isinstance(step, Execute):
         result = conn.execute(step.statement)
         return result.rowcount
-    if isinstance(step, Forget):
-        policy.forget(database, step)
-        return None
-    if isinstance(step, Read):
-        raise AssertionError("a Read must be its plan's only step")
+    if isinstance(step, (Read, Forget)):
+        raise AssertionError("handled by _run_once")
     if not step.savepoint:
         _copy(conn, step)
         return True

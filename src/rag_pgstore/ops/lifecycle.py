@@ -206,6 +206,7 @@ def _create_index(c: Collection, using: str, options: dict[str, int]) -> Plan[bo
     index = ann_index(c, using, options)
     present = yield Fetch(sa.select(sa.func.to_regclass(f"{c.schema}.{c.index_name}")))
     if found[0][0] == wanted and present[0][0] is not None:
+        yield Forget(c.schema, c.name)  # it may have been built by hand since we last looked
         return False
     yield Execute(sa.schema.DropIndex(index, if_exists=True))
     yield Execute(sa.schema.CreateIndex(index))

@@ -92,7 +92,7 @@ PSYCOPG = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 def nearest_read(
     collection: Collection, k: int, offset: int, form: str
 ) -> tuple[str, tuple[tuple[str, Any], ...]]:
-    """An unfiltered nearest-neighbour search compiled once per shape, for ``readstep.Read``.
+    """An unfiltered nearest-neighbour search compiled once per shape, for a driver ``Read``.
 
     Returns the SQL and its fixed parameters; the caller binds ``query``. Building and
     compiling a statement costs about as much as an HNSW search on 10k rows, so it is done
