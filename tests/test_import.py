@@ -44,3 +44,19 @@ def test_errors_appear_under_the_package_name() -> None:
     assert rag_pgstore.FilterError.__module__ == "rag_pgstore"
     assert issubclass(rag_pgstore.DimensionError, ValueError)
     assert issubclass(rag_pgstore.DatabaseUnavailableError, rag_pgstore.DatabaseError)
+
+
+def test_an_adapter_without_its_framework_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['langchain_core'] = None; sys.modules['llama_index.core'] = None\n"
+        "import rag_pgstore\n"
+        "for name in ('langchain', 'llamaindex'):\n"
+        "    try:\n"
+        "        __import__('rag_pgstore.adapters.' + name)\n"
+        "    except rag_pgstore.MissingDependencyError as exc:\n"
+        "        print(isinstance(exc, ImportError), exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("True") and "rag-pgstore[langchain]" in lines[0]
+    assert lines[1].startswith("True") and "rag-pgstore[llamaindex]" in lines[1]
