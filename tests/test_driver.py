@@ -8,9 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from rag_pgstore import HnswIndex, HybridOptions, IvfflatIndex, RagPgStoreError, SearchTuning
-from rag_pgstore.driver.steps import Execute, Fetch, Forget, Plan, Read
+from rag_pgstore import (
+    Chunk,
+    HnswIndex,
+    HybridOptions,
+    IvfflatIndex,
+    RagPgStoreError,
+    SearchTuning,
+)
+from rag_pgstore.codec import check_batch
+from rag_pgstore.driver.steps import Copy, Execute, Fetch, Forget, Plan, Pull, Read
+from rag_pgstore.schema import COPY_TYPES, ENCODERS
 from rag_pgstore.sql.search import PSYCOPG
+from rag_pgstore.sql.writes import table_copy
 from tests.conftest import Api, StoreFactory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,3 +74,28 @@ async def test_every_step_kind_behaves_the_same_through_both_drivers(
         return rows
 
     assert await api(store, "run_plan", read()) == [{"content": "c"}]
+
+
+async def test_pull_and_copy_behave_the_same_through_both_drivers(
+    make_store: StoreFactory, api: Api
+) -> None:
+    store = make_store()
+    c = store.collection
+    batch = check_batch(
+        [Chunk(chunk_id=f"k{i}", content="x", embedding=[1.0, float(i), 0.0]) for i in range(3)],
+        dim=3,
+        vector_type=c.vector_type,
+    )
+
+    def plan() -> Plan[list[object]]:
+        source = iter(["first", "second"])
+        pulled = []
+        for _ in range(3):  # the third is the end: None
+            pulled.append((yield Pull(source)))
+        landed = yield Copy(table_copy(c), COPY_TYPES, lambda: batch.rows(ENCODERS))
+        again = yield Copy(table_copy(c), COPY_TYPES, lambda: batch.rows(ENCODERS), savepoint=True)
+        return [*pulled, landed, again]
+
+    # The second COPY of the same ids hits the unique index: rolled back to its savepoint.
+    assert await api(store, "run_plan", plan()) == ["first", "second", None, True, False]
+    assert await api(store, "count") == 3

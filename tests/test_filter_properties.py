@@ -1,4 +1,6 @@
-"""The filter compiler against a slow Python evaluator of the same language, on random filters.
+"""The filter compiler against a slow Python evaluator of the same language, on random filters
+(equality, $ne, $in/$nin, comparisons, $between, $like/$ilike, $exists, $contains, the
+chunk_id column, $and/$or/$not of filters and of lists).
 
 ``evaluate`` below is the filter language written out plainly (docs/guide.md, *Filters*):
 JSON-typed equality, ``$ne``/``$nin``/``$not`` matching a missing key, comparisons within one
@@ -10,6 +12,7 @@ Python.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 import pytest
@@ -68,6 +71,9 @@ def json_equal(a: Any, b: Any) -> bool:
     return json_type(a) == json_type(b) and a == b
 
 
+LIKE = {"p%": r"p.*", "%q": r".*q", "_q": r".q", "pq": r"pq"}  # only strings can match these
+
+
 def operator(op: str, value: Any, operand: Any) -> bool:
     if op == "$eq":
         return value is not MISSING and json_equal(value, operand)
@@ -81,6 +87,14 @@ def operator(op: str, value: Any, operand: Any) -> bool:
         return bool((value is not MISSING) == operand)
     if op == "$contains":
         return isinstance(value, list) and any(json_equal(v, operand) for v in value)
+    if op == "$between":
+        low, high = operand
+        return operator("$gte", value, low) and operator("$lte", value, high)
+    if op in ("$like", "$ilike"):
+        if not isinstance(value, str):
+            return False
+        flags = re.IGNORECASE if op == "$ilike" else 0
+        return re.fullmatch(LIKE[operand.lower()], value, flags) is not None
     if op in ("$gt", "$gte", "$lt", "$lte"):
         if value is MISSING or json_type(value) != json_type(operand):
             return False
@@ -95,16 +109,18 @@ def operator(op: str, value: Any, operand: Any) -> bool:
     raise AssertionError(op)
 
 
-def evaluate(filter: dict[str, Any], metadata: dict[str, Any]) -> bool:
+def evaluate(filter: dict[str, Any], metadata: dict[str, Any], chunk_id: str) -> bool:
     results = []
     for key, condition in filter.items():
         if key == "$and":
-            results.append(all(evaluate(f, metadata) for f in condition))
+            results.append(all(evaluate(f, metadata, chunk_id) for f in condition))
         elif key == "$or":
-            results.append(any(evaluate(f, metadata) for f in condition))
+            results.append(any(evaluate(f, metadata, chunk_id) for f in condition))
         elif key == "$not":
             parts = condition if isinstance(condition, list) else [condition]
-            results.append(not any(evaluate(f, metadata) for f in parts))
+            results.append(not any(evaluate(f, metadata, chunk_id) for f in parts))
+        elif key == "chunk_id":  # the column, not a metadata key
+            results.append(chunk_id in condition["$in"])
         elif isinstance(condition, dict) and condition and all(k[0] == "$" for k in condition):
             value = lookup(metadata, key)
             results.append(all(operator(op, value, arg) for op, arg in condition.items()))
@@ -120,6 +136,15 @@ fields = hs.one_of(
     hs.tuples(hs.sampled_from(["$gt", "$gte", "$lt", "$lte"]), ordered),
     hs.tuples(hs.just("$exists"), hs.booleans()),
     hs.tuples(hs.just("$contains"), hs.sampled_from(SCALARS)),
+    hs.tuples(
+        hs.just("$between"),
+        hs.one_of(
+            hs.lists(hs.sampled_from([0, 1, 1.5, 2]), min_size=2, max_size=2),
+            hs.lists(hs.sampled_from(["p", "pq", "q"]), min_size=2, max_size=2),
+        ),
+    ),
+    hs.tuples(hs.just("$like"), hs.sampled_from(sorted(LIKE))),
+    hs.tuples(hs.just("$ilike"), hs.sampled_from(["P%", "%Q", "_Q", "PQ"])),
 )
 leaf = hs.builds(
     lambda key, op_arg, bare: (
@@ -129,8 +154,12 @@ leaf = hs.builds(
     fields,
     hs.booleans(),
 )
+ids = hs.builds(
+    lambda chosen: {"chunk_id": {"$in": chosen}},
+    hs.lists(hs.sampled_from([f"r{i}" for i in range(12)]), max_size=5),
+)
 filters = hs.recursive(
-    leaf,
+    hs.one_of(leaf, ids),
     lambda inner: hs.one_of(
         hs.builds(lambda parts: {"$and": parts}, hs.lists(inner, min_size=1, max_size=3)),
         hs.builds(lambda parts: {"$or": parts}, hs.lists(inner, min_size=1, max_size=3)),
@@ -169,6 +198,6 @@ def test_the_evaluator_sees_every_kind_of_row() -> None:
 def test_the_database_selects_what_the_evaluator_selects(
     store: ChunkStore, filter: dict[str, Any]
 ) -> None:
-    expected = sorted(chunk_id for chunk_id, m in ROWS.items() if evaluate(filter, m))
+    expected = sorted(chunk_id for chunk_id, m in ROWS.items() if evaluate(filter, m, chunk_id))
     got = sorted(c.chunk_id for c in store.get_where(filter))
     assert got == expected, filter
