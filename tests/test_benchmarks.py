@@ -21,15 +21,16 @@ from rag_pgstore.testing import TestDatabase
 ROOT = Path(__file__).parent.parent
 
 
-def test_benchmark_suite_quick_mode(db: TestDatabase, tmp_path: Path) -> None:
+def run_benchmark(db: TestDatabase, results: Path, *args: str) -> None:
+    """Run ``python -m benchmarks.<args>`` on the test database, results into ``results``."""
     env = {
         **os.environ,
         "DATABASE_URL": db.url.render_as_string(hide_password=False),
-        "BENCHMARK_RESULTS_DIR": str(tmp_path),
+        "BENCHMARK_RESULTS_DIR": str(results),
     }
     env.pop("BENCHMARK_PEERS_PYTHON", None)
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.suite", "--quick"],
+        [sys.executable, "-m", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -37,6 +38,10 @@ def test_benchmark_suite_quick_mode(db: TestDatabase, tmp_path: Path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_benchmark_suite_quick_mode(db: TestDatabase, tmp_path: Path) -> None:
+    run_benchmark(db, tmp_path, "benchmarks.suite", "--quick")
     text = (tmp_path / "benchmarks.md").read_text()
     assert "Command: `python -m benchmarks.suite --quick`" in text
     for section in ("## Targets", "## Ingest", "## Query latency", "## Recall@10", "## Chunker"):
@@ -78,19 +83,8 @@ def test_keyword_benchmark_on_a_small_dictionary(db: TestDatabase, tmp_path: Pat
     (tmp_path / "gcide.dict.dz").write_bytes(gzip.compress(data))
     assert [h for h, _ in gcide.entries(tmp_path)] == ["Boat", "Honey", "Lute"]
     assert next(gcide.entries(tmp_path))[1].endswith("a fishing boat.")
-    env = {
-        **os.environ,
-        "DATABASE_URL": db.url.render_as_string(hide_password=False),
-        "BENCHMARK_RESULTS_DIR": str(tmp_path / "out"),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.keyword", "--sizes", "3", "--gcide", str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    run_benchmark(
+        db, tmp_path / "out", "benchmarks.keyword", "--sizes", "3", "--gcide", str(tmp_path)
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     page = (tmp_path / "out" / "results" / "keyword.md").read_text()
     assert "| 3 |" in page and "BM25 overlap" in page

@@ -32,7 +32,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from rag_pgstore.chunking import TextChunk, TokenChunker
-from rag_pgstore.codec import check_batch
 from rag_pgstore.driver.steps import Fetch, Plan, PlanSource
 from rag_pgstore.errors import EmbeddingError, InvalidInputError
 from rag_pgstore.ops import cache, writes
@@ -165,28 +164,21 @@ class Pipeline:
         vectors: dict[str, list[float]] = yield _Db(cache.lookup(c.schema, model, c.dim, hashes))
         report.from_cache += len(vectors)
         todo = {ch.content_hash: ch.text for ch in wanted if ch.content_hash not in vectors}
+        computed: dict[str, list[float]] = {}
         if todo:
             fresh: list[list[float]] = yield _Embed(list(todo.values()))
             computed = dict(zip(todo, fresh, strict=True))
-            # What the model returned is checked as the store will check it (size, finite,
-            # not all zeros under cosine) before the cache keeps it: a bad vector must not
-            # be served from the cache forever after.
-            check_batch(
-                [
-                    _to_chunk(ch, computed[ch.content_hash])
-                    for ch in wanted
-                    if ch.content_hash in computed
-                ],
-                dim=c.dim,
-                vector_type=c.vector_type,
-                nonzero=c.nonzero,
-            )
+            vectors.update(computed)
+        # Checked here, once (size, finite, not all zeros under cosine), before the cache keeps
+        # any new vector: a bad one must not be served from the cache forever after.
+        records = [_to_chunk(ch, vectors[ch.content_hash]) for ch in wanted]
+        write = writes.upsert(c, records) if records else None
+        remove = writes.delete(c, stale) if stale else None
+        if computed:
             # Its own commit, so it is kept if we die; retried if it loses a deadlock.
             yield _Db(lambda: cache.remember(c.schema, model, computed))
-            vectors.update(computed)
             report.embedded += len(computed)
-        records = [_to_chunk(ch, vectors[ch.content_hash]) for ch in wanted]
-        written, deleted = yield _Db(lambda: _replace(c, records, stale))
+        written, deleted = yield _Db(lambda: _replace(write, remove))
         report.chunks_written += written
         report.chunks_deleted += deleted
 
@@ -281,10 +273,12 @@ def _existing(c: Collection, entity_ids: list[str]) -> Plan[dict[str, tuple[Any,
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
-def _replace(c: Collection, chunks: list[Chunk], stale: list[str]) -> Plan[tuple[int, int]]:
-    """Upsert ``chunks`` and delete ``stale`` in one transaction."""
-    written = (yield from writes.plan_of(writes.upsert(c, chunks))) if chunks else 0
-    deleted = (yield from writes.plan_of(writes.delete(c, stale))) if stale else 0
+def _replace(
+    write: PlanSource[int] | None, remove: PlanSource[int] | None
+) -> Plan[tuple[int, int]]:
+    """The batch's upsert and deletion of stale chunks, in one transaction."""
+    written = (yield from writes.plan_of(write)) if write is not None else 0
+    deleted = (yield from writes.plan_of(remove)) if remove is not None else 0
     return written, deleted
 
 
