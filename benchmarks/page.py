@@ -53,6 +53,15 @@ def write(results: Results, command: str) -> Path:
         "",
         *_table(["target", "measured", ""], _targets(r)),
         *_ingest_limit(r),
+        "## Keyword search on real text",
+        "",
+        "`python -m benchmarks.keyword --sizes 25000 50000 100000 200000` measures each keyword "
+        "mode (BM25, `ts_rank`, off) on the GCIDE dictionary: latency, recall@10 against exact "
+        "BM25, ingest against a raw COPY, index build time and size "
+        "([results](results/keyword.md)).",
+        "",
+        "![keyword search latency](benchmarks/keyword.png)",
+        "",
         "## Ingest",
         "",
         "Chunks per second with precomputed embeddings, each writer into a fresh empty table; "

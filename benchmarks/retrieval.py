@@ -244,7 +244,7 @@ def standard_searches(store: ChunkStore, k: int = 10) -> dict[str, Search]:
     """Vector-only, text-only, and hybrid with its defaults and with RRF, for comparison."""
     return {
         "vector only": lambda text, vector: store.search(vector, k=k),
-        "text only (any words, ts_rank)": lambda text, vector: store.text_search(text, k=k),
+        "text only (any words)": lambda text, vector: store.text_search(text, k=k),
         "text only (websearch_to_tsquery)": lambda text, vector: store.text_search(
             text, k=k, mode=TextMode.WEBSEARCH
         ),

@@ -87,4 +87,4 @@ def test_keyword_benchmark_on_a_small_dictionary(db: TestDatabase, tmp_path: Pat
         db, tmp_path / "out", "benchmarks.keyword", "--sizes", "3", "--gcide", str(tmp_path)
     )
     page = (tmp_path / "out" / "results" / "keyword.md").read_text()
-    assert "| 3 |" in page and "BM25 overlap" in page
+    assert "| 3 |" in page and "BM25 recall@10" in page and "| 3 | bm25 |" in page

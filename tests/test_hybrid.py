@@ -153,10 +153,11 @@ def test_hybrid_is_one_statement_after_its_settings(store: ChunkStore) -> None:
     for filter in (None, {"food": True}):
         with statements(store) as seen:
             store.hybrid_search(hash_embedding("bread", DIM), "bread", k=3, filter=filter)
-        # SET LOCAL of ef_search (and of the iterative scan a filtered ANN query needs)
+        # The query's lexemes, with the SET LOCAL of ef_search (and of the iterative scan a
+        # filtered ANN query needs); then both legs and the fusion in one statement.
         assert len(seen) == 2
-        assert "set_config" in seen[0]
-        assert "ts_rank" in seen[1] and "<=>" in seen[1]
+        assert "set_config" in seen[0] and "tsvector_to_array" in seen[0]
+        assert "JOIN LATERAL" in seen[1] and "<=>" in seen[1]
 
 
 QUERY_3D = [1.0, 0.0, 0.3]  # near "a" and its copy; "b" is 60 degrees from "a"

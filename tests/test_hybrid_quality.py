@@ -19,7 +19,7 @@ def test_hybrid_beats_vector_only_and_text_only(make_store: StoreFactory) -> Non
     assert store.count() == len(chunks) > 500
     results = evaluate(chunks, embed, standard_searches(store))
     vector = results["vector only"]
-    text = results["text only (any words, ts_rank)"]
+    text = results["text only (any words)"]
     hybrid = results["hybrid, relative score (default)"]
     assert hybrid.ndcg > max(vector.ndcg, text.ndcg) + 0.02, results
     assert hybrid.mrr > max(vector.mrr, text.mrr) + 0.03, results

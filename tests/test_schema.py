@@ -171,9 +171,22 @@ def test_collections_in_their_own_schema(make_store: StoreFactory, collection_na
 
 def test_statements_compile_without_a_database() -> None:
     c = Collection("docs", 3, distance=Distance.INNER_PRODUCT)
-    ddl = str(sa.schema.CreateTable(c.table).compile(dialect=PG))
+    ddl = str(sa.schema.CreateTable(c.bare_table()).compile(dialect=PG))
     assert "embedding VECTOR(3) NOT NULL" in ddl
-    assert "GENERATED ALWAYS AS (to_tsvector(CAST('english' AS REGCONFIG), content)) STORED" in ddl
+    assert "tsv" not in ddl  # added by the keyword mode
+    from rag_pgstore.schema import keyword_add
+    from rag_pgstore.types import KeywordSearch
+
+    def compiled(mode: KeywordSearch) -> str:
+        return "\n".join(str(s.compile(dialect=PG)) for s in keyword_add(c, mode))  # type: ignore[attr-defined]
+
+    assert "GENERATED ALWAYS AS (to_tsvector('english'::regconfig, content)) STORED" in compiled(
+        KeywordSearch.TS_RANK
+    )
+    bm25_ddl = compiled(KeywordSearch.BM25)
+    assert "EXECUTE FUNCTION public.rag_pgstore_keyword_row('english')" in bm25_ddl
+    assert "SET STATISTICS 1000" in bm25_ddl
+    assert compiled(KeywordSearch.OFF) == ""
     from rag_pgstore.schema import ann_index
 
     index = str(sa.schema.CreateIndex(ann_index(c, "hnsw", {"m": 16})).compile(dialect=PG))
@@ -274,5 +287,5 @@ def test_the_column_spec_names_the_tables_columns() -> None:
 
     table = Collection("docs", 3).table
     assert {spec.name for spec in COLUMNS} <= set(table.c.keys())
-    assert set(table.c.keys()) - {spec.name for spec in COLUMNS} == {"tsv"}  # generated
+    assert set(table.c.keys()) - {spec.name for spec in COLUMNS} == {"tsv", "dl"}  # server-made
     assert "embedding" in WRITTEN_COLUMNS and "embedding" not in READ_COLUMNS

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
-from rag_pgstore import Distance, HybridOptions
+from rag_pgstore import Distance, HybridOptions, TextMode
 from rag_pgstore.schema import Collection
-from rag_pgstore.sql import catalog
+from rag_pgstore.sql import bm25, catalog
 from rag_pgstore.sql import search as st
 from rag_pgstore.sql import writes as wr
-from rag_pgstore.sql.hybrid import fused_select, text_select
+from rag_pgstore.sql.hybrid import fused_select, text_matches, text_query, text_select
 from tests.conftest import PG
 
 
@@ -73,24 +74,24 @@ def test_set_local_binds_names_and_values() -> None:
     assert list(compiled.params.values()) == ["hnsw.ef_search", "100", True]
 
 
-def test_hybrid_is_a_single_select_with_both_searches() -> None:
+@pytest.mark.parametrize("keyword", ["ts_rank", "bm25"])
+def test_hybrid_is_a_single_select_with_both_searches(keyword: str) -> None:
     c = Collection("docs", 3, text_config="simple")
+    if keyword == "ts_rank":
+        leg = text_matches(c, text_query(c, "o'brien", TextMode.WEBSEARCH), sa.true())
+    else:
+        planned = bm25.plan_query(["o'brien"], rows=None, stats=bm25.NO_STATS, candidates=100)
+        leg = bm25.matches(c, planned, None)
     text = sql(
         fused_select(
-            c,
-            st.query_param(c, [1.0, 0.0, 0.0]),
-            "o'brien",
-            k=5,
-            where=None,
-            options=HybridOptions(),
+            c, st.query_param(c, [1.0, 0.0, 0.0]), leg, k=5, where=None, options=HybridOptions()
         )
     )
-    assert text.startswith("WITH vec AS")
+    assert text.startswith("WITH vec AS") or text.startswith("WITH idf AS")
     assert "FULL OUTER JOIN txt" in text
-    assert "ts_rank(public.docs.tsv, tsq.q, " in text
+    assert ("ts_rank(public.docs.tsv, tsq.q, " in text) == (keyword == "ts_rank")
+    assert ("JOIN LATERAL" in text) == (keyword == "bm25")  # the tiers
     assert "o'brien" not in text  # bound
-    assert "CAST(%(param_" in text and "AS REGCONFIG)" in text
-    assert "websearch_to_tsquery" not in text
     assert "ORDER BY fused.score DESC" in text
-    only_text = sql(text_select(c, "x", k=3, where=None, mode=HybridOptions().text_mode))
+    only_text = sql(text_select(c, leg, k=3))
     assert "<=>" not in only_text

@@ -234,6 +234,7 @@ def _summary(info: CollectionInfo) -> dict[str, Any]:
         "documents": info.entities,
         "dim": info.dim,
         "distance": info.distance,
+        "keyword": info.keyword,
         "schema_version": info.schema_version,
         "ann_index": info.ann_index,
     }

@@ -258,6 +258,11 @@ def jsonb(value: object, chunk_id: str) -> bytes:
         raise
 
 
+# PostgreSQL refuses a tsvector over 1 MiB; a longer content would fail in the keyword index
+# halfway through a batch (and text this long is no chunk a model can embed anyway).
+MAX_CONTENT_BYTES = (1 << 20) - 1
+
+
 def check_batch(
     chunks: Sequence[Chunk], *, dim: int, vector_type: str, nonzero: bool = False
 ) -> Batch:
@@ -296,6 +301,15 @@ def _check_chunk(chunk: object, position: int) -> None:
     _check_int(chunk.chunk_index, "chunk_index", 0, label)
     _check_int(chunk.total_chunks, "total_chunks", 1, label)
     _check_text(chunk.content, "content", label)
+    if (
+        len(chunk.content) * 4 > MAX_CONTENT_BYTES
+        and (size := len(chunk.content.encode("utf-8", "surrogatepass"))) > MAX_CONTENT_BYTES
+    ):
+        raise InvalidInputError(
+            f"expected content of at most {MAX_CONTENT_BYTES:,} bytes (PostgreSQL's tsvector "
+            f"limit, which keyword search meets first), got {size:,} ({label}); split it into "
+            "smaller chunks"
+        )
     for field, value in (("metadata", chunk.metadata), ("adapter_data", chunk.adapter_data)):
         if value is not None and not isinstance(value, Mapping):
             raise InvalidInputError(

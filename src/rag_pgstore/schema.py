@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, VECTOR
@@ -19,7 +20,7 @@ from sqlalchemy.sql.base import Executable
 
 from rag_pgstore.codec import Encoder, check_name, content_hash, jsonb
 from rag_pgstore.errors import CollectionNameError, UnsupportedError
-from rag_pgstore.types import Distance
+from rag_pgstore.types import Distance, KeywordSearch, choice
 
 __all__ = [
     "COLUMNS",
@@ -54,7 +55,11 @@ class Collection:
     schema: str = "public"
     distance: Distance = Distance.COSINE
     text_config: str = "english"
+    keyword: KeywordSearch | None = None  # None: what the table has (BM25 for a new one)
     _metadata: sa.MetaData = field(init=False, compare=False, repr=False)
+    # What a BM25 read learnt of pg_stats, kept until ANALYZE runs again (see ops/keyword.py);
+    # one dict that the store's sync and async engines share.
+    term_stats: dict[str, Any] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         check_name(self.name, "collection")
@@ -73,7 +78,10 @@ class Collection:
         ):
             raise UnsupportedError(f"expected 1 <= dim <= {MAX_DIM}, got dim={self.dim!r}")
         object.__setattr__(self, "distance", Distance.parse(self.distance))
+        if self.keyword is not None:
+            object.__setattr__(self, "keyword", choice(KeywordSearch, self.keyword, "keyword"))
         object.__setattr__(self, "_metadata", sa.MetaData())
+        object.__setattr__(self, "term_stats", {})
 
     @property
     def vector_type(self) -> str:
@@ -96,10 +104,22 @@ class Collection:
 
     @cached_property
     def table(self) -> sa.Table:
+        """The table as reads and writes name it, with every mode's keyword columns."""
+        return self._build_table(self._metadata, keyword_columns=True)
+
+    def bare_table(self) -> sa.Table:
+        """The table as created, before :func:`keyword_add` adds the mode's columns."""
+        return self._build_table(sa.MetaData(), keyword_columns=False)
+
+    def _build_table(self, metadata: sa.MetaData, *, keyword_columns: bool) -> sa.Table:
         vector_type = HALFVEC(self.dim) if self.vector_type == "halfvec" else VECTOR(self.dim)
+        keyword = (
+            # What each mode adds (see keyword_add); reads name them here.
+            (sa.Column("tsv", pg.TSVECTOR), sa.Column("dl", sa.Integer)) if keyword_columns else ()
+        )
         table = sa.Table(
             self.name,
-            self._metadata,
+            metadata,
             sa.Column("chunk_id", sa.Text, primary_key=True),
             sa.Column("entity_id", sa.Text, nullable=False),
             sa.Column("chunk_index", sa.Integer, nullable=False, server_default="0"),
@@ -123,22 +143,16 @@ class Collection:
                 nullable=False,
                 server_default=sa.func.now(),
             ),
-            sa.Column(
-                "tsv",
-                pg.TSVECTOR,
-                sa.Computed(
-                    sa.func.to_tsvector(
-                        sa.cast(sa.literal(self.text_config), pg.REGCONFIG), sa.column("content")
-                    ),
-                    persisted=True,
-                ),
-            ),
+            *keyword,
             schema=self.schema,
         )
         sa.Index(f"{self.name}_entity_idx", table.c.entity_id, table.c.chunk_index)
         sa.Index(f"{self.name}_metadata_gin", table.c["metadata"], postgresql_using="gin")
-        sa.Index(f"{self.name}_tsv_gin", table.c.tsv, postgresql_using="gin")
         return table
+
+    @property
+    def tsv_index_name(self) -> str:
+        return f"{self.name}_tsv_gin"
 
     @cached_property
     def registry(self) -> sa.Table:
@@ -221,6 +235,8 @@ def registry_table(schema: str, metadata: sa.MetaData | None = None) -> sa.Table
         sa.Column("text_config", sa.Text, nullable=False),
         sa.Column("schema_version", sa.Integer, nullable=False),
         sa.Column("ann_index", pg.JSONB),
+        # NULL for collections made before keyword modes: they have ts_rank's generated tsv.
+        sa.Column("keyword", sa.Text),
         sa.Column(
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
@@ -232,15 +248,100 @@ def registry_table(schema: str, metadata: sa.MetaData | None = None) -> sa.Table
 
 
 def _v1_create_table(collection: Collection) -> list[Executable]:
-    """Create the table, keep vectors inline, and add the btree and GIN indexes."""
-    table = collection.table
+    """Create the table, keep vectors inline, add the btree and GIN indexes and the columns of
+    the collection's keyword search."""
+    table = collection.bare_table()
     steps: list[Executable] = [sa.schema.CreateTable(table, if_not_exists=True)]
     if collection.plain_storage:
-        # DDL() fills %(fullname)s with the table's quoted, schema-qualified name.
-        plain = sa.DDL("ALTER TABLE %(fullname)s ALTER COLUMN embedding SET STORAGE PLAIN")  # type: ignore[no-untyped-call]
-        steps.append(plain.against(table))
+        steps.append(
+            _ddl("ALTER TABLE %(fullname)s ALTER COLUMN embedding SET STORAGE PLAIN", table)
+        )
     steps.extend(sa.schema.CreateIndex(index, if_not_exists=True) for index in table.indexes)
+    steps.extend(keyword_add(collection, collection.keyword or KeywordSearch.BM25))
     return steps
+
+
+def _ddl(statement: str, table: sa.Table) -> Executable:
+    """``statement`` with ``%(fullname)s`` / ``%(schema)s`` filled with the table's quoted
+    names by SQLAlchemy. Only fixed text and names go in: never a value from a caller."""
+    return sa.DDL(statement).against(table)  # type: ignore[no-untyped-call]
+
+
+def _literal(value: str) -> str:
+    """A SQL string literal for DDL that cannot take bind parameters, quoted by SQLAlchemy
+    (``text_config`` is a checked identifier and a configuration the server has)."""
+    compiled = sa.literal(value, sa.Text).compile(
+        dialect=pg.dialect(),  # type: ignore[no-untyped-call]
+        compile_kwargs={"literal_binds": True},
+    )
+    # DDL() formats with %, so a literal percent sign must be doubled.
+    return str(compiled).replace("%", "%%")
+
+
+KEYWORD_FUNCTION = "rag_pgstore_keyword_row"
+KEYWORD_TRIGGER = "rag_pgstore_keyword"
+TSV_STATISTICS = 1000  # ANALYZE then tracks the 10,000 most common lexemes (their IDF)
+
+
+def keyword_function(collection: Collection) -> Executable:
+    """The trigger function BM25 collections share in a schema: one analysis of the content
+    gives both the lexemes (``tsv``) and the document length in tokens (``dl``), which a
+    generated column cannot (it may not read another generated column)."""
+    return _ddl(  # fixed text: no caller's value in it
+        f"CREATE OR REPLACE FUNCTION %(schema)s.{KEYWORD_FUNCTION}() RETURNS trigger "  # noqa: S608
+        "LANGUAGE plpgsql AS $$ BEGIN "
+        "NEW.tsv := to_tsvector(TG_ARGV[0]::regconfig, NEW.content); "
+        "NEW.dl := (SELECT coalesce(sum(cardinality(positions)), 0) FROM unnest(NEW.tsv)); "
+        "RETURN NEW; END $$",
+        collection.table,
+    )
+
+
+def keyword_add(collection: Collection, mode: KeywordSearch) -> list[Executable]:
+    """Add what ``mode`` needs to a table that has no keyword columns, filled for every row."""
+    table = collection.table
+    config = _literal(collection.text_config)
+    gin = _ddl(
+        f"CREATE INDEX IF NOT EXISTS {collection.tsv_index_name} ON %(fullname)s USING gin (tsv)",
+        table,
+    )
+    if mode is KeywordSearch.OFF:
+        return []
+    if mode is KeywordSearch.TS_RANK:
+        return [
+            _ddl(
+                "ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS tsv tsvector "
+                f"GENERATED ALWAYS AS (to_tsvector({config}::regconfig, content)) STORED",
+                table,
+            ),
+            gin,
+        ]
+    return [
+        _ddl(
+            "ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS tsv tsvector, "
+            "ADD COLUMN IF NOT EXISTS dl integer",
+            table,
+        ),
+        _ddl(f"DROP TRIGGER IF EXISTS {KEYWORD_TRIGGER} ON %(fullname)s", table),
+        _ddl(
+            f"CREATE TRIGGER {KEYWORD_TRIGGER} BEFORE INSERT OR UPDATE OF content ON "
+            f"%(fullname)s FOR EACH ROW EXECUTE FUNCTION %(schema)s.{KEYWORD_FUNCTION}({config})",
+            table,
+        ),
+        # Fill the rows written before, through the trigger (none in a new table).
+        sa.update(table).where(table.c.dl.is_(None)).values(content=table.c.content),
+        gin,
+        _ddl(f"ALTER TABLE %(fullname)s ALTER COLUMN tsv SET STATISTICS {TSV_STATISTICS}", table),
+    ]
+
+
+def keyword_drop(collection: Collection) -> list[Executable]:
+    """Remove every mode's keyword columns, trigger and index (the index goes with ``tsv``)."""
+    table = collection.table
+    return [
+        _ddl(f"DROP TRIGGER IF EXISTS {KEYWORD_TRIGGER} ON %(fullname)s", table),
+        _ddl("ALTER TABLE %(fullname)s DROP COLUMN IF EXISTS dl, DROP COLUMN IF EXISTS tsv", table),
+    ]
 
 
 def ann_index(collection: Collection, using: str, options: dict[str, int]) -> sa.Index:
@@ -260,8 +361,11 @@ def ann_index(collection: Collection, using: str, options: dict[str, int]) -> sa
 
 def _v2_adapter_data(collection: Collection) -> list[Executable]:
     """Add ``adapter_data`` to tables created by version 1 (new tables already have it)."""
-    add = sa.DDL("ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS adapter_data jsonb")  # type: ignore[no-untyped-call]
-    return [add.against(collection.table)]
+    return [
+        _ddl(
+            "ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS adapter_data jsonb", collection.table
+        )
+    ]
 
 
 # Migration N (1-based) brings a collection from version N-1 to N. Append, never edit. The

@@ -10,6 +10,7 @@ documentation.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import os
 import weakref
@@ -25,7 +26,7 @@ from rag_pgstore.embedded import EmbeddedPostgres
 from rag_pgstore.errors import UnsupportedError
 from rag_pgstore.ops import lifecycle, reads, writes
 from rag_pgstore.schema import Collection
-from rag_pgstore.types import Distance
+from rag_pgstore.types import Distance, KeywordSearch, choice
 
 __all__ = ["ChunkStore"]
 
@@ -93,6 +94,7 @@ class ChunkStore:
         distance: Distance | str = Distance.COSINE,
         schema: str = "public",
         text_config: str = "english",
+        keyword: KeywordSearch | str | None = None,
         create_extension: bool = True,
     ) -> None:
         if engine is None and async_engine is None:
@@ -109,6 +111,7 @@ class ChunkStore:
             schema=schema,
             distance=Distance.parse(distance),
             text_config=text_config,
+            keyword=None if keyword is None else choice(KeywordSearch, keyword, "keyword"),
         )
         self.engine = engine
         self.async_engine = async_engine
@@ -246,6 +249,27 @@ class ChunkStore:
         await self.arun_plan(lifecycle.prepare(c, create_extension=self.create_extension))
         await self.arun_plan(lifecycle.setup(c))
 
+    def set_keyword_search(self, keyword: KeywordSearch | str) -> bool:
+        """Switch the collection's keyword search (``"bm25"``, ``"ts_rank"`` or ``"off"``);
+        ``False`` if it has it already. Rewrites every row's keyword columns in one
+        transaction: writers wait for it, readers do not."""
+        changed = self.run_plan(lifecycle.set_keyword_search(self.collection, keyword))
+        self._keyword_switched(keyword)
+        return changed
+
+    async def aset_keyword_search(self, keyword: KeywordSearch | str) -> bool:
+        """Async :meth:`set_keyword_search`."""
+        changed = await self.arun_plan(lifecycle.set_keyword_search(self.collection, keyword))
+        self._keyword_switched(keyword)
+        return changed
+
+    def _keyword_switched(self, keyword: KeywordSearch | str) -> None:
+        # A store opened with an explicit mode now reads the new one.
+        if self.collection.keyword is not None:
+            self.collection = dataclasses.replace(
+                self.collection, keyword=choice(KeywordSearch, keyword, "keyword")
+            )
+
     # -- every other operation: the plan, sync and async -----------------------------------
 
     drop = _sync(lifecycle.drop)
@@ -256,6 +280,8 @@ class ChunkStore:
     adrop_index = _async(lifecycle.drop_index)
     describe = _sync(lifecycle.describe)
     adescribe = _async(lifecycle.describe)
+    analyze = _sync(lifecycle.analyze)
+    aanalyze = _async(lifecycle.analyze)
 
     upsert = _sync(writes.upsert)
     aupsert = _async(writes.upsert)

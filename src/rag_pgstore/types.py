@@ -23,6 +23,7 @@ __all__ = [
     "HnswIndex",
     "HybridOptions",
     "IvfflatIndex",
+    "KeywordSearch",
     "ScoredChunk",
     "SearchTuning",
     "StoredChunk",
@@ -33,6 +34,27 @@ __all__ = [
 
 Filter = Mapping[str, Any]
 """A metadata filter: ``{"topic": "db", "year": {"$gte": 2020}}`` (see ``sql/filters.py``)."""
+
+
+class KeywordSearch(str, enum.Enum):
+    """How a collection ranks keyword (full-text) matches; chosen when it is created.
+
+    ``BM25`` (the default for new collections) ranks by Okapi BM25 from a bounded set of
+    candidates the GIN index finds (see docs/guide.md, "Keyword search"). ``TS_RANK`` is
+    PostgreSQL's ``ts_rank`` over every match, what collections made before 0.2 use.
+    ``OFF`` keeps no text index at all: writes pay nothing for it, keyword and hybrid search
+    raise :class:`~rag_pgstore.errors.UnsupportedError`.
+    """
+
+    OFF = "off"
+    TS_RANK = "ts_rank"
+    BM25 = "bm25"
+
+
+# BM25's term-frequency saturation and length normalisation: Lucene's and Elasticsearch's
+# defaults, so rankings compare with theirs.
+BM25_K1 = 1.2
+BM25_B = 0.75
 
 
 class Distance(str, enum.Enum):
@@ -262,7 +284,10 @@ class HybridOptions:
 
     ``vector_weight`` is the share of the vector side (``alpha``): 1.0 is vector-only, 0.0 is
     text-only. ``vector_k`` and ``text_k`` are how many candidates each side contributes
-    (default: ``max(4 * k, 40)``).
+    (default: ``max(4 * k, 40)``; :meth:`legs`). The vector leg's HNSW ``ef_search`` follows
+    ``vector_k`` (``max(150, vector_k)``, or ``SearchTuning.ef_search``) and scans iteratively
+    under a filter. ``text_candidates`` is how many rows a BM25 keyword leg ranks (default:
+    ``max(1000, 10 * text_k)``).
     """
 
     fusion: Fusion = Fusion.RELATIVE_SCORE
@@ -271,18 +296,27 @@ class HybridOptions:
     vector_k: int | None = None
     text_k: int | None = None
     text_mode: TextMode = TextMode.ANY
+    text_candidates: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.vector_weight <= 1.0:
             raise InvalidInputError(f"expected 0 <= vector_weight <= 1, got {self.vector_weight}")
         if self.rrf_k < 1:
             raise InvalidInputError(f"expected rrf_k >= 1, got {self.rrf_k}")
-        for name in ("vector_k", "text_k"):
+        for name in ("vector_k", "text_k", "text_candidates"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise InvalidInputError(f"expected {name} >= 1, got {value}")
         object.__setattr__(self, "fusion", choice(Fusion, self.fusion, "fusion"))
         object.__setattr__(self, "text_mode", choice(TextMode, self.text_mode, "text_mode"))
+
+    def legs(self, k: int) -> tuple[int, int]:
+        """How many candidates the vector and the keyword leg bring for ``k`` results."""
+        return self.vector_k or max(4 * k, 40), self.text_k or max(4 * k, 40)
+
+    def candidates(self, k: int) -> int:
+        """How many rows a BM25 keyword leg ranks for ``k`` results."""
+        return self.text_candidates or max(1_000, 10 * self.legs(k)[1])
 
 
 E = TypeVar("E", bound=enum.Enum)
@@ -312,6 +346,7 @@ class CollectionInfo:
     dim: int
     distance: str
     text_config: str
+    keyword: str
     schema_version: int
     ann_index: Mapping[str, Any] | None
     indexes: tuple[str, ...]

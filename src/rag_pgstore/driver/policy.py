@@ -19,6 +19,7 @@ from rag_pgstore.driver.steps import Forget, IndexedForm, Plan, PlanSource, Read
 from rag_pgstore.errors import (
     DatabaseError,
     DatabaseUnavailableError,
+    InvalidInputError,
     QueryTimeoutError,
     RagPgStoreError,
     SchemaError,
@@ -109,6 +110,10 @@ _UNAVAILABLE_CLASSES = ("08", "57")  # connection exceptions; operator intervent
 _CANCELED = "57014"  # statement_timeout, or a cancel request: the server itself is fine
 
 
+_TOO_LONG = "54000"  # program_limit_exceeded
+_TOO_COMPLEX = "54001"  # statement_too_complex: stack depth limit exceeded
+
+
 def translate(exc: BaseException) -> RagPgStoreError:
     """Map a driver or SQLAlchemy error to ours: one line, never the SQL or its parameters.
 
@@ -126,6 +131,19 @@ def translate(exc: BaseException) -> RagPgStoreError:
         "hint": getattr(diag, "message_hint", None),
     }
     code = f" (SQLSTATE {sqlstate})" if sqlstate else ""
+    if sqlstate == _TOO_LONG and "tsvector" in first:
+        # Content under the client's byte limit can still analyse into a larger tsvector
+        # (many short distinct words). The server's context names the COPY line.
+        where = (getattr(diag, "context", None) or "").strip().splitlines()
+        return InvalidInputError(
+            f"a chunk's text is too long for keyword search: {first}"
+            f"{' (' + where[-1] + ')' if where else ''}; nothing of the batch was written. "
+            "Split it into smaller chunks"
+        )
+    if sqlstate == _TOO_COMPLEX:
+        return InvalidInputError(
+            f"the query is too complex for the server: {first}; shorten the query text"
+        )
     if sqlstate == "42P01":
         return SchemaError(f"{first}; create the collection first with store.setup()")
     if sqlstate == _CANCELED:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,17 @@ from sqlalchemy.dialects import postgresql as pg
 
 from rag_pgstore.driver.steps import Execute, Fetch, Forget, Plan, PlanSource
 from rag_pgstore.errors import InvalidInputError, SchemaError, UnsupportedError
-from rag_pgstore.schema import MAX_INDEXED_DIM, MIGRATIONS, SCHEMA_VERSION, Collection, ann_index
+from rag_pgstore.schema import (
+    KEYWORD_FUNCTION,
+    MAX_INDEXED_DIM,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    Collection,
+    ann_index,
+    keyword_add,
+    keyword_drop,
+    keyword_function,
+)
 from rag_pgstore.sql.catalog import (
     PG_EXTENSION,
     PG_TS_CONFIG,
@@ -19,8 +30,15 @@ from rag_pgstore.sql.catalog import (
     server_version,
 )
 from rag_pgstore.sql.search import Explain, query_param, vector_search
-from rag_pgstore.sql.writes import lock_key
-from rag_pgstore.types import CollectionInfo, Distance, HnswIndex, IvfflatIndex
+from rag_pgstore.sql.writes import lock_key, write_lock
+from rag_pgstore.types import (
+    CollectionInfo,
+    Distance,
+    HnswIndex,
+    IvfflatIndex,
+    KeywordSearch,
+    choice,
+)
 
 MIN_PGVECTOR = (0, 7, 0)  # halfvec, L1 distance and binary COPY of both
 
@@ -82,6 +100,15 @@ def _prepare(c: Collection, create_extension: bool) -> Plan[None]:
     if c.schema != "public":
         yield Execute(sa.schema.CreateSchema(c.schema, if_not_exists=True))
     yield Execute(sa.schema.CreateTable(c.registry, if_not_exists=True))
+    # Registries made before keyword modes lack the column; NULL reads as ts_rank.
+    yield Execute(
+        sa.DDL("ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS keyword text").against(  # type: ignore[no-untyped-call]
+            c.registry
+        )
+    )
+    function = yield Fetch(sa.select(sa.func.to_regprocedure(f"{c.schema}.{KEYWORD_FUNCTION}()")))
+    if function[0][0] is None:
+        yield Execute(keyword_function(c))
 
 
 def setup(collection: Collection) -> PlanSource[None]:
@@ -109,6 +136,7 @@ def _setup(collection: Collection) -> Plan[None]:
         row = found[0]._mapping
         _check_matches(c, row)
         version = row["schema_version"]
+        c = dataclasses.replace(c, keyword=stored_keyword(row["keyword"]))
     else:
         if table_exists[0][0] is not None:
             raise SchemaError(
@@ -116,6 +144,8 @@ def _setup(collection: Collection) -> Plan[None]:
                 "choose another collection name"
             )
         version = 0
+    if version == 0:
+        c = dataclasses.replace(c, keyword=c.keyword or KeywordSearch.BM25)
     if version > SCHEMA_VERSION:
         raise SchemaError(
             f"expected schema version <= {SCHEMA_VERSION}, got {version}: the collection was "
@@ -131,6 +161,7 @@ def _setup(collection: Collection) -> Plan[None]:
         "distance": c.distance.value,
         "text_config": c.text_config,
         "schema_version": SCHEMA_VERSION,
+        "keyword": c.keyword.value if c.keyword else None,
     }
     upsert = pg.insert(registry).values(values)
     yield Execute(
@@ -156,7 +187,58 @@ def _drop(c: Collection) -> Plan[None]:
     yield Forget(c.schema, c.name)
 
 
+def stored_keyword(value: str | None) -> KeywordSearch:
+    """A registry row's keyword mode; collections made before modes existed use ts_rank."""
+    return KeywordSearch(value) if value is not None else KeywordSearch.TS_RANK
+
+
+def set_keyword_search(c: Collection, mode: KeywordSearch | str) -> PlanSource[bool]:
+    """Switch an existing collection's keyword search to ``mode``; ``False`` if it has it.
+
+    Rebuilds the keyword columns and their index for every row in one transaction, which
+    blocks writers until it commits (reads go on). Turning it ``off`` drops them.
+    """
+    wanted = choice(KeywordSearch, mode, "keyword")
+    return lambda: _set_keyword_search(c, wanted)
+
+
+def _set_keyword_search(c: Collection, mode: KeywordSearch) -> Plan[bool]:
+    yield _lock(c)
+    yield Execute(write_lock(c, exclusive=True))
+    registry = c.registry
+    found = yield Fetch(sa.select(registry.c.keyword).where(registry.c.name == c.name))
+    if not found:
+        raise SchemaError(f"expected collection {c.name!r} to exist, found none; run setup() first")
+    if stored_keyword(found[0][0]) is mode:
+        return False
+    for statement in [*keyword_drop(c), *keyword_add(c, mode)]:
+        yield Execute(statement)
+    yield Execute(
+        sa.update(registry)
+        .where(registry.c.name == c.name)
+        .values(keyword=mode.value, upgraded_at=sa.func.now())
+    )
+    return True
+
+
+def analyze(c: Collection) -> PlanSource[None]:
+    """Refresh PostgreSQL's statistics of the collection (BM25 reads its term frequencies
+    from them); autovacuum does the same on its own schedule."""
+    return lambda: _analyze(c)
+
+
+def _analyze(c: Collection) -> Plan[None]:
+    yield Execute(sa.DDL("ANALYZE %(fullname)s").against(c.table))  # type: ignore[no-untyped-call]
+
+
 def _check_matches(c: Collection, row: Mapping[str, Any]) -> None:
+    if c.keyword is not None and c.keyword is not stored_keyword(row["keyword"]):
+        have = stored_keyword(row["keyword"]).value
+        raise SchemaError(
+            f"collection {c.name!r} has keyword={have!r}, got keyword={c.keyword.value!r}; open "
+            f"it with keyword={have!r} (or none), or switch it with "
+            f"set_keyword_search({c.keyword.value!r})"
+        )
     for field, want in (
         ("dim", c.dim),
         ("distance", c.distance.value),
@@ -253,6 +335,7 @@ def describe(c: Collection) -> Plan[CollectionInfo]:
         dim=row["dim"],
         distance=row["distance"],
         text_config=row["text_config"],
+        keyword=stored_keyword(row["keyword"]).value,
         schema_version=row["schema_version"],
         ann_index=row["ann_index"],
         indexes=tuple(name for (name,) in indexes),

@@ -16,8 +16,10 @@ import sqlalchemy as sa
 from rag_pgstore.codec import check_ids, encode_query, wire_vector
 from rag_pgstore.driver.steps import Execute, Fetch, IndexedForm, Plan, Read
 from rag_pgstore.errors import InvalidInputError
+from rag_pgstore.ops.keyword import keyword_matches
 from rag_pgstore.ops.mmr import mmr_select
 from rag_pgstore.schema import Collection
+from rag_pgstore.sql import bm25
 from rag_pgstore.sql import hybrid as hy
 from rag_pgstore.sql import search as st
 from rag_pgstore.sql.filters import compile_filter
@@ -260,24 +262,45 @@ def hybrid_search(
     options: HybridOptions | None = None,
     tuning: SearchTuning | None = None,
 ) -> Plan[list[ScoredChunk]]:
-    """Full-text search on ``text`` and vector search on ``query``, fused into one ranking.
+    """Keyword search on ``text`` and vector search on ``query``, fused into one ranking.
 
     One statement does both searches and the fusion (relative-score by default, see
-    :class:`HybridOptions`); the filter applies to both. ``score`` is the fused score;
-    ``distance`` is ``None`` for chunks only the text search found.
+    :class:`HybridOptions`), after one small one that reads the query's lexemes; the filter
+    applies to both legs. ``score`` is the fused score; ``distance`` is ``None`` for chunks
+    only the keyword leg found.
     """
     _check_k(k)
     text = _text(text)
+    options = options or HybridOptions()
     vector = st.query_param(
         c, encode_query(query, c.dim, vector_type=c.vector_type, nonzero=c.nonzero).tolist()
     )
     where = compile_filter(filter, c.table) if filter else None
-    statement = hy.fused_select(
-        c, vector, text, k=k, where=where, options=options or HybridOptions()
+    vector_k, _ = options.legs(k)
+    settings = scan_settings(tuning or SearchTuning(), filtered=where is not None, wanted=vector_k)
+    return _hybrid_plan(c, vector, text, k=k, where=where, options=options, settings=settings)
+
+
+def _hybrid_plan(
+    c: Collection,
+    vector: Any,
+    text: str,
+    *,
+    k: int,
+    where: Any,
+    options: HybridOptions,
+    settings: dict[str, str],
+) -> Plan[list[ScoredChunk]]:
+    matches = yield from keyword_matches(
+        c,
+        text,
+        mode=options.text_mode,
+        where=where,
+        candidates=options.candidates(k),
+        settings=settings,
     )
-    wanted = (options or HybridOptions()).vector_k or max(4 * k, 40)  # the vector candidates
-    settings = scan_settings(tuning or SearchTuning(), filtered=where is not None, wanted=wanted)
-    return _hybrid(statement, settings)
+    statement = hy.fused_select(c, vector, matches, k=k, where=where, options=options)
+    return (yield from _hybrid(statement, {}))
 
 
 def text_search(
@@ -288,13 +311,21 @@ def text_search(
     filter: Filter | None = None,
     mode: TextMode = TextMode.ANY,
 ) -> Plan[list[ScoredChunk]]:
-    """Full-text search alone, ranked by ``ts_rank`` in the collection's text-search
-    configuration; ``distance`` is ``None``."""
+    """Keyword search alone, ranked by the collection's keyword mode (BM25 or ``ts_rank``, see
+    :class:`KeywordSearch`); ``distance`` is ``None``."""
     _check_k(k)
+    text = _text(text)
     where = compile_filter(filter, c.table) if filter else None
-    return _hybrid(
-        hy.text_select(c, _text(text), k=k, where=where, mode=choice(TextMode, mode, "mode")), {}
+    return _text_plan(c, text, k, where, choice(TextMode, mode, "mode"))
+
+
+def _text_plan(
+    c: Collection, text: str, k: int, where: Any, mode: TextMode
+) -> Plan[list[ScoredChunk]]:
+    matches = yield from keyword_matches(
+        c, text, mode=mode, where=where, candidates=max(bm25.CANDIDATES, 10 * k)
     )
+    return (yield from _hybrid(hy.text_select(c, matches, k=k), {}))
 
 
 def _text(text: object) -> str:

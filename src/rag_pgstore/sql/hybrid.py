@@ -18,18 +18,23 @@ from rag_pgstore.schema import Collection
 from rag_pgstore.sql.search import chunk_columns, distance_expr
 from rag_pgstore.types import Fusion, HybridOptions, TextMode
 
-__all__ = ["fused_select", "text_matches", "text_query", "text_select"]
+__all__ = ["any_lexeme", "fused_select", "text_matches", "text_query", "text_select"]
 
 
 def text_query(collection: Collection, text: str, mode: TextMode) -> ColumnElement[Any]:
-    """The ``tsquery`` for ``text`` in the collection's text-search configuration."""
+    """The ``tsquery`` of ``text`` as ``websearch_to_tsquery`` reads it (``WEBSEARCH``), or
+    ``plainto_tsquery``'s words joined by OR (``ANY``; prefer :func:`any_lexeme`, which takes
+    the lexemes once and bounds their number)."""
     config = sa.cast(sa.literal(collection.text_config), pg.REGCONFIG)
     if mode is TextMode.WEBSEARCH:
         return sa.func.websearch_to_tsquery(config, text)
-    # plainto_tsquery ANDs the normalised words; its text form quotes each lexeme, so turning
-    # every " & " into " | " yields a valid OR query of the same lexemes.
     anded = sa.cast(sa.func.plainto_tsquery(config, text), sa.Text)
     return sa.cast(sa.func.replace(anded, " & ", " | "), pg.TSQUERY)
+
+
+def any_lexeme(tsquery_terms: list[str]) -> ColumnElement[Any]:
+    """A ``tsquery`` matching any of ``tsquery_terms`` (lexemes quoted for tsquery input)."""
+    return sa.cast(sa.literal(" | ".join(tsquery_terms), sa.Text), pg.TSQUERY)
 
 
 def _rescaled(value: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -40,11 +45,12 @@ def _rescaled(value: ColumnElement[Any]) -> ColumnElement[Any]:
 
 
 def text_matches(
-    collection: Collection, text: str, mode: TextMode, where: ColumnElement[bool]
+    collection: Collection, query: ColumnElement[Any], where: ColumnElement[bool]
 ) -> sa.Select[Any]:
-    """``chunk_id, text_score`` of the chunks matching ``text``, best first (add a limit)."""
+    """``chunk_id, text_score`` of the chunks matching the ``tsquery``, by ``ts_rank``, best
+    first (add a limit)."""
     table = collection.table
-    tsquery = sa.select(text_query(collection, text, mode).label("q")).cte("tsq")
+    tsquery = sa.select(query.label("q")).cte("tsq")
     # Normalisation 1 divides by 1 + log(document length): long chunks do not win merely by
     # repeating words. It ranked best of ts_rank/ts_rank_cd and their normalisations on our
     # evaluation (docs/results/hybrid-eval.md).
@@ -57,12 +63,13 @@ def text_matches(
     )
 
 
-def text_select(
-    collection: Collection, text: str, *, k: int, where: ColumnElement[bool] | None, mode: TextMode
-) -> sa.Select[Any]:
-    """Full-text search alone: chunk columns plus ``score`` (the text rank), best first."""
+def text_select(collection: Collection, matches: sa.Select[Any], *, k: int) -> sa.Select[Any]:
+    """Keyword search alone: chunk columns plus ``score`` (the text rank), best first.
+
+    ``matches`` is ``chunk_id, text_score`` best first: :func:`text_matches` (``ts_rank``) or
+    ``bm25.matches``.
+    """
     table = collection.table
-    matches = text_matches(collection, text, mode, where if where is not None else sa.true())
     ranked = matches.limit(k).subquery("matches")
     return (
         sa.select(*chunk_columns(table, with_embeddings=False), ranked.c.text_score.label("score"))
@@ -74,17 +81,19 @@ def text_select(
 def fused_select(
     collection: Collection,
     query: ColumnElement[Any],
-    text: str,
+    text_matches: sa.Select[Any],
     *,
     k: int,
     where: ColumnElement[bool] | None,
     options: HybridOptions,
 ) -> sa.Select[Any]:
-    """Rows of the chunk columns plus ``score`` (fused) and ``distance`` (``NULL`` if text-only)."""
+    """Rows of the chunk columns plus ``score`` (fused) and ``distance`` (``NULL`` if text-only).
+
+    ``text_matches`` is the keyword leg, ``chunk_id, text_score`` best first (filtered already).
+    """
     table = collection.table
     where = where if where is not None else sa.true()
-    vector_k = options.vector_k or max(4 * k, 40)
-    text_k = options.text_k or max(4 * k, 40)
+    vector_k, text_k = options.legs(k)
 
     distance = distance_expr(collection, query)
     nearest = (
@@ -107,9 +116,7 @@ def fused_select(
         .cte("vec")
     )
 
-    matches = (
-        text_matches(collection, text, options.text_mode, where).limit(text_k).subquery("matches")
-    )
+    matches = text_matches.limit(text_k).subquery("matches")
     txt = sa.select(
         matches.c.chunk_id,
         sa.func.row_number().over(order_by=matches.c.text_score.desc()).label("rank"),
