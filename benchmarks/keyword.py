@@ -201,8 +201,8 @@ def exhaustive(store: ChunkStore, question: str) -> list[str]:
             tiers=(" | ".join(bm25.tsquery_literal(t) for t in terms),),
             candidates=rows,
         )
-        statement = bm25.matches(c, query, None).limit(10)
-        return [row[0] for row in conn.execute(statement)]
+        statement, params = bm25.matches(c, query, None)
+        return [row[0] for row in conn.execute(statement.limit(10), params)]
 
 
 def sizes(store: ChunkStore) -> dict[str, float]:
@@ -236,6 +236,10 @@ def run_size(url: str | None, rows: list[tuple[str, str]]) -> dict[str, Any]:
         started = time.perf_counter()
         store.analyze()
         m["analyze_s"] = time.perf_counter() - started
+        # Hybrid's vector leg is served by HNSW, as it would be in production.
+        started = time.perf_counter()
+        store.create_index()
+        m["hnsw_build_s"] = time.perf_counter() - started
         if reference is None:
             reference = ExactBm25(store)
         m["text"] = timed(lambda q, s=store: s.text_search(q, k=10))
@@ -249,9 +253,6 @@ def run_size(url: str | None, rows: list[tuple[str, str]]) -> dict[str, Any]:
             m["exhaustive"] = timed(lambda q, s=store: exhaustive(s, q), repeats=1)
             recalls = [reference.recall(store, q, exhaustive(store, q)) for q in QUESTIONS]
             m["exhaustive_recall"] = statistics.mean(r for r in recalls if r is not None)
-            started = time.perf_counter()
-            store.create_index()
-            m["hnsw_build_s"] = time.perf_counter() - started
             m["vector"] = timed(lambda q, s=store: s.search(hash_embedding(q, DIM), k=10))
         m.update(sizes(store))
         store.drop()
@@ -269,7 +270,8 @@ def page(results: list[dict[str, Any]], command: str) -> str:
         "",
         f"Produced by `{command}` on this machine (2 cores, embedded PostgreSQL 18 + pgvector",
         "0.8, default server settings). 20 natural-language questions, 3 passes (1 for the",
-        "exhaustive ranking); the vector leg is a 64-d hash embedding. Recall@10: share of the",
+        "exhaustive ranking); the vector leg is a 64-d hash embedding served by HNSW (built",
+        "before the searches are timed). Recall@10: share of the",
         "top 10 whose exact BM25 score (`bm25s`, k1=1.2, b=0.75, same lexemes, all rows)",
         "reaches the exact 10th best. Statistics were refreshed with `store.analyze()` after",
         "loading (autovacuum does the same within about a minute).",

@@ -160,6 +160,32 @@ def test_hybrid_is_one_statement_after_its_settings(store: ChunkStore) -> None:
         assert "JOIN LATERAL" in seen[1] and "<=>" in seen[1]
 
 
+def test_hybrid_runs_with_the_sizes_it_reports(store: ChunkStore) -> None:
+    assert store.engine is not None
+    params: list[Any] = []
+
+    def record(*args: Any) -> None:
+        params.append(args[3])
+
+    options = HybridOptions(vector_k=33, text_candidates=777)
+    for filter in (None, {"food": True}):
+        sizes = options.sizes(3, filtered=filter is not None)
+        params.clear()
+        sa.event.listen(store.engine, "before_cursor_execute", record)
+        try:
+            store.hybrid_search(
+                hash_embedding("bread", DIM), "bread", k=3, filter=filter, options=options
+            )
+        finally:
+            sa.event.remove(store.engine, "before_cursor_execute", record)
+        settings = set(params[0].values())
+        assert str(sizes.ef_search) in settings and sizes.ef_search == 150
+        assert ("strict_order" in settings) == (sizes.iterative_scan == "strict_order")
+        values = set(params[1].values())
+        assert {sizes.vector_k, sizes.text_k, sizes.text_candidates} <= values
+        assert (sizes.vector_k, sizes.text_k, sizes.text_candidates) == (33, 40, 777)
+
+
 QUERY_3D = [1.0, 0.0, 0.3]  # near "a" and its copy; "b" is 60 degrees from "a"
 
 

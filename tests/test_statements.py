@@ -81,7 +81,7 @@ def test_hybrid_is_a_single_select_with_both_searches(keyword: str) -> None:
         leg = text_matches(c, text_query(c, "o'brien", TextMode.WEBSEARCH), sa.true())
     else:
         planned = bm25.plan_query(["o'brien"], rows=None, stats=bm25.NO_STATS, candidates=100)
-        leg = bm25.matches(c, planned, None)
+        leg, _ = bm25.matches(c, planned, None)
     text = sql(
         fused_select(
             c, st.query_param(c, [1.0, 0.0, 0.0]), leg, k=5, where=None, options=HybridOptions()

@@ -22,6 +22,7 @@ __all__ = [
     "Fusion",
     "HnswIndex",
     "HybridOptions",
+    "HybridSizes",
     "IvfflatIndex",
     "KeywordSearch",
     "ScoredChunk",
@@ -30,6 +31,7 @@ __all__ = [
     "TextMode",
     "choice",
     "ef_search_for",
+    "iterative_for",
 ]
 
 Filter = Mapping[str, Any]
@@ -220,6 +222,12 @@ def ef_search_for(tuning_ef: int | None, wanted: int) -> int:
     return min(max(DEFAULT_EF_SEARCH, wanted), MAX_EF_SEARCH)
 
 
+def iterative_for(tuning: SearchTuning, *, filtered: bool) -> str | None:
+    """The HNSW iterative scan a query runs with: filtered ANN queries scan iteratively (in
+    strict order) unless ``tuning`` says otherwise, so that they still return ``k`` rows."""
+    return tuning.iterative_scan or ("strict_order" if filtered else None)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SearchTuning:
     """Per-query index settings, applied with ``SET LOCAL`` so they never outlive the query.
@@ -317,6 +325,36 @@ class HybridOptions:
     def candidates(self, k: int) -> int:
         """How many rows a BM25 keyword leg ranks for ``k`` results."""
         return self.text_candidates or max(1_000, 10 * self.legs(k)[1])
+
+    def sizes(
+        self, k: int, *, tuning: SearchTuning | None = None, filtered: bool = False
+    ) -> HybridSizes:
+        """Every size ``hybrid_search(k=k, ...)`` runs with, without running it.
+
+        >>> HybridOptions().sizes(10, filtered=True).iterative_scan
+        'strict_order'
+        """
+        tuning = tuning or SearchTuning()
+        vector_k, text_k = self.legs(k)
+        return HybridSizes(
+            vector_k=vector_k,
+            text_k=text_k,
+            text_candidates=self.candidates(k),
+            ef_search=ef_search_for(tuning.ef_search, vector_k),
+            iterative_scan=iterative_for(tuning, filtered=filtered),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HybridSizes:
+    """What :meth:`HybridOptions.sizes` reports: candidates per leg, the rows a BM25 leg
+    ranks, and the vector leg's HNSW ``ef_search`` and iterative scan (``None``: off)."""
+
+    vector_k: int
+    text_k: int
+    text_candidates: int
+    ef_search: int
+    iterative_scan: str | None
 
 
 E = TypeVar("E", bound=enum.Enum)

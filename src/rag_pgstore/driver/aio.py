@@ -123,7 +123,7 @@ async def _step(conn: AsyncConnection, step: Step) -> Any:
             )
         return next(step.source, None)
     if isinstance(step, Fetch):
-        result = await conn.execute(step.statement)
+        result = await conn.execute(step.statement, step.params)
         return result.all()
     if isinstance(step, Execute):
         result = await conn.execute(step.statement)

@@ -41,9 +41,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Fetch:
-    """Execute a statement and reply with all its rows."""
+    """Execute a statement and reply with all its rows.
+
+    ``params`` fill the statement's named ``bindparam``s: a statement built once and run with
+    new values skips SQLAlchemy's construction and compilation (see ``sql/bm25.py``).
+    """
 
     statement: Executable
+    params: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def _step(conn: Connection, step: Step) -> Any:
             )
         return next(step.source, None)
     if isinstance(step, Fetch):
-        result = conn.execute(step.statement)
+        result = conn.execute(step.statement, step.params)
         return result.all()
     if isinstance(step, Execute):
         result = conn.execute(step.statement)

@@ -34,8 +34,9 @@ def keyword_matches(
     where: ColumnElement[bool] | None,
     candidates: int,
     settings: dict[str, str] | None = None,
-) -> Plan[sa.Select[Any]]:
-    """The collection's keyword matches for ``text``: ``chunk_id, text_score``, best first.
+) -> Plan[tuple[sa.Select[Any], dict[str, Any]]]:
+    """The collection's keyword matches for ``text``: ``chunk_id, text_score``, best first,
+    and the values of the statement's parameters (for the ``Fetch`` of whatever uses it).
 
     ``settings`` are ``SET LOCAL`` on the way, for the statement that uses the matches.
     """
@@ -61,10 +62,10 @@ def keyword_matches(
             quoted = [bm25.tsquery_literal(t) for t in lexemes[:MAX_TS_RANK_TERMS]]
             tsquery = hy.any_lexeme(quoted)
         else:
-            return bm25.no_matches(c)
-        return hy.text_matches(c, tsquery, where if where is not None else sa.true())
+            return bm25.no_matches(c), {}
+        return hy.text_matches(c, tsquery, where if where is not None else sa.true()), {}
     if not lexemes:
-        return bm25.no_matches(c)
+        return bm25.no_matches(c), {}
     analyzed_at = probe["analyzed_at"]
     stats = bm25.NO_STATS
     if analyzed_at is not None:

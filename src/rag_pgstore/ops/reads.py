@@ -34,6 +34,7 @@ from rag_pgstore.types import (
     TextMode,
     choice,
     ef_search_for,
+    iterative_for,
 )
 
 
@@ -291,7 +292,7 @@ def _hybrid_plan(
     options: HybridOptions,
     settings: dict[str, str],
 ) -> Plan[list[ScoredChunk]]:
-    matches = yield from keyword_matches(
+    matches, params = yield from keyword_matches(
         c,
         text,
         mode=options.text_mode,
@@ -300,7 +301,7 @@ def _hybrid_plan(
         settings=settings,
     )
     statement = hy.fused_select(c, vector, matches, k=k, where=where, options=options)
-    return (yield from _hybrid(statement, {}))
+    return (yield from _hybrid(statement, {}, params))
 
 
 def text_search(
@@ -322,10 +323,10 @@ def text_search(
 def _text_plan(
     c: Collection, text: str, k: int, where: Any, mode: TextMode
 ) -> Plan[list[ScoredChunk]]:
-    matches = yield from keyword_matches(
+    matches, params = yield from keyword_matches(
         c, text, mode=mode, where=where, candidates=max(bm25.CANDIDATES, 10 * k)
     )
-    return (yield from _hybrid(hy.text_select(c, matches, k=k), {}))
+    return (yield from _hybrid(hy.text_select(c, matches, k=k), {}, params))
 
 
 def _text(text: object) -> str:
@@ -334,10 +335,12 @@ def _text(text: object) -> str:
     return text
 
 
-def _hybrid(statement: sa.Select[Any], settings: dict[str, str]) -> Plan[list[ScoredChunk]]:
+def _hybrid(
+    statement: sa.Select[Any], settings: dict[str, str], params: dict[str, Any] | None = None
+) -> Plan[list[ScoredChunk]]:
     if settings:
         yield Execute(set_local_many(settings))
-    rows = yield Fetch(statement)
+    rows = yield Fetch(statement, params or None)
     hits = []
     for row in rows:
         mapping = row._mapping
@@ -364,7 +367,7 @@ def scan_settings(tuning: SearchTuning, *, filtered: bool, wanted: int) -> dict[
     settings = {"hnsw.ef_search": str(ef_search_for(tuning.ef_search, wanted))}
     if tuning.probes is not None:
         settings["ivfflat.probes"] = str(tuning.probes)
-    iterative = tuning.iterative_scan or ("strict_order" if filtered else None)
+    iterative = iterative_for(tuning, filtered=filtered)
     if iterative is not None:
         settings["hnsw.iterative_scan"] = iterative
         # IVFFlat only scans iteratively in relaxed order; results are re-sorted anyway.

@@ -19,6 +19,7 @@ docs/guide.md ("Keyword search"). Pure builders: nothing here touches a connecti
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -241,23 +242,46 @@ def matches(
     query: Bm25Query,
     where: ColumnElement[bool] | None,
     required: ColumnElement[bool] | None = None,
-) -> sa.Select[Any]:
-    """``chunk_id, text_score`` of the top candidates by BM25, best first (add a limit).
+) -> tuple[sa.Select[Any], dict[str, Any]]:
+    """``chunk_id, text_score`` of the top candidates by BM25, best first (add a limit), and
+    the values of its parameters (pass both to the driver's ``Fetch``).
 
     ``where`` (a metadata filter) and ``required`` (a must-match ``tsquery`` condition) apply
-    inside the tiers, so rows they reject never take a candidate's place.
+    inside the tiers, so rows they reject never take a candidate's place. Without them the
+    statement is built once per collection: building it costs more than running it.
     """
+    statement = (
+        _unfiltered(c) if where is None and required is None else _matches(c, where, required)
+    )
+    params = {
+        "bm25_lexemes": list(query.lexemes),
+        "bm25_df": list(query.df),
+        "bm25_queries": [tsquery_literal(t) for t in query.lexemes],
+        "bm25_tiers": list(query.tiers),
+        "bm25_candidates": query.candidates,
+        "bm25_rows": query.rows,
+        "bm25_avgdl": query.avgdl,
+    }
+    return statement, params
+
+
+@functools.lru_cache(maxsize=64)
+def _unfiltered(c: Collection) -> sa.Select[Any]:
+    return _matches(c, None, None)
+
+
+def _matches(
+    c: Collection, where: ColumnElement[bool] | None, required: ColumnElement[bool] | None
+) -> sa.Select[Any]:
     table = c.table
     texts = pg.ARRAY(sa.Text)
     tsqueries = pg.ARRAY(pg.TSQUERY)
-    lexemes = sa.literal(list(query.lexemes), texts)
+    lexemes = sa.bindparam("bm25_lexemes", type_=texts)
     term = (
         sa.func.unnest(
             lexemes,
-            sa.literal(list(query.df), pg.ARRAY(sa.Float)),
-            sa.cast(
-                sa.literal([tsquery_literal(t) for t in query.lexemes], texts), pg.ARRAY(pg.TSQUERY)
-            ),
+            sa.bindparam("bm25_df", type_=pg.ARRAY(sa.Float)),
+            sa.cast(sa.bindparam("bm25_queries", type_=texts), tsqueries),
         )
         .table_valued("lexeme", "df", "q")
         .render_derived(name="term")
@@ -268,10 +292,11 @@ def matches(
         .where(table.c.tsv.op("@@")(term.c.q))
         .scalar_subquery()
     )
-    rows: ColumnElement[Any] = (
-        sa.literal(query.rows, sa.Float)
-        if query.rows is not None
-        else sa.select(sa.func.count()).select_from(table).scalar_subquery()
+    # NULL: not known from the statistics, so computed here (COALESCE only runs the count
+    # when it must).
+    rows = sa.func.coalesce(
+        sa.bindparam("bm25_rows", type_=sa.Float),
+        sa.select(sa.func.count()).select_from(table).scalar_subquery(),
     )
     df = sa.func.coalesce(term.c.df, counted)
     idf = (
@@ -281,9 +306,12 @@ def matches(
         )
         .select_from(term)
         .cte("idf")
+        # Computed once: inlined into the per-candidate score, its exact counts would run
+        # again for every candidate.
+        .prefix_with("MATERIALIZED")
     )
 
-    tiers = sa.cast(sa.literal(list(query.tiers), texts), tsqueries)
+    tiers = sa.cast(sa.bindparam("bm25_tiers", type_=texts), tsqueries)
     tier = sa.func.unnest(tiers).table_valued("q").render_derived(name="tier")
     conditions: list[ColumnElement[bool]] = [table.c.tsv.op("@@")(tier.c.q)]
     conditions += [cond for cond in (where, required) if cond is not None]
@@ -298,7 +326,7 @@ def matches(
     first = (
         sa.select(found.c.chunk_id, found.c.tsv, found.c.dl)
         .select_from(tier.join(found, sa.true()))
-        .limit(query.candidates)
+        .limit(sa.bindparam("bm25_candidates", type_=sa.Integer))
         .subquery("first")
     )
     # A row in several tiers (it holds a larger subset too) is scored once.
@@ -310,10 +338,9 @@ def matches(
         .subquery("candidate")
     )
 
-    avgdl: ColumnElement[Any] = (
-        sa.literal(query.avgdl, sa.Float)
-        if query.avgdl is not None
-        else sa.select(sa.func.avg(table.c.dl)).select_from(table).scalar_subquery()
+    avgdl = sa.func.coalesce(
+        sa.bindparam("bm25_avgdl", type_=sa.Float),
+        sa.select(sa.func.avg(table.c.dl)).select_from(table).scalar_subquery(),
     )
     # ts_filter(setweight(...)) keeps just the query's lexemes of the row, with positions.
     own = sa.func.unnest(
