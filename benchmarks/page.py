@@ -66,7 +66,7 @@ def write(results: Results, command: str) -> Path:
         "",
         "Chunks per second with precomputed embeddings, each writer into a fresh empty table; "
         f"ratio to the floor, `{FLOOR}`. `{SAME_SCHEMA}` is the same COPY into a table of our "
-        "schema (btree indexes, GIN on metadata, generated tsvector + GIN): what the schema "
+        "schema (btree indexes, GIN on metadata, the keyword columns + GIN): what the schema "
         "itself costs before any code of ours runs, broken down feature by feature in "
         "[the upsert profile](results/upsert-profile.md). The second ratio compares each "
         "writer with that COPY, the fastest way to fill the same table.",
@@ -208,7 +208,7 @@ def _ingest_limit(r: Results) -> list[str]:
     schema = times[FLOOR] / times[SAME_SCHEMA]
     return [
         f"**On the ingest target.** A raw COPY into a table of our schema already runs at "
-        f"{schema:.2f}x the bare-table floor ({size}): the generated `tsvector` that hybrid "
+        f"{schema:.2f}x the bare-table floor ({size}): the keyword columns that hybrid "
         "search reads, the GIN indexes behind metadata filters and full-text search, and the "
         "entity btree are written with every row, whoever writes it. "
         "[The upsert profile](results/upsert-profile.md) measures each of them. No writer "

@@ -223,12 +223,18 @@ def _set_keyword_search(c: Collection, mode: KeywordSearch) -> Plan[bool]:
 
 def analyze(c: Collection) -> PlanSource[None]:
     """Refresh PostgreSQL's statistics of the collection (BM25 reads its term frequencies
-    from them); autovacuum does the same on its own schedule."""
+    from them) and merge the text index's pending entries; run it after a bulk load.
+
+    Autovacuum does both on its own schedule. Until then every keyword query also scans the
+    GIN index's pending list, which a bulk load fills (up to ``gin_pending_list_limit``).
+    """
     return lambda: _analyze(c)
 
 
 def _analyze(c: Collection) -> Plan[None]:
     yield Execute(sa.DDL("ANALYZE %(fullname)s").against(c.table))  # type: ignore[no-untyped-call]
+    index = sa.func.to_regclass(f"{c.schema}.{c.tsv_index_name}")
+    yield Fetch(sa.select(sa.func.gin_clean_pending_list(index)).where(index.is_not(None)))
 
 
 def _check_matches(c: Collection, row: Mapping[str, Any]) -> None:
