@@ -338,3 +338,35 @@ def test_plan_tiers_start_from_the_rarest_lexemes() -> None:
     assert len(long.lexemes) == bm25.MAX_TERMS
     assert len(long.tiers) == 2**bm25.TIER_TERMS - 1
     assert long.rows is None and long.avgdl is None
+
+
+def test_a_store_sees_a_switch_made_elsewhere(make_store: StoreFactory) -> None:
+    pinned = make_store(dim=DIM, keyword="bm25")
+    pinned.upsert(chunks())
+    other = make_store(dim=DIM, name=pinned.collection.name)
+    assert other.set_keyword_search("ts_rank") is True
+    with pytest.raises(SchemaError, match="keyword='ts_rank' now"):
+        pinned.text_search("boat")
+    assert other.text_search("boat", k=1)  # opened without keyword=: follows the registry
+
+
+def test_a_mode_from_a_newer_version_is_a_schema_error(make_store: StoreFactory) -> None:
+    store = make_store(dim=DIM)
+    registry = store.collection.registry
+    assert store.engine is not None
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.update(registry)
+            .where(registry.c.name == store.collection.name)
+            .values(keyword="splade")
+        )
+    with pytest.raises(SchemaError, match="newer rag_pgstore"):
+        store.text_search("boat")
+    with pytest.raises(SchemaError, match="newer rag_pgstore"):
+        store.describe()
+
+
+def test_query_text_longer_than_any_question_is_refused(make_store: StoreFactory) -> None:
+    store = make_store(dim=DIM)
+    with pytest.raises(InvalidInputError, match="at most 262,144 characters"):
+        store.text_search("w " * 200_000)

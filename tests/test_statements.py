@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from rag_pgstore import Distance, HybridOptions, TextMode
+from rag_pgstore import Distance, HybridOptions
 from rag_pgstore.schema import Collection
 from rag_pgstore.sql import bm25, catalog
 from rag_pgstore.sql import search as st
 from rag_pgstore.sql import writes as wr
-from rag_pgstore.sql.hybrid import fused_select, text_matches, text_query, text_select
+from rag_pgstore.sql.hybrid import fused_select, text_matches, text_select, websearch_query
 from tests.conftest import PG
 
 
@@ -78,7 +78,7 @@ def test_set_local_binds_names_and_values() -> None:
 def test_hybrid_is_a_single_select_with_both_searches(keyword: str) -> None:
     c = Collection("docs", 3, text_config="simple")
     if keyword == "ts_rank":
-        leg = text_matches(c, text_query(c, "o'brien", TextMode.WEBSEARCH), sa.true())
+        leg = text_matches(c, websearch_query(c, "o'brien"), sa.true())
     else:
         planned = bm25.plan_query(["o'brien"], rows=None, stats=bm25.NO_STATS, candidates=100)
         leg, _ = bm25.matches(c, planned, None)

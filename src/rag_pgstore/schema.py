@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.sql.base import Executable
 
 from rag_pgstore.codec import Encoder, check_name, content_hash, jsonb
-from rag_pgstore.errors import CollectionNameError, UnsupportedError
+from rag_pgstore.errors import CollectionNameError, SchemaError, UnsupportedError
 from rag_pgstore.types import Distance, KeywordSearch, choice
 
 __all__ = [
@@ -152,6 +152,7 @@ class Collection:
 
     @property
     def tsv_index_name(self) -> str:
+        """The GIN index of the keyword column ``tsv`` (absent when keyword search is off)."""
         return f"{self.name}_tsv_gin"
 
     @cached_property
@@ -278,9 +279,25 @@ def _literal(value: str) -> str:
     return str(compiled).replace("%", "%%")
 
 
+def stored_keyword(value: str | None) -> KeywordSearch:
+    """A registry row's keyword mode; collections made before modes existed are ts_rank."""
+    if value is None:
+        return KeywordSearch.TS_RANK
+    try:
+        return KeywordSearch(value)
+    except ValueError:
+        raise SchemaError(
+            f"expected a keyword mode among off, ts_rank, bm25, got {value!r}: the collection "
+            "was set up by a newer rag_pgstore; upgrade this one"
+        ) from None
+
+
 KEYWORD_FUNCTION = "rag_pgstore_keyword_row"
 KEYWORD_TRIGGER = "rag_pgstore_keyword"
-TSV_STATISTICS = 1000  # ANALYZE then tracks the 10,000 most common lexemes (their IDF)
+# ANALYZE then tracks the 3,000 most common lexemes (their IDF; rarer ones are counted at
+# query time). It samples 300 x this many rows, held in memory with their embeddings, so a
+# higher target costs every (auto)ANALYZE of the table a lot more memory.
+TSV_STATISTICS = 300
 
 
 def keyword_function(collection: Collection) -> Executable:
@@ -299,14 +316,14 @@ def keyword_function(collection: Collection) -> Executable:
 
 def keyword_add(collection: Collection, mode: KeywordSearch) -> list[Executable]:
     """Add what ``mode`` needs to a table that has no keyword columns, filled for every row."""
+    if mode is KeywordSearch.OFF:
+        return []
     table = collection.table
     config = _literal(collection.text_config)
     gin = _ddl(
         f"CREATE INDEX IF NOT EXISTS {collection.tsv_index_name} ON %(fullname)s USING gin (tsv)",
         table,
     )
-    if mode is KeywordSearch.OFF:
-        return []
     if mode is KeywordSearch.TS_RANK:
         return [
             _ddl(
@@ -333,6 +350,17 @@ def keyword_add(collection: Collection, mode: KeywordSearch) -> list[Executable]
         gin,
         _ddl(f"ALTER TABLE %(fullname)s ALTER COLUMN tsv SET STATISTICS {TSV_STATISTICS}", table),
     ]
+
+
+def registry_keyword_column(collection: Collection) -> Executable:
+    """Give a registry made before keyword modes its ``keyword`` column (NULL: ts_rank)."""
+    return _ddl(
+        "ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS keyword text", collection.registry
+    )
+
+
+def analyze_table(collection: Collection) -> Executable:
+    return _ddl("ANALYZE %(fullname)s", collection.table)
 
 
 def keyword_drop(collection: Collection) -> list[Executable]:

@@ -252,7 +252,7 @@ class ChunkStore:
     def set_keyword_search(self, keyword: KeywordSearch | str) -> bool:
         """Switch the collection's keyword search (``"bm25"``, ``"ts_rank"`` or ``"off"``);
         ``False`` if it has it already. Rewrites every row's keyword columns in one
-        transaction: writers wait for it, readers do not."""
+        transaction under the table's exclusive lock: reads and writes wait for it."""
         changed = self.run_plan(lifecycle.set_keyword_search(self.collection, keyword))
         self._keyword_switched(keyword)
         return changed

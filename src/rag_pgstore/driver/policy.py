@@ -112,6 +112,7 @@ _CANCELED = "57014"  # statement_timeout, or a cancel request: the server itself
 
 _TOO_LONG = "54000"  # program_limit_exceeded
 _TOO_COMPLEX = "54001"  # statement_too_complex: stack depth limit exceeded
+_UNDEFINED_COLUMN = "42703"
 
 
 def translate(exc: BaseException) -> RagPgStoreError:
@@ -142,7 +143,14 @@ def translate(exc: BaseException) -> RagPgStoreError:
         )
     if sqlstate == _TOO_COMPLEX:
         return InvalidInputError(
-            f"the query is too complex for the server: {first}; shorten the query text"
+            f"the statement is too complex for the server: {first}; shorten the query text "
+            "or the filter"
+        )
+    if sqlstate == _UNDEFINED_COLUMN:
+        # Our statements name only columns our migrations make: the table is older.
+        return SchemaError(
+            f"{first}{code}; the collection was set up by an older rag_pgstore: run setup() "
+            "once with this version to upgrade it"
         )
     if sqlstate == "42P01":
         return SchemaError(f"{first}; create the collection first with store.setup()")

@@ -17,12 +17,16 @@ from rag_pgstore.schema import (
     MIGRATIONS,
     SCHEMA_VERSION,
     Collection,
+    analyze_table,
     ann_index,
     keyword_add,
     keyword_drop,
     keyword_function,
+    registry_keyword_column,
+    stored_keyword,
 )
 from rag_pgstore.sql.catalog import (
+    PG_ATTRIBUTE,
     PG_EXTENSION,
     PG_TS_CONFIG,
     extension_version,
@@ -100,12 +104,17 @@ def _prepare(c: Collection, create_extension: bool) -> Plan[None]:
     if c.schema != "public":
         yield Execute(sa.schema.CreateSchema(c.schema, if_not_exists=True))
     yield Execute(sa.schema.CreateTable(c.registry, if_not_exists=True))
-    # Registries made before keyword modes lack the column; NULL reads as ts_rank.
-    yield Execute(
-        sa.DDL("ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS keyword text").against(  # type: ignore[no-untyped-call]
-            c.registry
+    # Registries made before keyword modes lack the column. Checked first: the ALTER would
+    # lock the registry, which every search reads, even when there is nothing to add.
+    has_keyword = yield Fetch(
+        sa.select(PG_ATTRIBUTE.c.attname).where(
+            PG_ATTRIBUTE.c.attrelid == sa.func.to_regclass(f"{c.schema}.{c.registry.name}"),
+            PG_ATTRIBUTE.c.attname == "keyword",
+            sa.not_(PG_ATTRIBUTE.c.attisdropped),
         )
     )
+    if not has_keyword:
+        yield Execute(registry_keyword_column(c))
     function = yield Fetch(sa.select(sa.func.to_regprocedure(f"{c.schema}.{KEYWORD_FUNCTION}()")))
     if function[0][0] is None:
         yield Execute(keyword_function(c))
@@ -187,16 +196,12 @@ def _drop(c: Collection) -> Plan[None]:
     yield Forget(c.schema, c.name)
 
 
-def stored_keyword(value: str | None) -> KeywordSearch:
-    """A registry row's keyword mode; collections made before modes existed use ts_rank."""
-    return KeywordSearch(value) if value is not None else KeywordSearch.TS_RANK
-
-
 def set_keyword_search(c: Collection, mode: KeywordSearch | str) -> PlanSource[bool]:
     """Switch an existing collection's keyword search to ``mode``; ``False`` if it has it.
 
-    Rebuilds the keyword columns and their index for every row in one transaction, which
-    blocks writers until it commits (reads go on). Turning it ``off`` drops them.
+    Rebuilds the keyword columns and their index for every row in one transaction under the
+    table's exclusive lock: reads and writes of the collection wait until it commits. Turning
+    it ``off`` drops them.
     """
     wanted = choice(KeywordSearch, mode, "keyword")
     return lambda: _set_keyword_search(c, wanted)
@@ -213,6 +218,8 @@ def _set_keyword_search(c: Collection, mode: KeywordSearch) -> Plan[bool]:
         return False
     for statement in [*keyword_drop(c), *keyword_add(c, mode)]:
         yield Execute(statement)
+    if mode is not KeywordSearch.OFF:
+        yield Execute(analyze_table(c))  # BM25's statistics of the new columns
     yield Execute(
         sa.update(registry)
         .where(registry.c.name == c.name)
@@ -232,7 +239,7 @@ def analyze(c: Collection) -> PlanSource[None]:
 
 
 def _analyze(c: Collection) -> Plan[None]:
-    yield Execute(sa.DDL("ANALYZE %(fullname)s").against(c.table))  # type: ignore[no-untyped-call]
+    yield Execute(analyze_table(c))
     index = sa.func.to_regclass(f"{c.schema}.{c.tsv_index_name}")
     yield Fetch(sa.select(sa.func.gin_clean_pending_list(index)).where(index.is_not(None)))
 

@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
 
 from rag_pgstore.codec import check_ids, encode_query, wire_vector
 from rag_pgstore.driver.steps import Execute, Fetch, IndexedForm, Plan, Read
-from rag_pgstore.errors import InvalidInputError
+from rag_pgstore.errors import InvalidInputError, show
 from rag_pgstore.ops.keyword import keyword_matches
 from rag_pgstore.ops.mmr import mmr_select
 from rag_pgstore.schema import Collection
@@ -288,7 +289,7 @@ def _hybrid_plan(
     text: str,
     *,
     k: int,
-    where: Any,
+    where: ColumnElement[bool] | None,
     options: HybridOptions,
     settings: dict[str, str],
 ) -> Plan[list[ScoredChunk]]:
@@ -321,7 +322,7 @@ def text_search(
 
 
 def _text_plan(
-    c: Collection, text: str, k: int, where: Any, mode: TextMode
+    c: Collection, text: str, k: int, where: ColumnElement[bool] | None, mode: TextMode
 ) -> Plan[list[ScoredChunk]]:
     matches, params = yield from keyword_matches(
         c, text, mode=mode, where=where, candidates=max(bm25.CANDIDATES, 10 * k)
@@ -331,8 +332,18 @@ def _text_plan(
 
 def _text(text: object) -> str:
     if not isinstance(text, str) or "\x00" in text:
-        raise InvalidInputError(f"expected the query text to be a str without NUL, got {text!r}")
+        raise InvalidInputError(
+            f"expected the query text to be a str without NUL, got {show(text)}"
+        )
+    if len(text) > MAX_QUERY_CHARS:
+        raise InvalidInputError(
+            f"expected query text of at most {MAX_QUERY_CHARS:,} characters, got {len(text):,}; "
+            "a search needs its words, not a document"
+        )
     return text
+
+
+MAX_QUERY_CHARS = 1 << 18  # far above any question; below PostgreSQL's 1 MiB tsvector limit
 
 
 def _hybrid(

@@ -36,6 +36,9 @@ from rag_pgstore.types import BM25_B, BM25_K1
 
 __all__ = [
     "CANDIDATES",
+    "MAX_TERMS",
+    "NO_STATS",
+    "TIER_TERMS",
     "Bm25Query",
     "TermStats",
     "matches",
@@ -157,8 +160,8 @@ def term_stats(row: Mapping[str, Any], analyzed_at: datetime | None) -> TermStat
     """:class:`TermStats` from a :func:`stats_select` row."""
     elems = row["elems"] or []
     freqs = row["elem_freqs"] or []
-    # most_common_elem_freqs ends with three extra numbers: the least and greatest frequency
-    # of the elements and the share of rows with none.
+    # For tsvector, most_common_elem_freqs ends with two extra numbers: the least and the
+    # greatest frequency of the elements.
     frequency = dict(zip(elems, freqs[: len(elems)], strict=False))
     floor = float(freqs[len(elems)]) if len(freqs) > len(elems) else 0.0
     return TermStats(
@@ -298,13 +301,19 @@ def _matches(
         sa.bindparam("bm25_rows", type_=sa.Float),
         sa.select(sa.func.count()).select_from(table).scalar_subquery(),
     )
-    df = sa.func.coalesce(term.c.df, counted)
+    known = (
+        sa.select(term.c.lexeme, sa.func.coalesce(term.c.df, counted).label("df"))
+        .select_from(term)
+        .subquery("known")
+    )
+    # N at least df: an exact count can pass a reltuples that predates a bulk load.
+    n = sa.func.greatest(rows, known.c.df)
     idf = (
         sa.select(
-            term.c.lexeme,
-            sa.func.ln(1.0 + (rows - df + 0.5) / (df + 0.5)).label("weight"),
+            known.c.lexeme,
+            sa.func.ln(1.0 + (n - known.c.df + 0.5) / (known.c.df + 0.5)).label("weight"),
         )
-        .select_from(term)
+        .select_from(known)
         .cte("idf")
         # Computed once: inlined into the per-candidate score, its exact counts would run
         # again for every candidate.

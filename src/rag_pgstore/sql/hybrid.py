@@ -16,20 +16,16 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from rag_pgstore.schema import Collection
 from rag_pgstore.sql.search import chunk_columns, distance_expr
-from rag_pgstore.types import Fusion, HybridOptions, TextMode
+from rag_pgstore.types import Fusion, HybridOptions
 
-__all__ = ["any_lexeme", "fused_select", "text_matches", "text_query", "text_select"]
+__all__ = ["any_lexeme", "fused_select", "text_matches", "text_select", "websearch_query"]
 
 
-def text_query(collection: Collection, text: str, mode: TextMode) -> ColumnElement[Any]:
-    """The ``tsquery`` of ``text`` as ``websearch_to_tsquery`` reads it (``WEBSEARCH``), or
-    ``plainto_tsquery``'s words joined by OR (``ANY``; prefer :func:`any_lexeme`, which takes
-    the lexemes once and bounds their number)."""
+def websearch_query(collection: Collection, text: str) -> ColumnElement[Any]:
+    """The ``tsquery`` of ``text`` as ``websearch_to_tsquery`` reads it: all words, quoted
+    phrases, ``or``, ``-exclusions``."""
     config = sa.cast(sa.literal(collection.text_config), pg.REGCONFIG)
-    if mode is TextMode.WEBSEARCH:
-        return sa.func.websearch_to_tsquery(config, text)
-    anded = sa.cast(sa.func.plainto_tsquery(config, text), sa.Text)
-    return sa.cast(sa.func.replace(anded, " & ", " | "), pg.TSQUERY)
+    return sa.func.websearch_to_tsquery(config, text)
 
 
 def any_lexeme(tsquery_terms: list[str]) -> ColumnElement[Any]:
