@@ -331,9 +331,12 @@ def test_plan_tiers_start_from_the_rarest_lexemes() -> None:
     query = bm25.plan_query(["common", "middle", "rare"], rows=1000.0, stats=stats, candidates=50)
     assert query.lexemes == ("rare", "middle", "common")
     assert query.df == (None, 50.0, 500.0)  # "rare" is counted by the query itself
-    assert query.tiers[0] == "'rare' & 'middle' & 'common'"
-    assert query.tiers[-1] == "'common'"
-    assert len(query.tiers) == 7
+    # "common" is in half the rows, more than the budget: scored, but no tier reads it.
+    assert query.tiers == ("'rare' & 'middle'", "'rare'", "'middle'")
+    roomy = bm25.plan_query(["common", "middle", "rare"], rows=1000.0, stats=stats, candidates=600)
+    assert roomy.tiers[0] == "'rare' & 'middle' & 'common'" and len(roomy.tiers) == 7
+    only_common = bm25.plan_query(["common"], rows=1000.0, stats=stats, candidates=50)
+    assert only_common.tiers == ("'common'",)
     long = bm25.plan_query([f"t{i}" for i in range(100)], rows=None, stats=stats, candidates=5)
     assert len(long.lexemes) == bm25.MAX_TERMS
     assert len(long.tiers) == 2**bm25.TIER_TERMS - 1

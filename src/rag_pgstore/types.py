@@ -295,7 +295,7 @@ class HybridOptions:
     (default: ``max(4 * k, 40)``; :meth:`legs`). The vector leg's HNSW ``ef_search`` follows
     ``vector_k`` (``max(150, vector_k)``, or ``SearchTuning.ef_search``) and scans iteratively
     under a filter. ``text_candidates`` is how many rows a BM25 keyword leg ranks (default:
-    ``max(1000, 10 * text_k)``).
+    ``max(800, 10 * text_k)``).
     """
 
     fusion: Fusion = Fusion.RELATIVE_SCORE
@@ -324,7 +324,7 @@ class HybridOptions:
 
     def candidates(self, k: int) -> int:
         """How many rows a BM25 keyword leg ranks for ``k`` results."""
-        return self.text_candidates or max(1_000, 10 * self.legs(k)[1])
+        return self.text_candidates or max(800, 10 * self.legs(k)[1])
 
     def sizes(
         self, k: int, *, tuning: SearchTuning | None = None, filtered: bool = False
