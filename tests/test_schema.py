@@ -185,7 +185,7 @@ def test_statements_compile_without_a_database() -> None:
     )
     bm25_ddl = compiled(KeywordSearch.BM25)
     assert "EXECUTE FUNCTION public.rag_pgstore_keyword_row('english')" in bm25_ddl
-    assert "SET STATISTICS 1000" in bm25_ddl
+    assert "SET STATISTICS 300" in bm25_ddl
     assert compiled(KeywordSearch.OFF) == ""
     from rag_pgstore.schema import ann_index
 
