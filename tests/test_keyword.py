@@ -332,14 +332,15 @@ def test_plan_tiers_start_from_the_rarest_lexemes() -> None:
     assert query.lexemes == ("rare", "middle", "common")
     assert query.df == (None, 50.0, 500.0)  # "rare" is counted by the query itself
     # "common" is in half the rows, more than the budget: scored, but no tier reads it.
-    assert query.tiers == ("'rare' & 'middle'", "'rare'", "'middle'")
+    assert query.tiers == ("'rare' & 'middle'", "'rare'", "'middle'", "'common'")
     roomy = bm25.plan_query(["common", "middle", "rare"], rows=1000.0, stats=stats, candidates=600)
     assert roomy.tiers[0] == "'rare' & 'middle' & 'common'" and len(roomy.tiers) == 7
     only_common = bm25.plan_query(["common"], rows=1000.0, stats=stats, candidates=50)
     assert only_common.tiers == ("'common'",)
     long = bm25.plan_query([f"t{i}" for i in range(100)], rows=None, stats=stats, candidates=5)
     assert len(long.lexemes) == bm25.MAX_TERMS
-    assert len(long.tiers) == 2**bm25.TIER_TERMS - 1
+    assert len(long.tiers) == 2**bm25.TIER_TERMS  # every subset of 6, then the other 26
+    assert long.tiers[-1].count(" | ") == bm25.MAX_TERMS - bm25.TIER_TERMS - 1
     assert long.rows is None and long.avgdl is None
 
 
@@ -373,3 +374,14 @@ def test_query_text_longer_than_any_question_is_refused(make_store: StoreFactory
     store = make_store(dim=DIM)
     with pytest.raises(InvalidInputError, match="at most 262,144 characters"):
         store.text_search("w " * 200_000)
+
+
+async def test_a_long_query_finds_rows_with_only_its_later_words(
+    make_store: StoreFactory, api: Api
+) -> None:
+    store = make_store(dim=DIM)  # never analysed: tiers come from the first lexemes
+    await api(store, "upsert", chunks())
+    question = "archer astronomy bees boat fourteen granary harvest violin"
+    want = reference_bm25(store, question)
+    hits = await api(store, "text_search", question, k=len(TEXTS))
+    assert {h.chunk.chunk_id for h in hits} == set(want)

@@ -202,7 +202,8 @@ def plan_query(
     A lexeme ANALYZE tracks gets ``share * rows``; any other is counted exactly by the query
     (it is rare, so its posting list is short). The tiers are AND-queries over the rarest
     :data:`TIER_TERMS` lexemes held by at most :data:`COMMON_SHARE` of the rows (the two
-    rarest if all are common), every subset of them, highest summed IDF first.
+    rarest if all are common), every subset of them, highest summed IDF first; then one
+    OR-query of the query's other lexemes.
     """
     unique = list(dict.fromkeys(lexemes))
     known = rows is not None and rows > 0
@@ -241,12 +242,16 @@ def plan_query(
     ]
     # Stable sort: equal sums (no statistics yet) keep larger subsets first.
     subsets.sort(key=lambda subset: -sum(idf(t) for t in subset))
+    # Last, rows holding only the other lexemes: reached when the tiers found fewer rows than
+    # the budget (a small collection, a query of rare words), so nothing that matches is lost.
+    others = [t for t in scored if t not in tier_terms]
+    rest = (" | ".join(tsquery_literal(t) for t in others),) if others else ()
     return Bm25Query(
         lexemes=tuple(scored),
         df=tuple(estimate(t) for t in scored),
         rows=rows if known else None,
         avgdl=stats.avgdl if known else None,
-        tiers=tuple(" & ".join(tsquery_literal(t) for t in subset) for subset in subsets),
+        tiers=tuple(" & ".join(tsquery_literal(t) for t in subset) for subset in subsets) + rest,
         candidates=candidates,
     )
 
