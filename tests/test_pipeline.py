@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,8 +44,11 @@ class Counting:
         return [hash_embedding(t, DIM) for t in texts]
 
     def embedder(self) -> Embedder:
-        # A name of its own: the cache is shared by every collection in the database.
-        return Embedder(f"counting-{id(self)}", self)
+        # A name of its own: the cache is shared by every collection in the database, and an
+        # id() can come back for a later test's object.
+        if not hasattr(self, "name"):
+            self.name = f"counting-{uuid.uuid4().hex}"
+        return Embedder(self.name, self)
 
 
 def paragraphs(prefix: str, n: int) -> str:
@@ -104,7 +108,7 @@ def test_the_embedding_cache_is_shared_and_persistent(
     )
     assert later.texts == [] and report.from_cache == 1  # another collection, another run: cached
     renamed = Counting()
-    Pipeline(other, Embedder(f"another-{id(renamed)}", renamed), CHUNKER).ingest(
+    Pipeline(other, Embedder(f"another-{uuid.uuid4().hex}", renamed), CHUNKER).ingest(
         [Document("w", "Same words here.")]
     )
     assert renamed.texts == ["Same words here."]  # the cache is per model
