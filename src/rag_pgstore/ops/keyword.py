@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.sql.elements import ColumnElement
 
 from rag_pgstore.driver.steps import Fetch, Plan
@@ -84,8 +83,7 @@ def keyword_matches(
     required = None
     if mode is TextMode.WEBSEARCH:
         # Quoted phrases, "or" and -exclusions hold as conditions; BM25 ranks what passes.
-        config = sa.cast(sa.literal(c.text_config), pg.REGCONFIG)
-        required = c.table.c.tsv.op("@@")(sa.func.websearch_to_tsquery(config, text))
+        required = c.table.c.tsv.op("@@")(hy.websearch_query(c, text))
     return bm25.matches(c, query, where, required)
 
 
