@@ -108,7 +108,8 @@ def test_the_embedding_cache_is_shared_and_persistent(
     )
     assert later.texts == [] and report.from_cache == 1  # another collection, another run: cached
     renamed = Counting()
-    Pipeline(other, Embedder(f"another-{uuid.uuid4().hex}", renamed), CHUNKER).ingest(
+    third = make_store(dim=DIM)  # one model per collection (see the embedder tests)
+    Pipeline(third, Embedder(f"another-{uuid.uuid4().hex}", renamed), CHUNKER).ingest(
         [Document("w", "Same words here.")]
     )
     assert renamed.texts == ["Same words here."]  # the cache is per model
@@ -177,7 +178,10 @@ def test_framework_embedders_are_accepted(store: ChunkStore) -> None:
     Pipeline(store, HashEmbedding(dim=DIM), CHUNKER).ingest(
         [Document("li", "LlamaIndex embeds this.")]
     )
-    Pipeline(store, hash_embedder(DIM), CHUNKER).ingest([Document("h", "Hashing embeds this.")])
+    # The same hashing under another name: the override says so.
+    Pipeline(store, hash_embedder(DIM), CHUNKER, replace_embedder=True).ingest(
+        [Document("h", "Hashing embeds this.")]
+    )
     assert store.count() == 2
 
 

@@ -6,6 +6,7 @@
 
 from rag_pgstore.errors import (
     CollectionNameError,
+    CollectionNotFoundError,
     DatabaseError,
     DatabaseUnavailableError,
     DimensionError,
@@ -24,6 +25,7 @@ from rag_pgstore.store import ChunkStore
 from rag_pgstore.types import (
     Chunk,
     CollectionInfo,
+    CollectionSummary,
     Distance,
     Filter,
     Fusion,
@@ -43,6 +45,8 @@ __all__ = [
     "ChunkStore",
     "CollectionInfo",
     "CollectionNameError",
+    "CollectionNotFoundError",
+    "CollectionSummary",
     "DatabaseError",
     "DatabaseUnavailableError",
     "DimensionError",

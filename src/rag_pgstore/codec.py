@@ -291,8 +291,14 @@ def _pgvector_binary(matrix: Any) -> Any:
 def _check_chunk(chunk: object, position: int) -> None:
     """Raise naming what is wrong with ``chunk``, the ``position``-th of its batch."""
     if not isinstance(chunk, Chunk):
+        hint = ""
+        if type(chunk).__name__ == "TextChunk":  # the chunker's output has no vector yet
+            hint = (
+                ": embed it first, chunk.to_chunk(vector), or let "
+                "Pipeline(store, embedder).ingest([Document(id, text)]) chunk, embed and store"
+            )
         raise InvalidInputError(
-            f"expected rag_pgstore.Chunk, got {type(chunk).__name__} (item {position})"
+            f"expected rag_pgstore.Chunk, got {type(chunk).__name__} (item {position}){hint}"
         )
     label = _label(chunk)
     _check_text(chunk.chunk_id, "chunk_id", label, empty_ok=False)

@@ -35,6 +35,16 @@ def normalize_url(url: str | URL) -> URL:
     return parsed.set(drivername="postgresql+psycopg")
 
 
+def make_engine(url: str | URL, options: Mapping[str, Any] | None = None) -> Engine:
+    """The sync engine alone (see :func:`make_engines`)."""
+    return sa.create_engine(normalize_url(url), **dict(options or {}))
+
+
+def make_async_engine(url: str | URL, options: Mapping[str, Any] | None = None) -> AsyncEngine:
+    """The async engine alone (see :func:`make_engines`)."""
+    return create_async_engine(normalize_url(url), **dict(options or {}))
+
+
 def make_engines(
     url: str | URL, options: Mapping[str, Any] | None = None
 ) -> tuple[Engine, AsyncEngine]:

@@ -10,6 +10,7 @@ import reprlib
 
 __all__ = [
     "CollectionNameError",
+    "CollectionNotFoundError",
     "DatabaseError",
     "DatabaseUnavailableError",
     "DimensionError",
@@ -66,6 +67,15 @@ class UnsupportedError(RagPgStoreError, ValueError):
 
 class SchemaError(RagPgStoreError):
     """The collection's table is missing, or was created with different settings."""
+
+
+class CollectionNotFoundError(SchemaError, LookupError):
+    """No collection of that name exists (in that schema); ``name`` is the one asked for,
+    when known."""
+
+    def __init__(self, message: str, *, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 class DatabaseError(RagPgStoreError):
@@ -130,6 +140,7 @@ for _cls in (
     CollectionNameError,
     FilterError,
     SchemaError,
+    CollectionNotFoundError,
     UnsupportedError,
     DatabaseError,
     DatabaseUnavailableError,

@@ -238,6 +238,9 @@ def registry_table(schema: str, metadata: sa.MetaData | None = None) -> sa.Table
         sa.Column("ann_index", pg.JSONB),
         # NULL for collections made before keyword modes: they have ts_rank's generated tsv.
         sa.Column("keyword", sa.Text),
+        # The model that wrote the collection's vectors ("local:all-MiniLM-L6-v2", "hash:256"),
+        # recorded at its first ingest; NULL until then, or when only upsert() wrote vectors.
+        sa.Column("embedder", sa.Text),
         sa.Column(
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
@@ -352,10 +355,17 @@ def keyword_add(collection: Collection, mode: KeywordSearch) -> list[Executable]
     ]
 
 
-def registry_keyword_column(collection: Collection) -> Executable:
-    """Give a registry made before keyword modes its ``keyword`` column (NULL: ts_rank)."""
+# Registry columns added after its first release, each nullable text: NULL reads as what
+# collections made before it had (ts_rank; no recorded embedder).
+ADDED_REGISTRY_COLUMNS = ("keyword", "embedder")
+
+
+def registry_column(collection: Collection, name: str) -> Executable:
+    """Give a registry made before ``name`` existed that column (one of ADDED_REGISTRY_COLUMNS)."""
+    if name not in ADDED_REGISTRY_COLUMNS:
+        raise ValueError(f"expected one of {ADDED_REGISTRY_COLUMNS}, got {name!r}")
     return _ddl(
-        "ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS keyword text", collection.registry
+        f"ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS {name} text", collection.registry
     )
 
 

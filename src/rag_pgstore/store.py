@@ -21,12 +21,13 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rag_pgstore import driver, embedded
-from rag_pgstore.connect import make_engines
+from rag_pgstore.codec import check_name
+from rag_pgstore.connect import make_async_engine, make_engine, make_engines
 from rag_pgstore.embedded import EmbeddedPostgres
 from rag_pgstore.errors import UnsupportedError
-from rag_pgstore.ops import lifecycle, reads, writes
+from rag_pgstore.ops import lifecycle, reads, registry, writes
 from rag_pgstore.schema import Collection
-from rag_pgstore.types import Distance, KeywordSearch, choice
+from rag_pgstore.types import CollectionSummary, Distance, KeywordSearch, choice
 
 __all__ = ["ChunkStore"]
 
@@ -126,7 +127,7 @@ class ChunkStore:
         url: str | URL | None,
         *,
         collection: str,
-        dim: int,
+        dim: int | None = None,
         setup: bool = True,
         engine_options: Mapping[str, Any] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
@@ -138,14 +139,19 @@ class ChunkStore:
         ``DATABASE_URL``; query parameters such as ``sslmode`` pass through to libpq.
         ``engine_options`` go to ``create_engine`` (pool sizes, ``connect_args``). ``data_dir``
         places the embedded server's data. Other keyword arguments are the constructor's.
-        ``setup=False`` skips schema creation, e.g. for a read-only role.
+        ``setup=False`` skips schema creation, e.g. for a read-only role. Without ``dim`` the
+        collection must exist: its dimension, distance and keyword mode are read from the
+        registry (:class:`CollectionNotFoundError` if there is none), and nothing is created.
         """
         server = embedded.start(data_dir) if url is None else None
         store = cls._connect(
-            server.url if server else url, collection, dim, engine_options, options
+            server.url if server else url, collection, dim or 1, engine_options, options
         )
         store._server = server
-        if setup:
+        if dim is None:
+            c = store.collection
+            store.collection = store.run_plan(lambda: registry.opened(c, options))
+        elif setup:
             store.setup()
         return store
 
@@ -155,7 +161,7 @@ class ChunkStore:
         url: str | URL | None,
         *,
         collection: str,
-        dim: int,
+        dim: int | None = None,
         setup: bool = True,
         engine_options: Mapping[str, Any] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
@@ -168,12 +174,53 @@ class ChunkStore:
         """
         server = await asyncio.to_thread(embedded.start, data_dir) if url is None else None
         store = cls._connect(
-            server.url if server else url, collection, dim, engine_options, options
+            server.url if server else url, collection, dim or 1, engine_options, options
         )
         store._server = server
-        if setup:
+        if dim is None:
+            c = store.collection
+            store.collection = await store.arun_plan(lambda: registry.opened(c, options))
+        elif setup:
             await store.asetup()
         return store
+
+    @classmethod
+    def list_collections(
+        cls,
+        url: str | URL | None,
+        *,
+        schema: str = "public",
+        engine_options: Mapping[str, Any] | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+    ) -> list[CollectionSummary]:
+        """The collections in ``schema`` at ``url`` (``None``: the embedded server), by name,
+        with their chunk and document counts, settings and recorded embedder."""
+        check_name(schema, "schema")
+        target = embedded.start(data_dir).url if url is None else url
+        engine = make_engine(target, engine_options)
+        try:
+            return driver.run(engine, lambda: registry.collections(schema))
+        finally:
+            engine.dispose()
+
+    @classmethod
+    async def alist_collections(
+        cls,
+        url: str | URL | None,
+        *,
+        schema: str = "public",
+        engine_options: Mapping[str, Any] | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+    ) -> list[CollectionSummary]:
+        """Async :meth:`list_collections`."""
+        check_name(schema, "schema")
+        if url is None:
+            url = (await asyncio.to_thread(embedded.start, data_dir)).url
+        engine = make_async_engine(url, engine_options)
+        try:
+            return await driver.run_async(engine, lambda: registry.collections(schema))
+        finally:
+            await engine.dispose()
 
     @classmethod
     def _connect(

@@ -17,6 +17,7 @@ __all__ = [
     "MAX_EF_SEARCH",
     "Chunk",
     "CollectionInfo",
+    "CollectionSummary",
     "Distance",
     "Filter",
     "Fusion",
@@ -370,6 +371,25 @@ def choice(kind: type[E], value: object, name: str) -> E:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class CollectionSummary:
+    """One line of :meth:`ChunkStore.list_collections`: a collection, its counts and settings.
+
+    ``embedder`` names the model that wrote its vectors (recorded by the pipeline and the CLI
+    at the first ingest), ``None`` when none was recorded.
+    """
+
+    name: str
+    schema: str
+    chunks: int
+    entities: int
+    dim: int
+    distance: str
+    keyword: str
+    embedder: str | None
+    ann_index: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class CollectionInfo:
     """What :meth:`ChunkStore.describe` reports: counts, settings, indexes, versions.
 
@@ -387,6 +407,7 @@ class CollectionInfo:
     keyword: str
     schema_version: int
     ann_index: Mapping[str, Any] | None
+    embedder: str | None
     indexes: tuple[str, ...]
     server_version: str
     pgvector_version: str | None

@@ -13,7 +13,7 @@ sentence start if there is one there, else a word. Special-token strings such as
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from rag_pgstore.chunking.boundaries import (
 from rag_pgstore.chunking.encodings import load_encoding
 from rag_pgstore.codec import content_hash
 from rag_pgstore.errors import InvalidInputError
+from rag_pgstore.types import Chunk
 
 if TYPE_CHECKING:
     import tiktoken
@@ -57,6 +58,18 @@ class TextChunk:
     entity_id: str
     content_hash: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_chunk(self, embedding: Sequence[float]) -> Chunk:
+        """This chunk with its ``embedding``, ready for ``store.upsert``."""
+        return Chunk(
+            chunk_id=self.chunk_id,
+            entity_id=self.entity_id,
+            chunk_index=self.chunk_index,
+            total_chunks=self.total_chunks,
+            content=self.text,
+            embedding=embedding,
+            metadata=self.metadata,
+        )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from sqlalchemy import exc as sa_exc
 
 from rag_pgstore.driver.steps import Forget, IndexedForm, Plan, PlanSource, Read
 from rag_pgstore.errors import (
+    CollectionNotFoundError,
     DatabaseError,
     DatabaseUnavailableError,
     InvalidInputError,
@@ -153,7 +154,9 @@ def translate(exc: BaseException) -> RagPgStoreError:
             "once with this version to upgrade it"
         )
     if sqlstate == "42P01":
-        return SchemaError(f"{first}; create the collection first with store.setup()")
+        return CollectionNotFoundError(
+            f"{first}; the collection does not exist (any more): create it with store.setup()"
+        )
     if sqlstate == _CANCELED:
         return QueryTimeoutError(
             f"query cancelled: {first}{code}; nothing was changed, and the store is still "

@@ -17,6 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from rag_pgstore.driver.steps import Fetch, Plan
 from rag_pgstore.errors import SchemaError, UnsupportedError
+from rag_pgstore.ops.registry import missing
 from rag_pgstore.schema import Collection, stored_keyword
 from rag_pgstore.sql import bm25
 from rag_pgstore.sql import hybrid as hy
@@ -45,7 +46,7 @@ def keyword_matches(
     [row] = yield Fetch(bm25.probe(c, text, settings))
     probe = row._mapping
     if not probe["registered"]:
-        raise SchemaError(f"expected collection {c.name!r} to exist, found none; run setup() first")
+        raise missing(c)
     # The registry, not the store's own keyword=: another process may have switched it.
     keyword = stored_keyword(probe["keyword"])
     if c.keyword is not None and c.keyword is not keyword:

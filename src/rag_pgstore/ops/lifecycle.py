@@ -11,7 +11,9 @@ from sqlalchemy.dialects import postgresql as pg
 
 from rag_pgstore.driver.steps import Execute, Fetch, Forget, Plan, PlanSource
 from rag_pgstore.errors import InvalidInputError, SchemaError, UnsupportedError
+from rag_pgstore.ops.registry import missing
 from rag_pgstore.schema import (
+    ADDED_REGISTRY_COLUMNS,
     KEYWORD_FUNCTION,
     MAX_INDEXED_DIM,
     MIGRATIONS,
@@ -22,7 +24,7 @@ from rag_pgstore.schema import (
     keyword_add,
     keyword_drop,
     keyword_function,
-    registry_keyword_column,
+    registry_column,
     stored_keyword,
 )
 from rag_pgstore.sql.catalog import (
@@ -104,17 +106,19 @@ def _prepare(c: Collection, create_extension: bool) -> Plan[None]:
     if c.schema != "public":
         yield Execute(sa.schema.CreateSchema(c.schema, if_not_exists=True))
     yield Execute(sa.schema.CreateTable(c.registry, if_not_exists=True))
-    # Registries made before keyword modes lack the column. Checked first: the ALTER would
+    # Registries made by older versions lack the newer columns. Checked first: the ALTER would
     # lock the registry, which every search reads, even when there is nothing to add.
-    has_keyword = yield Fetch(
+    present = yield Fetch(
         sa.select(PG_ATTRIBUTE.c.attname).where(
             PG_ATTRIBUTE.c.attrelid == sa.func.to_regclass(f"{c.schema}.{c.registry.name}"),
-            PG_ATTRIBUTE.c.attname == "keyword",
+            PG_ATTRIBUTE.c.attname.in_(ADDED_REGISTRY_COLUMNS),
             sa.not_(PG_ATTRIBUTE.c.attisdropped),
         )
     )
-    if not has_keyword:
-        yield Execute(registry_keyword_column(c))
+    have = {row[0] for row in present}
+    for name in ADDED_REGISTRY_COLUMNS:
+        if name not in have:
+            yield Execute(registry_column(c, name))
     function = yield Fetch(sa.select(sa.func.to_regprocedure(f"{c.schema}.{KEYWORD_FUNCTION}()")))
     if function[0][0] is None:
         yield Execute(keyword_function(c))
@@ -213,7 +217,7 @@ def _set_keyword_search(c: Collection, mode: KeywordSearch) -> Plan[bool]:
     registry = c.registry
     found = yield Fetch(sa.select(registry.c.keyword).where(registry.c.name == c.name))
     if not found:
-        raise SchemaError(f"expected collection {c.name!r} to exist, found none; run setup() first")
+        raise missing(c)
     if stored_keyword(found[0][0]) is mode:
         return False
     for statement in [*keyword_drop(c), *keyword_add(c, mode)]:
@@ -297,7 +301,7 @@ def _create_index(c: Collection, using: str, options: dict[str, int]) -> Plan[bo
     yield _lock(c)
     found = yield Fetch(sa.select(registry.c.ann_index).where(registry.c.name == c.name))
     if not found:
-        raise SchemaError(f"expected collection {c.name!r} to exist; call setup() first")
+        raise missing(c)
     index = ann_index(c, using, options)
     present = yield Fetch(sa.select(sa.func.to_regclass(f"{c.schema}.{c.index_name}")))
     if found[0][0] == wanted and present[0][0] is not None:
@@ -325,10 +329,7 @@ def describe(c: Collection) -> Plan[CollectionInfo]:
     registry = c.registry
     found = yield Fetch(sa.select(registry).where(registry.c.name == c.name))
     if not found:
-        raise SchemaError(
-            f"expected a collection named {c.name!r} in schema {c.schema!r}, found none; "
-            "create it with setup()"
-        )
+        raise missing(c)
     row = found[0]._mapping
     table = c.table
     [(chunks, entities)] = yield Fetch(
@@ -351,6 +352,7 @@ def describe(c: Collection) -> Plan[CollectionInfo]:
         keyword=stored_keyword(row["keyword"]).value,
         schema_version=row["schema_version"],
         ann_index=row["ann_index"],
+        embedder=row["embedder"],
         indexes=tuple(name for (name,) in indexes),
         server_version=server,
         pgvector_version=pgvector[0][0] if pgvector else None,

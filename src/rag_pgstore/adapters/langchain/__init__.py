@@ -15,9 +15,15 @@ except ImportError as exc:
         "pip install 'rag-pgstore[langchain]'"
     ) from exc
 
-from rag_pgstore.adapters.langchain.embeddings import HashEmbeddings
+from rag_pgstore.adapters.langchain.embeddings import HashEmbeddings, LocalEmbeddings
 from rag_pgstore.adapters.langchain.retriever import PgStoreRetriever
 from rag_pgstore.adapters.langchain.splitter import ChunkerTextSplitter
 from rag_pgstore.adapters.langchain.vectorstore import LangChainVectorStore
 
-__all__ = ["ChunkerTextSplitter", "HashEmbeddings", "LangChainVectorStore", "PgStoreRetriever"]
+__all__ = [
+    "ChunkerTextSplitter",
+    "HashEmbeddings",
+    "LangChainVectorStore",
+    "LocalEmbeddings",
+    "PgStoreRetriever",
+]

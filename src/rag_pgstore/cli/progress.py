@@ -1,0 +1,94 @@
+"""Ingest progress: bars with rate and ETA on a terminal (``rich``), a plain line every few
+seconds otherwise (logs, CI), nothing with ``--json``.
+
+It counts chunks as they are embedded (or found in the embedding cache) and written, not
+documents per batch: a single 50 MB file moves the bar as its chunks are embedded.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from types import TracebackType
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from rag_pgstore.cli import output
+from rag_pgstore.pipeline import IngestReport
+
+PLAIN_EVERY = 5.0  # seconds between two plain progress lines
+
+
+class _Rate(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f}/s" if speed else "", style="progress.data.speed")
+
+
+class IngestProgress:
+    """``with IngestProgress(files, mode) as show: pipeline.ingest(..., progress=show)``."""
+
+    def __init__(self, files: int, *, quiet: bool) -> None:
+        self.files = files
+        self.quiet = quiet
+        self.terminal = not quiet and sys.stderr.isatty()
+        self.report = IngestReport()
+        self._bars: Progress | None = None
+        self._tasks: tuple[TaskID, TaskID] | None = None
+        self._last_line = time.monotonic()  # the first plain line after PLAIN_EVERY
+
+    def __enter__(self) -> IngestProgress:
+        if self.terminal:
+            self._bars = Progress(
+                TextColumn("{task.description:>8}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                _Rate(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=output.console("stderr"),
+                transient=True,
+            )
+            self._bars.start()
+            self._tasks = (
+                self._bars.add_task("files", total=self.files),
+                self._bars.add_task("chunks", total=None),
+            )
+        return self
+
+    def __call__(self, report: IngestReport) -> None:
+        self.report = report
+        ready = report.embedded + report.from_cache
+        if self._bars is not None and self._tasks is not None:
+            files, chunks = self._tasks
+            self._bars.update(files, completed=report.documents)
+            self._bars.update(
+                chunks, completed=ready, total=max(report.chunks_to_write, ready) or None
+            )
+        elif not self.quiet and time.monotonic() - self._last_line >= PLAIN_EVERY:
+            self._last_line = time.monotonic()
+            output.note(
+                f"ingest: {report.documents}/{self.files} files, {ready}/"
+                f"{report.chunks_to_write} chunks embedded, {report.chunks_written} written"
+            )
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._bars is not None:
+            self._bars.stop()
