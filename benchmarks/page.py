@@ -62,6 +62,12 @@ def write(results: Results, command: str) -> Path:
         "",
         "![keyword search latency](benchmarks/keyword.png)",
         "",
+        "## The command line",
+        "",
+        "`python -m benchmarks.cli_timing` times `stats`, `doctor`, `search` (a new question, "
+        "one asked before, `--text`), an unchanged ingest and a bad URL as fresh processes, "
+        "this version against an earlier one ([results](results/cli-timing.md)).",
+        "",
         "## Ingest",
         "",
         "Chunks per second with precomputed embeddings, each writer into a fresh empty table; "

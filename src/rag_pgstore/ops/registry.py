@@ -95,7 +95,9 @@ def collections(schema: str) -> Plan[list[CollectionSummary]]:
                 entities=entities,
                 dim=r["dim"],
                 distance=r["distance"],
-                keyword=stored_keyword(r.get("keyword")).value,
+                # As recorded: one collection set up by a newer version must not make
+                # the whole listing fail.
+                keyword=r.get("keyword") or "ts_rank",
                 embedder=r.get("embedder"),
                 ann_index=r["ann_index"],
             )

@@ -141,12 +141,12 @@ class Pipeline:
                 try:
                     effect = steps.send(reply)
                 except StopIteration:
+                    notify(report)  # the batch is stored
                     break
                 if isinstance(effect, _Db):
                     reply = self.store.run_plan(effect.plan)
                 else:
                     reply = self._embed_sync(embedder, effect.texts, batch, report, notify)
-                notify(report)
         if prune:
             gone = sorted(
                 set(self.store.run_plan(documents_under(self.store.collection, prune))) - seen
@@ -179,12 +179,12 @@ class Pipeline:
                 try:
                     effect = steps.send(reply)
                 except StopIteration:
+                    notify(report)  # the batch is stored
                     break
                 if isinstance(effect, _Db):
                     reply = await self.store.arun_plan(effect.plan)
                 else:
                     reply = await self._embed_async(embedder, effect.texts, batch, report, notify)
-                notify(report)
         if prune:
             stored = await self.store.arun_plan(documents_under(self.store.collection, prune))
             gone = sorted(set(stored) - seen)
