@@ -3,7 +3,9 @@
     python examples/llamaindex_rag.py
 
 Hybrid retrieval feeds a query engine. The LLM here is LlamaIndex's MockLLM, which answers
-with the prompt it was given, so you can see the retrieved context; pass any real LLM
+with the prompt it was given, so you can see the retrieved context (with real-size chunks and
+a larger ``similarity_top_k`` use ``MockLLM(max_tokens=64)``: an echoed prompt refined over
+many chunks overflows its context window); pass any real LLM
 (`llm=OpenAI()`, `llm=Ollama(...)`) to get answers. The embeddings are the deterministic
 hashing ones so the example runs anywhere; use any LlamaIndex embedding model.
 """

@@ -70,7 +70,9 @@ class IngestProgress:
 
     def __call__(self, report: IngestReport) -> None:
         self.report = report
-        ready = report.embedded + report.from_cache
+        # Chunks with their vector: embedded, from the cache, or written (a text repeated in a
+        # batch is embedded once, so only the write count reaches the total).
+        ready = max(report.embedded + report.from_cache, report.chunks_written)
         if self._bars is not None and self._tasks is not None:
             files, chunks = self._tasks
             self._bars.update(files, completed=report.documents)
