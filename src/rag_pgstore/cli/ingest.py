@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     chunker = TokenChunker(max_tokens=args.max_tokens, overlap=args.overlap)
     try:
         store = models.open_store(args)
+        store.setup()  # upgrades a collection an older version made (idempotent, cheap)
         recorded = models.recorded_embedder(store)
     except CollectionNotFoundError:
         name, dim = models.for_new_collection(args)

@@ -81,15 +81,17 @@ def for_collection(args: argparse.Namespace, store: ChunkStore, recorded: str | 
     one, else the local model; its dimension must be the collection's."""
     name = wanted_name(args) or recorded or f"local:{LOCAL_MODEL}"
     if recorded is not None and name != recorded and not getattr(args, "replace_embedder", False):
+        switch = (
+            "; to switch models, `rag-pgstore drop` it and ingest again (or use another "
+            "--collection); --replace-embedder records the new name without re-embedding "
+            "what is stored, for the same model under another name"
+            if hasattr(args, "replace_embedder")
+            else ""
+        )
         raise SchemaError(
             f"collection {store.collection.name!r} was built with {recorded!r}, got --embedder "
             f"for {name!r}: their vectors do not compare. Leave out --embedder to use "
-            f"{recorded!r}"
-            + (
-                ", or pass --replace-embedder to re-embed"
-                if hasattr(args, "replace_embedder")
-                else ""
-            )
+            f"{recorded!r}{switch}"
         )
     embedder = load(name)
     dim = LOCAL_DIM if name.startswith("local:") else int(name.split(":", 1)[1])

@@ -75,7 +75,8 @@ def _reading(sub: Any, common: argparse.ArgumentParser, model: argparse.Argument
     p.add_argument(
         "--replace-embedder",
         action="store_true",
-        help="write with another model than the collection was built with, and record it",
+        help="record another model than the collection was built with (stored vectors "
+        "are not re-embedded: for the same model under another name)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="list every file left out, and why")
     p.set_defaults(run=ingest.run)

@@ -127,8 +127,9 @@ def claim_embedder(c: Collection, name: str, *, replace: bool = False) -> Plan[s
     if recorded is not None and not replace:
         raise SchemaError(
             f"collection {c.name!r} was embedded with {recorded!r}, got {name!r}: their "
-            f"vectors do not compare. Use {recorded!r}, another collection, or "
-            "replace_embedder=True (CLI: --replace-embedder) after re-embedding everything"
+            f"vectors do not compare. Use {recorded!r} or another collection; "
+            "replace_embedder=True records the new one (what is stored is not re-embedded: "
+            "clear() first to switch models)"
         )
     yield Execute(sa.update(registry).where(registry.c.name == c.name).values(embedder=name))
     return recorded
