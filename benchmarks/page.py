@@ -62,6 +62,14 @@ def write(results: Results, command: str) -> Path:
         "",
         "![keyword search latency](benchmarks/keyword.png)",
         "",
+        "## Every door, as users call it",
+        "",
+        "`python -m benchmarks.doors` writes the same chunks through every door (`upsert` sync, "
+        "streamed and async, LangChain `add_texts`/`add_documents`/`add_embeddings`/"
+        "`aadd_texts` with an `Embeddings` returning lists of floats, LlamaIndex `add`/"
+        "`async_add` with `TextNode`s) beside a raw COPY into a table of the same schema, runs "
+        "interleaved ([results](results/doors.md)).",
+        "",
         "## The command line",
         "",
         "`python -m benchmarks.cli_timing` times `stats`, `doctor`, `search` (a new question, "

@@ -52,6 +52,13 @@ def test_benchmark_suite_quick_mode(db: TestDatabase, tmp_path: Path) -> None:
     assert (tmp_path / "benchmarks" / "latency.png").stat().st_size > 1000
 
 
+def test_doors_benchmark_runs_every_door(db: TestDatabase, tmp_path: Path) -> None:
+    run_benchmark(db, tmp_path, "benchmarks.doors", "--rows", "300", "--dim", "16", "--repeat", "1")
+    text = (tmp_path / "results" / "doors.md").read_text()
+    for door in ("raw COPY, same schema", "LangChain add_texts", "LlamaIndex async_add"):
+        assert f"| {door} |" in text
+
+
 def _dictd_number(value: int) -> str:
     digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
     out = ""

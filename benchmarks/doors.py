@@ -1,0 +1,194 @@
+"""Every door into a collection, called the way its users call it, beside a raw COPY into a
+table of the same schema, in one run.
+
+    python -m benchmarks.doors [--rows 20000] [--dim 384] [--repeat 3]
+
+The inputs are what each framework hands over: a LangChain ``Embeddings`` that returns lists
+of floats (precomputed, so the figure measures us, not a model), ``TextNode`` s with metadata
+and embeddings for LlamaIndex, ``Chunk`` s for the core. Each run writes into a fresh, empty
+collection; the floor is a binary COPY of the same rows into the same kind of table
+(``benchmarks.ingest``). The median of ``--repeat`` runs is kept, runs interleaved so a slow
+moment of the machine does not land on one door. Results: ``docs/results/doors.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from benchmarks.corpus import Corpus
+from benchmarks.ingest import _copy, dsn
+from benchmarks.page import out_dir
+from rag_pgstore import Chunk, ChunkStore
+
+FLOOR = "raw COPY, same schema"
+
+
+class ListEmbeddings:
+    """A LangChain ``Embeddings`` handing back precomputed vectors as lists of floats."""
+
+    def __init__(self, by_text: dict[str, list[float]]) -> None:
+        self.by_text = by_text
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self.by_text[t] for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.by_text[text]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.embed_documents(texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return self.by_text[text]
+
+
+def doors(url: str | None, corpus: Corpus) -> dict[str, Callable[[], float]]:
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
+    from llama_index.core.schema import TextNode
+
+    from rag_pgstore.adapters.langchain import LangChainVectorStore
+    from rag_pgstore.adapters.llamaindex import LlamaIndexVectorStore
+
+    store = ChunkStore.from_url(url, collection="bench_doors", dim=corpus.dim, setup=False)
+    texts, metas, ids = corpus.texts(), corpus.metadata(), corpus.ids()
+    vectors = corpus.vectors()
+    lists = vectors.tolist()
+    # Texts are distinct in the corpus; the fake model looks their vectors up.
+    embeddings: Embeddings = type("Fake", (ListEmbeddings, Embeddings), {})(
+        dict(zip(texts, lists, strict=True))
+    )
+    docs = [
+        Document(page_content=t, metadata=m, id=i)
+        for t, m, i in zip(texts, metas, ids, strict=True)
+    ]
+
+    def chunks() -> Iterator[Chunk]:
+        for i in range(corpus.rows):
+            yield Chunk(
+                chunk_id=ids[i],
+                entity_id=ids[i].split("#")[0],
+                content=texts[i],
+                embedding=vectors[i],
+                metadata=metas[i],
+            )
+
+    def nodes() -> list[Any]:
+        return [
+            TextNode(id_=i, text=t, metadata=m, embedding=v)
+            for i, t, m, v in zip(ids, texts, metas, lists, strict=True)
+        ]
+
+    def fresh() -> None:
+        store.drop()
+        store.setup()
+
+    def timed(write: Callable[[], object]) -> float:
+        fresh()
+        started = time.perf_counter()
+        write()
+        return time.perf_counter() - started
+
+    def floor() -> float:
+        fresh()
+        with psycopg.connect(dsn(store)) as conn:
+            register_vector(conn)
+            started = time.perf_counter()
+            _copy(conn, sql.Identifier(store.collection.name), corpus, vectors, shaped=True)
+            conn.commit()
+            return time.perf_counter() - started
+
+    lc = LangChainVectorStore(store, embedding=embeddings)
+    li = LlamaIndexVectorStore(store)
+
+    def li_async() -> float:
+        built = nodes()  # the caller's nodes exist before the call, as with add()
+        return timed(lambda: asyncio.run(_aadd(li, built)))
+
+    def li_sync() -> float:
+        built = nodes()
+        return timed(lambda: li.add(built))
+
+    return {
+        FLOOR: floor,
+        "ChunkStore.upsert": lambda: timed(lambda: store.upsert(list(chunks()))),
+        "ChunkStore.upsert (stream)": lambda: timed(lambda: store.upsert(chunks())),
+        "ChunkStore.aupsert": lambda: timed(lambda: asyncio.run(_aupsert(store, chunks))),
+        "LangChain add_texts": lambda: timed(lambda: lc.add_texts(texts, metas, ids=ids)),
+        "LangChain add_documents": lambda: timed(lambda: lc.add_documents(docs)),
+        "LangChain add_embeddings": lambda: timed(
+            lambda: lc.add_embeddings(texts, lists, metas, ids=ids)
+        ),
+        "LangChain aadd_texts": lambda: timed(
+            lambda: asyncio.run(lc.aadd_texts(texts, metas, ids=ids))
+        ),
+        "LlamaIndex add": li_sync,
+        "LlamaIndex async_add": li_async,
+    }
+
+
+async def _aupsert(store: ChunkStore, chunks: Callable[[], Iterator[Chunk]]) -> None:
+    await store.aupsert(list(chunks()))
+    assert store.async_engine is not None
+    await store.async_engine.dispose()  # this loop ends here
+
+
+async def _aadd(vs: Any, nodes: list[Any]) -> None:
+    await vs.async_add(nodes)
+    engine = vs.client.async_engine
+    await engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    corpus = Corpus(rows=args.rows, dim=args.dim)
+    runs = doors(os.environ.get("DATABASE_URL"), corpus)
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeat):
+        for name, run in runs.items():
+            seconds[name].append(run())
+    median = {name: statistics.median(s) for name, s in seconds.items()}
+    floor = median[FLOOR]
+    command = (
+        f"python -m benchmarks.doors --rows {args.rows} --dim {args.dim} --repeat {args.repeat}"
+    )
+    rows = [f"| {name} | {args.rows / s:,.0f} | {floor / s:.2f}x |" for name, s in median.items()]
+    out = out_dir() / "results" / "doors.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        "\n".join(
+            [
+                "# Every door into a collection, against a raw COPY",
+                "",
+                f"Produced by `{command}` on this machine (2 cores, embedded PostgreSQL). "
+                f"{args.rows:,} chunks x {args.dim} dimensions with metadata, each door called "
+                "as its users call it (a LangChain `Embeddings` returning lists of floats, "
+                "`TextNode`s with embeddings and metadata), into a fresh collection; median of "
+                f"{args.repeat} interleaved runs.",
+                "",
+                "| door | chunks/s | x raw COPY, same schema |",
+                "|---|---|---|",
+                *rows,
+                "",
+            ]
+        )
+    )
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()
