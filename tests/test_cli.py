@@ -172,6 +172,7 @@ def test_deleted_and_renamed_files_leave_the_collection(
     assert json.loads(kept.stdout)["documents_removed"] == 0
     assert len(stored(db, collection_name)) == 5  # old ones kept on request
 
+    (root / "keep.md").write_bytes(bytes(range(256)) * 4)  # binary now: left out, not gone
     done = run(db, collection_name, "ingest", str(root), *HASH, "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["documents_removed"] == 2
@@ -277,6 +278,24 @@ def test_the_embedder_is_recorded_and_a_mismatch_refused(
     assert len(stored(db, collection_name)) == 1  # nothing written
 
 
+def test_a_collection_written_from_python_needs_its_model_named(
+    db: TestDatabase, collection_name: str
+) -> None:
+    from rag_pgstore import Chunk
+    from rag_pgstore.pipeline.hashing import hash_embedding
+
+    store = ChunkStore.from_url(db.url, collection=collection_name, dim=64)
+    store.upsert(
+        [Chunk(chunk_id="h", content="Herons wait.", embedding=hash_embedding("Herons wait.", 64))]
+    )
+    store.close()
+    guessed = run(db, collection_name, "search", "herons")
+    assert guessed.returncode == 1 and "no recorded embedder" in guessed.stderr
+    named = run(db, collection_name, "search", "herons", *HASH, "--json")
+    assert named.returncode == 0 and json.loads(named.stdout)[0]["chunk_id"] == "h"
+    assert run(db, collection_name, "search", "herons", "--text").returncode == 0
+
+
 def test_the_default_model_missing_is_an_error_not_a_silent_fallback(
     db: TestDatabase, collection_name: str, tmp_path: Path
 ) -> None:
@@ -319,6 +338,8 @@ def test_delete_drop_and_index_commands(
         db, collection_name, "delete", "--filter", json.dumps({"source": str(root / "b.md")})
     )
     assert by_filter.returncode == 0 and stored(db, collection_name) == {}
+    everything = run(db, collection_name, "delete", "--path", "/")
+    assert everything.returncode == 1 and "without --yes" in everything.stderr
     bad = run(db, collection_name, "delete", "--filter", '{"source": "x"')
     assert bad.returncode == 2 and "ends early, after character 14" in bad.stderr
 
@@ -328,6 +349,11 @@ def test_delete_drop_and_index_commands(
     assert doctor["ann_index"]["m"] == 8
     assert any("empty" in tip for tip in doctor["advice"])
     assert run(db, collection_name, "index", "drop").returncode == 0
+    switched = run(db, collection_name, "keyword", "ts_rank")
+    assert switched.returncode == 0 and "now ranks keywords with ts_rank" in switched.stdout
+    doctor = json.loads(run(db, collection_name, "doctor", "--json").stdout)
+    assert any("rag-pgstore keyword bm25" in tip for tip in doctor["advice"])
+    assert "already" in run(db, collection_name, "keyword", "ts_rank").stdout
 
     refused = run(db, "unused", "drop", collection_name)  # no terminal, no --yes
     assert refused.returncode == 1 and "pass --yes" in refused.stderr

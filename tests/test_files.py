@@ -166,3 +166,29 @@ def test_document_ids_are_canonical(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     spellings = ["a.md", "./a.md", str(tmp_path / "a.md"), f"../{tmp_path.name}/a.md"]
     assert {document_id(s) for s in spellings} == {(tmp_path / "a.md").as_posix()}
+
+
+def test_symlink_loops_end_and_a_named_file_stays_named(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "note.md").write_text("n")
+    (tmp_path / "a" / "up").symlink_to(tmp_path)  # a loop, through --follow
+    (tmp_path / "a" / "data.bin").write_bytes(b"\x00" * 10)
+    found = find_files([str(tmp_path), str(tmp_path / "a" / "data.bin")], follow_symlinks=True)
+    assert sorted((p.name, named) for p, named in found.files) == [
+        ("data.bin", True),  # named too: never left out silently
+        ("note.md", False),
+    ]
+    assert any(s.reason == "symlink loop" for s in found.excluded)
+
+
+def test_huge_files_are_refused_before_they_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rag_pgstore.pipeline import files
+
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", 1024)
+    path = tmp_path / "big.log"
+    with path.open("wb") as f:
+        f.truncate(10 * 1024)  # sparse: its size says so without the bytes
+    skipped = read_document(path)
+    assert isinstance(skipped, Skipped) and skipped.reason.startswith("over")

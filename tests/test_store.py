@@ -362,6 +362,8 @@ async def test_an_existing_collection_opens_without_its_settings(
     aopened = await ChunkStore.afrom_url(db.url, collection=name)
     assert aopened.collection.dim == 12
     await aopened.aclose()
+    with pytest.raises(UnsupportedError, match="got dim=0"):
+        ChunkStore.from_url(db.url, collection=f"{name}_zero", dim=0)
     with pytest.raises(SchemaError, match="was created with distance='l2'"):
         ChunkStore.from_url(db.url, collection=name, distance="cosine")
     with pytest.raises(CollectionNotFoundError, match="found none") as missing:
@@ -397,6 +399,7 @@ def test_a_registry_from_before_the_embedder_column_still_reads(
     assert [c.embedder for c in listed] == [None]
     opened = ChunkStore.from_url(db.url, collection=store.collection.name, schema="old_registry")
     assert opened.collection.dim == 3
+    assert opened.describe().embedder is None  # read-only commands work before an upgrade
     opened.setup()  # adds the column back
     assert opened.describe().embedder is None
     opened.close()

@@ -145,7 +145,11 @@ class ChunkStore:
         """
         server = embedded.start(data_dir) if url is None else None
         store = cls._connect(
-            server.url if server else url, collection, dim or 1, engine_options, options
+            server.url if server else url,
+            collection,
+            1 if dim is None else dim,  # 1: a placeholder until the registry is read
+            engine_options,
+            options,
         )
         store._server = server
         try:
@@ -178,7 +182,11 @@ class ChunkStore:
         """
         server = await asyncio.to_thread(embedded.start, data_dir) if url is None else None
         store = cls._connect(
-            server.url if server else url, collection, dim or 1, engine_options, options
+            server.url if server else url,
+            collection,
+            1 if dim is None else dim,  # 1: a placeholder until the registry is read
+            engine_options,
+            options,
         )
         store._server = server
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
             report = pipeline.ingest(
                 _documents(found, skipped, found.excluded, quiet=args.json),
                 prune=found.folders if args.prune else (),
+                keep=os.path.lexists,  # pruned: files gone, not files skipped this time
                 progress=show,
             )
         total = store.count()
@@ -99,7 +101,7 @@ def _report_left_out(skipped: list[Skipped], excluded: list[Skipped], *, verbose
             reasons = Counter(_kind(s.reason) for s in group)
             detail = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
             plural = "" if len(group) == 1 else "s"
-            more = "" if verbose else "; -v lists them"
+            more = "" if verbose or group is skipped else "; -v lists them"
             output.note(f"{label} {len(group)} {noun}{plural} ({detail}{more})")
 
 

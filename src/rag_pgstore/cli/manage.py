@@ -108,7 +108,7 @@ def advice(info: CollectionInfo) -> list[str]:
     if info.keyword == "ts_rank":
         tips.append(
             "keyword search ranks with ts_rank over every match; BM25 is faster and ranks "
-            "better: store.set_keyword_search('bm25') from Python"
+            f"better: `rag-pgstore keyword bm25 --collection {info.name}`"
         )
     if info.embedder is None and info.chunks:
         tips.append("no embedder recorded (written from Python): pass --embedder to search it")
@@ -121,6 +121,11 @@ def delete(args: argparse.Namespace) -> int:
     store = models.open_store(args)
     try:
         if args.path:
+            everything = [p for p in args.path if document_id(p) == "/"]
+            if everything and not args.yes:
+                raise InvalidInputError(
+                    "refusing to delete every document stored under '/' without --yes"
+                )
             ids = _stored_for_paths(store, args.path)
             chunks = store.delete_entities(ids) if ids else 0
             what = f"{len(ids)} documents"
@@ -164,11 +169,10 @@ def drop(args: argparse.Namespace) -> int:
                     f"refusing to drop {args.name!r} ({info.chunks} chunks) without "
                     "confirmation: pass --yes"
                 )
-            answer = input(
+            if not _confirmed(
                 f"drop collection {args.name!r} with {info.chunks} chunks of "
                 f"{info.entities} documents? There is no undo. [y/N] "
-            )
-            if answer.strip().lower() not in ("y", "yes"):
+            ):
                 output.note("not dropped")
                 return 1
         store.drop()
@@ -203,4 +207,27 @@ def index(args: argparse.Namespace) -> int:
         output.fields({"changed": changed, "seconds": round(seconds, 3)}, as_json=True)
     else:
         print(f"{done} on {args.collection!r} in {seconds:.1f} s")
+    return 0
+
+
+def _confirmed(question: str) -> bool:
+    """Ask on the terminal (stderr, so ``--json`` output stays clean); Ctrl-D means no."""
+    print(question, end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")  # "" at end of input
+
+
+def keyword(args: argparse.Namespace) -> int:
+    store = models.open_store(args)
+    started = time.perf_counter()
+    try:
+        changed = store.set_keyword_search(args.mode)
+    finally:
+        store.close()
+    seconds = time.perf_counter() - started
+    if args.json:
+        output.fields({"changed": changed, "seconds": round(seconds, 3)}, as_json=True)
+    elif changed:
+        print(f"{args.collection!r} now ranks keywords with {args.mode} ({seconds:.1f} s)")
+    else:
+        print(f"{args.collection!r} ranks keywords with {args.mode} already")
     return 0

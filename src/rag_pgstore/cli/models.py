@@ -79,7 +79,17 @@ def for_new_collection(args: argparse.Namespace) -> tuple[str, int]:
 def for_collection(args: argparse.Namespace, store: ChunkStore, recorded: str | None) -> Embedder:
     """The model to embed texts for ``store``: ``--embedder`` if given, else the recorded
     one, else the local model; its dimension must be the collection's."""
-    name = wanted_name(args) or recorded or f"local:{LOCAL_MODEL}"
+    name = wanted_name(args) or recorded
+    if name is None:
+        if store.count():
+            # Written from Python with a model the registry does not name: guessing one
+            # would mix (or search with) vectors that do not compare.
+            raise SchemaError(
+                f"collection {store.collection.name!r} has no recorded embedder (it was written "
+                "from Python): pass --embedder with the model that wrote it, or use "
+                "`search --text`, which needs none"
+            )
+        name = f"local:{LOCAL_MODEL}"
     if recorded is not None and name != recorded and not getattr(args, "replace_embedder", False):
         switch = (
             "; to switch models, `rag-pgstore drop` it and ingest again (or use another "
@@ -98,8 +108,8 @@ def for_collection(args: argparse.Namespace, store: ChunkStore, recorded: str | 
     if dim != store.collection.dim:
         raise SchemaError(
             f"collection {store.collection.name!r} holds {store.collection.dim}-dimensional "
-            f"vectors, got {name!r} making {dim}; pass --embedder hash --dim "
-            f"{store.collection.dim}, or use another collection"
+            f"vectors, got {name!r} making {dim}; use the model that wrote them, "
+            "`search --text`, or another collection"
         )
     return embedder
 

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "else local (all-MiniLM-L6-v2)",
     )
     model.add_argument(
-        "--dim", type=int, default=256, help="dimensions of the hash embedder (default 256)"
+        "--dim", type=_positive, default=256, help="dimensions of the hash embedder (default 256)"
     )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     _reading(sub, common, model)
@@ -62,8 +62,8 @@ def _reading(sub: Any, common: argparse.ArgumentParser, model: argparse.Argument
         "from an ingested folder are removed from the collection (--no-prune keeps them).",
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--max-tokens", type=int, default=512, help="chunk size (default 512)")
-    p.add_argument("--overlap", type=int, default=None, help="tokens shared by neighbours")
+    p.add_argument("--max-tokens", type=_positive, default=512, help="chunk size (default 512)")
+    p.add_argument("--overlap", type=_count, default=None, help="tokens shared by neighbours")
     p.add_argument(
         "--no-prune",
         dest="prune",
@@ -118,12 +118,21 @@ def _managing(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     which.add_argument("--entity", nargs="+", help="document ids, exactly as stored")
     which.add_argument("--filter", type=_json_filter, help="a metadata filter in JSON")
+    p.add_argument("-y", "--yes", action="store_true", help="allow --path / (everything)")
     p.set_defaults(run=manage.delete)
 
     p = sub.add_parser("drop", parents=[common], help="drop a collection and all its chunks")
     p.add_argument("name", metavar="COLLECTION")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(run=manage.drop)
+
+    p = sub.add_parser(
+        "keyword",
+        parents=[common],
+        help="switch how keywords are ranked (rewrites every row's keyword columns once)",
+    )
+    p.add_argument("mode", choices=["bm25", "ts_rank", "off"])
+    p.set_defaults(run=manage.keyword)
 
     p = sub.add_parser("index", help="build or drop the ANN (HNSW) index")
     action = p.add_subparsers(required=True, metavar="ACTION", dest="action")
@@ -164,3 +173,9 @@ def _positive(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
     return number
+
+
+def _count(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value!r}")
+    return int(value)

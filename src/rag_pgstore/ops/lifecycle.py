@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from rag_pgstore.driver.steps import Execute, Fetch, Forget, Plan, PlanSource
 from rag_pgstore.errors import InvalidInputError, SchemaError, UnsupportedError
-from rag_pgstore.ops.registry import missing
+from rag_pgstore.ops.registry import missing, registered
 from rag_pgstore.schema import (
     ADDED_REGISTRY_COLUMNS,
     KEYWORD_FUNCTION,
@@ -326,11 +326,11 @@ def drop_index(c: Collection) -> Plan[None]:
 def describe(c: Collection) -> Plan[CollectionInfo]:
     """What the collection holds and how it is served: counts, settings, indexes, versions,
     and whether a vector search would use the ANN index (from ``EXPLAIN``)."""
-    registry = c.registry
-    found = yield Fetch(sa.select(registry).where(registry.c.name == c.name))
-    if not found:
+    # Read with to_jsonb: a registry an older version made (without the newer columns) is
+    # described too, without the ALTER that only setup() may run.
+    row = yield from registered(c.schema, c.name)
+    if row is None:
         raise missing(c)
-    row = found[0]._mapping
     table = c.table
     [(chunks, entities)] = yield Fetch(
         sa.select(sa.func.count(), sa.func.count(sa.distinct(table.c.entity_id)))
@@ -349,10 +349,10 @@ def describe(c: Collection) -> Plan[CollectionInfo]:
         dim=row["dim"],
         distance=row["distance"],
         text_config=row["text_config"],
-        keyword=stored_keyword(row["keyword"]).value,
+        keyword=stored_keyword(row.get("keyword")).value,
         schema_version=row["schema_version"],
         ann_index=row["ann_index"],
-        embedder=row["embedder"],
+        embedder=row.get("embedder"),
         indexes=tuple(name for (name,) in indexes),
         server_version=server,
         pgvector_version=pgvector[0][0] if pgvector else None,

@@ -82,13 +82,18 @@ def find_files(
     nothing, raises :class:`InvalidInputError`: a typo must not look like an empty folder.
     """
     found = FileSet()
-    seen: set[str] = set()  # real paths: a file reached twice (through a link) is read once
+    # Real paths: a file reached twice (through a link, or named and in a folder) is read
+    # once, and counts as named if it was named either way.
+    seen: dict[str, int] = {}
 
     def add(path: Path, named: bool) -> None:
         real = os.path.realpath(path)
         if real not in seen:
-            seen.add(real)
+            seen[real] = len(found.files)
             found.files.append((path, named))
+        elif named:
+            first, _ = found.files[seen[real]]
+            found.files[seen[real]] = (first, True)
 
     for pattern in paths:
         if glob.has_magic(pattern) and not os.path.lexists(pattern):
@@ -116,8 +121,23 @@ def find_files(
 
 
 def _walk(root: Path, hidden: bool, follow: bool, excluded: list[Skipped]) -> Iterator[Path]:
-    for folder, dirs, files in os.walk(root, followlinks=follow):
+    visited: set[tuple[int, int]] = set()  # folders by (device, inode): links cannot loop
+
+    def unlisted(error: OSError) -> None:
+        where = document_id(error.filename or root)
+        excluded.append(Skipped(where, f"unreadable folder: {error.strerror or error}"))
+
+    for folder, dirs, files in os.walk(root, followlinks=follow, onerror=unlisted):
         base = Path(folder)
+        try:
+            info = os.stat(base)
+        except OSError:  # gone since it was listed
+            continue
+        if (info.st_dev, info.st_ino) in visited:
+            excluded.append(Skipped(document_id(base), "symlink loop"))
+            dirs[:] = []
+            continue
+        visited.add((info.st_dev, info.st_ino))
         kept = []
         for name in sorted(dirs):
             if not hidden and name.startswith("."):
@@ -141,6 +161,13 @@ def read_document(path: Path, *, named: bool = False) -> Document | Skipped:
     """The document in ``path``, or why it cannot be one (binary, unreadable, too large)."""
     doc_id = document_id(path)
     try:
+        doc_id.encode()
+    except UnicodeEncodeError:  # a name in another encoding than the file system's
+        shown = doc_id.encode(errors="backslashreplace").decode()
+        return Skipped(shown, "file name is not valid UTF-8: rename it", named)
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:  # before reading it into memory
+            raise _NotText(f"over {MAX_FILE_BYTES >> 20} MiB")
         data = _expanded(path.read_bytes())
         text, title = _text(data, path)
     except OSError as exc:

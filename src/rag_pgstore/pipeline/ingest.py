@@ -118,14 +118,16 @@ class Pipeline:
         documents: Iterable[Document],
         *,
         prune: Sequence[str] = (),
+        keep: Callable[[str], bool] | None = None,
         progress: Progress | None = None,
     ) -> IngestReport:
         """Ingest ``documents`` (any iterable, consumed in batches).
 
         ``prune``: id prefixes (``"/srv/docs/"``); once every document is in, stored documents
-        whose id starts with one of them and that were not among ``documents`` are deleted
-        (the files that are gone). Nothing is pruned when the run fails or is interrupted.
-        ``progress`` is called with the report after every step that changes it.
+        whose id starts with one of them and that were not among ``documents`` are deleted,
+        unless ``keep(id)`` is true (the CLI keeps those whose file still exists: a file
+        skipped this time is not a file gone). Nothing is pruned when the run fails or is
+        interrupted. ``progress`` is called with the report after every step that changes it.
         """
         embedder = as_embedder(self.embedder)
         report = IngestReport()
@@ -148,9 +150,8 @@ class Pipeline:
                 else:
                     reply = self._embed_sync(embedder, effect.texts, batch, report, notify)
         if prune:
-            gone = sorted(
-                set(self.store.run_plan(documents_under(self.store.collection, prune))) - seen
-            )
+            stored = self.store.run_plan(documents_under(self.store.collection, prune))
+            gone = _gone(stored, seen, keep)
             if gone:
                 report.documents_removed = len(gone)
                 report.chunks_deleted += self.store.delete_entities(gone)
@@ -162,6 +163,7 @@ class Pipeline:
         documents: Iterable[Document] | AsyncIterable[Document],
         *,
         prune: Sequence[str] = (),
+        keep: Callable[[str], bool] | None = None,
         progress: Progress | None = None,
     ) -> IngestReport:
         """Async :meth:`ingest`; documents may come from an async iterator."""
@@ -187,7 +189,7 @@ class Pipeline:
                     reply = await self._embed_async(embedder, effect.texts, batch, report, notify)
         if prune:
             stored = await self.store.arun_plan(documents_under(self.store.collection, prune))
-            gone = sorted(set(stored) - seen)
+            gone = _gone(stored, seen, keep)
             if gone:
                 report.documents_removed = len(gone)
                 report.chunks_deleted += await self.store.adelete_entities(gone)
@@ -304,6 +306,10 @@ class Pipeline:
 
         parts = await asyncio.gather(*(one(p) for p in _slices(texts, self.embed_batch)))
         return [v for part in parts for v in part]
+
+
+def _gone(stored: list[str], seen: set[str], keep: Callable[[str], bool] | None) -> list[str]:
+    return sorted(i for i in set(stored) - seen if keep is None or not keep(i))
 
 
 def _quiet(report: IngestReport) -> None:
