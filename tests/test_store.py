@@ -305,10 +305,11 @@ async def test_get_where(make_store: StoreFactory, api: Api) -> None:
 def test_upserts_plan_each_statement_for_its_own_ids(make_store: StoreFactory) -> None:
     # A generic plan of the existence check, made while the table was empty, would compare
     # every row with every id for the rest of a long streamed write (see ops/writes._upsert).
-    from rag_pgstore.driver.steps import Fetch, Plan
+    from rag_pgstore.driver.steps import Execute, Fetch, Plan
     from rag_pgstore.ops import writes
 
     store = make_store()
+    assert store.engine is not None
     setting = sa.select(sa.func.current_setting("plan_cache_mode"))
 
     def upsert_then_ask() -> Plan[str]:
@@ -316,8 +317,27 @@ def test_upserts_plan_each_statement_for_its_own_ids(make_store: StoreFactory) -
         [(mode,)] = yield Fetch(setting)
         return str(mode)
 
-    assert store.run_plan(upsert_then_ask()) == "force_custom_plan"
-    assert store.engine is not None
+    # Set for the check alone, then back: the COPY's keyword trigger keeps its cached plans.
+    assert store.run_plan(upsert_then_ask()) == "auto"
+
+    def custom_then_ask() -> Plan[str]:  # a setting of the caller's own is restored too
+        yield Execute(sa.select(sa.func.set_config("plan_cache_mode", "force_generic_plan", True)))
+        return (yield from upsert_then_ask())
+
+    assert store.run_plan(custom_then_ask()) == "force_generic_plan"
+
+    def check_planned_under() -> Plan[str]:  # the setting the existence check runs under
+        plan = writes.plan_of(writes.upsert(store.collection, [chunk("b")]))
+        reply: object = None
+        while True:
+            step = plan.send(reply)
+            if isinstance(step, Fetch) and "EXISTS" in str(step.statement):
+                [(mode,)] = yield Fetch(setting)
+                plan.close()
+                return str(mode)
+            reply = yield step
+
+    assert store.run_plan(check_planned_under()) == "force_custom_plan"
     with store.engine.connect() as conn:  # SET LOCAL: gone with the transaction
         assert conn.execute(setting).scalar_one() == "auto"
 

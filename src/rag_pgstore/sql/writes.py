@@ -60,17 +60,19 @@ def lock_key(scope: str) -> ColumnElement[int]:
 
 
 def write_lock(
-    collection: Collection, *, exclusive: bool, settings: dict[str, str] | None = None
+    collection: Collection, *, exclusive: bool, report: str | None = None
 ) -> sa.Select[Any]:
-    """Take the collection's write lock for this transaction, and ``SET LOCAL`` ``settings``.
+    """Take the collection's write lock for this transaction (and read the setting
+    ``report``, to restore it later).
 
     Every write takes it shared, so writers run side by side; a write of several batches
     takes it alone (see ``writes._upsert``). One round trip either way.
     """
     lock = sa.func.pg_advisory_xact_lock if exclusive else sa.func.pg_advisory_xact_lock_shared
     key = lock_key(f"write:{collection.schema}.{collection.name}")
-    configs = (sa.func.set_config(k, v, True) for k, v in (settings or {}).items())
-    return sa.select(lock(key), *configs)
+    if report is None:
+        return sa.select(lock(key))
+    return sa.select(lock(key), sa.func.current_setting(report))
 
 
 def table_copy(collection: Collection) -> sql.Composed:
