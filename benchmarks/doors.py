@@ -17,8 +17,12 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -108,6 +112,36 @@ def doors(url: str | None, corpus: Corpus) -> dict[str, Callable[[], float]]:
             conn.commit()
             return time.perf_counter() - started
 
+    from rag_pgstore.chunking import TokenChunker
+    from rag_pgstore.pipeline import Document as Source
+    from rag_pgstore.pipeline import Pipeline
+    from rag_pgstore.pipeline.embedders import Embedder
+
+    by_text = dict(zip(texts, lists, strict=True))
+    # A new name each run: the embedding cache must not serve the second run's vectors.
+    runs_of_pipeline = iter(range(1_000_000))
+
+    def pipeline() -> float:
+        model = Embedder(
+            f"bench-lookup-{next(runs_of_pipeline)}-{time.time_ns()}",
+            lambda batch: [by_text[t] for t in batch],
+        )
+        documents = [
+            Source(i.split("#")[0] + f"-{n}", t, m)
+            for n, (i, t, m) in enumerate(zip(ids, texts, metas, strict=True))
+        ]
+        return timed(lambda: Pipeline(store, model, TokenChunker(max_tokens=512)).ingest(documents))
+
+    def cli(folder: Path) -> float:
+        fresh()
+        url = dsn(store) if os.environ.get("DATABASE_URL") else None
+        command = [sys.executable, "-m", "rag_pgstore.cli", "ingest", str(folder)]
+        command += ["--embedder", "hash", "--dim", str(corpus.dim), "--collection", "bench_doors"]
+        command += ["--no-prune", "--json"] + (["--database-url", url] if url else [])
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        return time.perf_counter() - started
+
     lc = LangChainVectorStore(store, embedding=embeddings)
     li = LlamaIndexVectorStore(store)
 
@@ -134,7 +168,19 @@ def doors(url: str | None, corpus: Corpus) -> dict[str, Callable[[], float]]:
         ),
         "LlamaIndex add": li_sync,
         "LlamaIndex async_add": li_async,
+        "Pipeline.ingest (documents)": pipeline,
+        "rag-pgstore ingest (files, hash)": lambda: cli(_files(texts)),
     }
+
+
+def _files(texts: list[str]) -> Path:
+    """The texts as files in a temporary folder (written once, outside the clock)."""
+    folder = Path(tempfile.gettempdir()) / f"rag-pgstore-doors-{len(texts)}"
+    if not folder.exists():
+        folder.mkdir()
+        for n, text in enumerate(texts):
+            (folder / f"{n:07}.txt").write_text(text)
+    return folder
 
 
 async def _aupsert(store: ChunkStore, chunks: Callable[[], Iterator[Chunk]]) -> None:
@@ -177,7 +223,10 @@ def main() -> None:
                 f"Produced by `{command}` on this machine (2 cores, embedded PostgreSQL). "
                 f"{args.rows:,} chunks x {args.dim} dimensions with metadata, each door called "
                 "as its users call it (a LangChain `Embeddings` returning lists of floats, "
-                "`TextNode`s with embeddings and metadata), into a fresh collection; median of "
+                "`TextNode`s with embeddings and metadata; the pipeline with a model that looks the "
+                "vectors up, one document per chunk; the CLI on one file per chunk with the "
+                "hashing embedder, its process start included), into a fresh collection; "
+                "median of "
                 f"{args.repeat} interleaved runs.",
                 "",
                 "| door | chunks/s | x raw COPY, same schema |",

@@ -67,7 +67,8 @@ def write(results: Results, command: str) -> Path:
         "`python -m benchmarks.doors` writes the same chunks through every door (`upsert` sync, "
         "streamed and async, LangChain `add_texts`/`add_documents`/`add_embeddings`/"
         "`aadd_texts` with an `Embeddings` returning lists of floats, LlamaIndex `add`/"
-        "`async_add` with `TextNode`s) beside a raw COPY into a table of the same schema, runs "
+        "`async_add` with `TextNode`s, the pipeline and `rag-pgstore ingest`) beside a raw COPY "
+        "into a table of the same schema, runs "
         "interleaved ([results](results/doors.md)).",
         "",
         "## The command line",
