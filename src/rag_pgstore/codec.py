@@ -281,6 +281,12 @@ def check_batch(
     return Batch(chunks, sorted(latest.items()), framed.tobytes(), framed.shape[1])
 
 
+def binary_vectors(vectors: Sequence[Sequence[float]]) -> list[bytes]:
+    """Each vector (all of one size) in pgvector's binary ``vector`` form, for COPY."""
+    framed = _pgvector_binary(np.asarray(vectors, dtype=">f4"))
+    return [row.tobytes() for row in framed]
+
+
 def _pgvector_binary(matrix: Any) -> Any:
     """Rows of big-endian elements in pgvector's binary form: dim, an unused int16, elements."""
     rows, dim = matrix.shape

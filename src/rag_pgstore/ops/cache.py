@@ -13,9 +13,11 @@ from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import VECTOR
+from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
-from rag_pgstore.driver.steps import Execute, Fetch, Plan
+from rag_pgstore.codec import binary_vectors
+from rag_pgstore.driver.steps import Copy, Execute, Fetch, Plan
 from rag_pgstore.ops.lifecycle import setup_lock
 from rag_pgstore.ops.reads import to_floats
 from rag_pgstore.sql.catalog import PG_ATTRIBUTE
@@ -92,11 +94,19 @@ def lookup(
 
 
 def remember(schema: str, model: str, vectors: Mapping[str, Sequence[float]]) -> Plan[None]:
-    """Keep ``vectors`` (by content hash); entries already there are left alone."""
+    """Keep ``vectors`` (by content hash); entries already there are left alone.
+
+    Vectors of one size go by binary COPY into a temporary table and from there into the
+    cache: written as text through ``INSERT ... VALUES``, formatting each float took a fifth
+    of a pipeline run.
+    """
     if not vectors:
         return
     table = cache_table(schema)
     items = sorted(vectors.items())  # one insertion order for every writer: no deadlocks
+    if len({len(v) for _, v in items}) == 1:
+        yield from _remember_by_copy(table, model, items)
+        return
     # A multi-row VALUES binds three parameters a row: go 1,000 rows a statement, far below
     # PostgreSQL's 65,535-parameter ceiling however many texts one batch embedded.
     for start in range(0, len(items), REMEMBER_ROWS):
@@ -105,3 +115,33 @@ def remember(schema: str, model: str, vectors: Mapping[str, Sequence[float]]) ->
             for h, v in items[start : start + REMEMBER_ROWS]
         ]
         yield Execute(pg.insert(table).values(values).on_conflict_do_nothing())
+
+
+STAGE = sa.Table(
+    "rag_pgstore_cache_stage",
+    sa.MetaData(),
+    sa.Column("content_hash", sa.Text),
+    sa.Column("embedding", VECTOR()),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",  # gone with the transaction, rolled back or not
+)
+
+
+def _remember_by_copy(
+    table: sa.Table, model: str, items: list[tuple[str, Sequence[float]]]
+) -> Plan[None]:
+    rows = binary_vectors([v for _, v in items])
+    yield Execute(sa.schema.CreateTable(STAGE))
+    yield Copy(
+        sql.SQL("COPY {} (content_hash, embedding) FROM STDIN (FORMAT BINARY)").format(
+            sql.Identifier(STAGE.name)
+        ),
+        ("text", "bytea"),  # pgvector's own binary form, sent as it is
+        lambda: ([h, row] for (h, _), row in zip(items, rows, strict=True)),
+    )
+    staged = sa.select(sa.literal(model, sa.Text), STAGE.c.content_hash, STAGE.c.embedding)
+    yield Execute(
+        pg.insert(table)
+        .from_select(["model", "content_hash", "embedding"], staged.order_by(STAGE.c.content_hash))
+        .on_conflict_do_nothing()
+    )
