@@ -150,11 +150,10 @@ class Pipeline:
                 else:
                     reply = self._embed_sync(embedder, effect.texts, batch, report, notify)
         if prune:
-            stored = self.store.run_plan(documents_under(self.store.collection, prune))
-            gone = _gone(stored, seen, keep)
-            if gone:
-                report.documents_removed = len(gone)
-                report.chunks_deleted += self.store.delete_entities(gone)
+            c = self.store.collection
+            removed, deleted = self.store.run_plan(lambda: _prune(c, prune, seen, keep))
+            report.documents_removed = removed
+            report.chunks_deleted += deleted
             notify(report)
         return report
 
@@ -188,11 +187,10 @@ class Pipeline:
                 else:
                     reply = await self._embed_async(embedder, effect.texts, batch, report, notify)
         if prune:
-            stored = await self.store.arun_plan(documents_under(self.store.collection, prune))
-            gone = _gone(stored, seen, keep)
-            if gone:
-                report.documents_removed = len(gone)
-                report.chunks_deleted += await self.store.adelete_entities(gone)
+            c = self.store.collection
+            removed, deleted = await self.store.arun_plan(lambda: _prune(c, prune, seen, keep))
+            report.documents_removed = removed
+            report.chunks_deleted += deleted
             notify(report)
         return report
 
@@ -308,8 +306,17 @@ class Pipeline:
         return [v for part in parts for v in part]
 
 
-def _gone(stored: list[str], seen: set[str], keep: Callable[[str], bool] | None) -> list[str]:
-    return sorted(i for i in set(stored) - seen if keep is None or not keep(i))
+def _prune(
+    c: Collection, prefixes: Sequence[str], seen: set[str], keep: Callable[[str], bool] | None
+) -> Plan[tuple[int, int]]:
+    """Delete the stored documents under ``prefixes`` not in ``seen`` (nor kept), in one
+    transaction; return (documents, chunks) deleted."""
+    stored = yield from documents_under(c, prefixes)
+    gone = sorted(i for i in set(stored) - seen if keep is None or not keep(i))
+    if not gone:
+        return 0, 0
+    deleted = yield from writes.plan_of(writes.delete_entities(c, gone))
+    return len(gone), deleted
 
 
 def _quiet(report: IngestReport) -> None:
@@ -374,16 +381,12 @@ def _existing(c: Collection, entity_ids: list[str]) -> Plan[dict[str, tuple[Any,
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
-def documents_under(c: Collection, prefixes: Sequence[str]) -> PlanSource[list[str]]:
+def documents_under(c: Collection, prefixes: Sequence[str]) -> Plan[list[str]]:
     """The stored document ids that start with one of ``prefixes`` (LIKE wildcards in them
     are matched literally)."""
     t = c.table
     where = sa.or_(*(t.c.entity_id.startswith(p, autoescape=True) for p in prefixes))
-    return lambda: _ids(sa.select(t.c.entity_id).where(where).distinct())
-
-
-def _ids(query: sa.Select[Any]) -> Plan[list[str]]:
-    rows = yield Fetch(query)
+    rows = yield Fetch(sa.select(t.c.entity_id).where(where).distinct())
     return [row[0] for row in rows]
 
 
