@@ -455,3 +455,24 @@ def test_main_job_answers_questions_about_the_docs_with_the_local_model(
     hits = json.loads(asked.stdout)
     assert hits[0]["source"].endswith("docs/guide.md")
     assert "fus" in hits[0]["text"].lower()
+
+
+def test_bulk_and_parallel_ingest_land_the_same_folder(
+    db: TestDatabase, collection_name: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"note{i:02d}.md").write_text(f"# Note {i}\n\nNote {i} is about topic {i % 7}.\n")
+    plain = run(db, f"{collection_name}_plain", "ingest", str(folder), *HASH, "--json")
+    bulk = run(db, f"{collection_name}_bulk", "ingest", str(folder), *HASH, "--bulk", "--json")
+    four = run(db, f"{collection_name}_four", "ingest", str(folder), *HASH, "--writers", "4")
+    assert plain.returncode == bulk.returncode == four.returncode == 0, bulk.stderr + four.stderr
+    assert json.loads(bulk.stdout)["chunks"] == json.loads(plain.stdout)["chunks"] == 60
+    texts = stored(db, f"{collection_name}_plain")
+    assert stored(db, f"{collection_name}_bulk") == texts == stored(db, f"{collection_name}_four")
+    again = run(db, f"{collection_name}_bulk", "ingest", str(folder), *HASH, "--bulk")
+    assert again.returncode == 1
+    assert "to be empty for a bulk ingest" in again.stderr and len(again.stderr.splitlines()) == 1
+    both = run(db, collection_name, "ingest", str(folder), *HASH, "--bulk", "--writers", "2")
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr

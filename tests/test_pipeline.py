@@ -433,3 +433,127 @@ def test_two_first_ingests_with_different_models_cannot_both_win(
         assert {c.entity_id.rsplit("-", 1)[0] for c in store.get_where()} == {winner}
     finally:
         store.close()
+
+
+def corpus(n: int, prefix: str = "doc") -> list[Document]:
+    return [Document(f"{prefix}{i:03d}", paragraphs(f"{prefix} {i}", 1 + i % 4)) for i in range(n)]
+
+
+def stored(store: ChunkStore) -> list[tuple[str, str, str]]:
+    return sorted((c.chunk_id, c.entity_id, c.content) for c in store.get_where())
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_parallel_writers_store_what_one_writer_stores(
+    make_store: StoreFactory, mode: str
+) -> None:
+    one, four = make_store(dim=DIM), make_store(dim=DIM)
+    docs = corpus(60)
+    name = f"hash-{uuid.uuid4().hex}"
+    embedder = Embedder(name, lambda texts: [hash_embedding(t, DIM) for t in texts])
+    Pipeline(one, embedder, CHUNKER, batch_documents=5).ingest(docs)
+    pipeline = Pipeline(four, embedder, CHUNKER, batch_documents=5, writers=4)
+    seen: list[int] = []
+    if mode == "sync":
+        report = pipeline.ingest(docs, progress=lambda r: seen.append(r.documents))
+    else:
+        report = await pipeline.aingest(docs, progress=lambda r: seen.append(r.documents))
+    assert stored(four) == stored(one)
+    assert (report.documents, report.chunks_written) == (60, four.count())
+    assert seen == sorted(seen) and seen[-1] == 60  # the count only grows
+    again = pipeline.ingest(docs)  # everything is already there
+    assert (again.unchanged, again.chunks_written) == (60, 0)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_failing_writer_stops_the_run_and_keeps_whole_batches(
+    store: ChunkStore, mode: str
+) -> None:
+    def embed(texts: list[str]) -> list[list[float]]:
+        if any("doc 13" in t for t in texts):
+            raise TimeoutError("model is down")
+        time.sleep(0.01)
+        return [hash_embedding(t, DIM) for t in texts]
+
+    docs = corpus(40)
+    pipeline = Pipeline(
+        store,
+        Embedder(f"flaky-{uuid.uuid4().hex}", embed),
+        CHUNKER,
+        batch_documents=2,
+        writers=3,
+        retries=0,
+    )
+    with pytest.raises(EmbeddingError) as info:
+        if mode == "sync":
+            pipeline.ingest(docs)
+        else:
+            await pipeline.aingest(docs)
+    assert info.value.not_ingested == ["doc012", "doc013"]
+    by_document: dict[str, int] = {}
+    for c in store.get_where():
+        by_document[c.entity_id] = by_document.get(c.entity_id, 0) + 1
+    assert "doc013" not in by_document and "doc012" not in by_document
+    for i in range(0, 40, 2):  # each batch is there whole or not at all
+        pair = [f"doc{i:03d}", f"doc{i + 1:03d}"]
+        assert all(d in by_document for d in pair) or not any(d in by_document for d in pair)
+    for doc in docs:
+        if doc.id in by_document:
+            assert by_document[doc.id] == 1 + int(doc.id[3:]) % 4
+
+
+def test_writers_must_be_a_positive_int(store: ChunkStore) -> None:
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InvalidInputError, match="expected writers to be an int >= 1"):
+            Pipeline(store, hash_embedder(DIM), writers=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_bulk_ingest_loads_an_empty_collection_in_one_transaction(
+    make_store: StoreFactory, mode: str
+) -> None:
+    plain, bulk = make_store(dim=DIM), make_store(dim=DIM)
+    bulk.create_index()
+    docs = corpus(50)
+    name = f"hash-{uuid.uuid4().hex}"
+    embedder = Embedder(name, lambda texts: [hash_embedding(t, DIM) for t in texts])
+    Pipeline(plain, embedder, CHUNKER).ingest(docs)
+    pipeline = Pipeline(bulk, embedder, CHUNKER, batch_documents=4)
+    if mode == "sync":
+        report = pipeline.ingest(docs, bulk=True)
+    else:
+        report = await pipeline.aingest(docs, bulk=True)
+    assert stored(bulk) == stored(plain)
+    assert (report.documents, report.chunks_written) == (50, bulk.count())
+    assert report.from_cache == bulk.count()  # the plain ingest embedded it all
+    renamed = {
+        n.replace(plain.collection.name, bulk.collection.name) for n in plain.describe().indexes
+    }
+    assert set(bulk.describe().indexes) == renamed | {bulk.collection.index_name}
+    with pytest.raises(InvalidInputError, match="to be empty for a bulk ingest"):
+        pipeline.ingest(docs, bulk=True)
+
+
+def test_a_failed_bulk_ingest_writes_nothing_and_keeps_its_embeddings(store: ChunkStore) -> None:
+    calls = Counting()
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        if any("doc 30" in t for t in texts):
+            raise TimeoutError("model is down")
+        return calls(texts)
+
+    name = f"flaky-{uuid.uuid4().hex}"
+    docs = corpus(40)
+    failing = Pipeline(store, Embedder(name, embed), CHUNKER, batch_documents=5, retries=0)
+    with pytest.raises(EmbeddingError) as info:
+        failing.ingest(docs, bulk=True)
+    assert "nothing of this bulk ingest was written" in str(info.value)
+    assert store.count() == 0
+    embedded = len(calls.texts)
+    assert embedded > 0
+    again = Counting()
+    report = Pipeline(store, Embedder(name, again), CHUNKER, batch_documents=5).ingest(
+        docs, bulk=True
+    )
+    assert report.from_cache == embedded  # the failed run's embeddings were kept
+    assert store.count() == report.chunks_written == embedded + len(again.texts)

@@ -8,7 +8,7 @@ loudly instead of writing into the wrong shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -380,6 +380,30 @@ def keyword_drop(collection: Collection) -> list[Executable]:
         _ddl(f"DROP TRIGGER IF EXISTS {KEYWORD_TRIGGER} ON %(fullname)s", table),
         _ddl("ALTER TABLE %(fullname)s DROP COLUMN IF EXISTS dl, DROP COLUMN IF EXISTS tsv", table),
     ]
+
+
+def tsv_index(collection: Collection) -> sa.Index:
+    """The keyword column's GIN index, as :func:`keyword_add` creates it."""
+    table = collection.table
+    index = sa.Index(collection.tsv_index_name, table.c.tsv, postgresql_using="gin")
+    table.indexes.discard(index)  # as in ann_index
+    return index
+
+
+def deferred_indexes(
+    collection: Collection, present: set[str], ann: Mapping[str, Any] | None
+) -> list[sa.Index]:
+    """The secondary indexes of the collection that are in ``present`` (index names), as
+    SQLAlchemy indexes a bulk load can drop and create again: the entity btree, the metadata
+    GIN, the keyword GIN and the ANN index the registry records (``ann``). The primary key
+    stays: every write checks ids against it. An index of another name is left alone."""
+    found = [index for index in collection.table.indexes if index.name in present]
+    if collection.tsv_index_name in present:
+        found.append(tsv_index(collection))
+    if ann is not None and collection.index_name in present:
+        options = {key: int(value) for key, value in ann.items() if key != "using"}
+        found.append(ann_index(collection, str(ann["using"]), options))
+    return found
 
 
 def ann_index(collection: Collection, using: str, options: dict[str, int]) -> sa.Index:

@@ -347,6 +347,8 @@ class ChunkStore:
     aanalyze = _async(lifecycle.analyze)
 
     upsert = _sync(writes.upsert)
+    bulk_load = _sync(writes.bulk_load)
+    abulk_load = _async(writes.bulk_load)
     aupsert = _async(writes.upsert)
     delete = _sync(writes.delete)
     adelete = _async(writes.delete)

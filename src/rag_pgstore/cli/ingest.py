@@ -41,14 +41,30 @@ def run(args: argparse.Namespace) -> int:
     try:
         embedder = models.for_collection(args, store, recorded)
         skipped: list[Skipped] = []
-        pipeline = Pipeline(store, embedder, chunker, replace_embedder=args.replace_embedder)
+        pipeline = Pipeline(
+            store,
+            embedder,
+            chunker,
+            replace_embedder=args.replace_embedder,
+            writers=args.writers,
+        )
         with IngestProgress(len(found.files), quiet=args.json) as show:
-            args.interrupted = lambda: f"{show.report.documents} documents stored, re-run to resume"
+            args.interrupted = (
+                (
+                    lambda: (
+                        "nothing of the bulk load was written, re-run to load it (embeddings "
+                        "computed so far are cached)"
+                    )
+                )
+                if args.bulk
+                else lambda: f"{show.report.documents} documents stored, re-run to resume"
+            )
             report = pipeline.ingest(
                 _documents(found, skipped, found.excluded, quiet=args.json),
-                prune=found.folders if args.prune else (),
+                prune=found.folders if args.prune and not args.bulk else (),
                 keep=os.path.lexists,  # pruned: files gone, not files skipped this time
                 progress=show,
+                bulk=args.bulk,
             )
         total = store.count()
     finally:

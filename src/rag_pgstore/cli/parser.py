@@ -79,6 +79,20 @@ def _reading(sub: Any, common: argparse.ArgumentParser, model: argparse.Argument
         "are not re-embedded: for the same model under another name)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="list every file left out, and why")
+    load = p.add_mutually_exclusive_group()
+    load.add_argument(
+        "--bulk",
+        action="store_true",
+        help="load an empty collection in one transaction, indexes built once at the end "
+        "(all or nothing; embeddings are cached either way)",
+    )
+    load.add_argument(
+        "--writers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="batches written at once, each on its own connection (default 1)",
+    )
     p.set_defaults(run=ingest.run)
 
     p = sub.add_parser("search", parents=[common, model], help="search the collection")

@@ -8,16 +8,18 @@ deadlock), or the plan itself for a one-shot stream."""
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from rag_pgstore.codec import Batch, check_batch, check_ids
-from rag_pgstore.driver.steps import Copy, Execute, Fetch, Plan, PlanSource, Pull
+from rag_pgstore.driver.steps import Copy, Execute, Fetch, Forget, Plan, PlanSource, Pull
 from rag_pgstore.errors import InvalidInputError
-from rag_pgstore.schema import COPY_TYPES, ENCODERS, Collection
+from rag_pgstore.schema import COPY_TYPES, ENCODERS, Collection, analyze_table, deferred_indexes
 from rag_pgstore.sql import writes as st
+from rag_pgstore.sql.catalog import index_names
 from rag_pgstore.sql.filters import compile_filter
 from rag_pgstore.sql.search import any_of
 from rag_pgstore.types import Chunk, Filter
@@ -40,8 +42,7 @@ def upsert(
     of its batches', so an id written again in a later batch counts again. A list is checked
     whole before a connection is taken.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"expected batch_size to be an int >= 1, got {batch_size!r}")
+    _check_size(batch_size)
     if isinstance(chunks, AsyncIterable):
         return _upsert(collection, _abatches(collection, chunks, batch_size))
     if isinstance(chunks, (str, bytes, Chunk)) or not isinstance(chunks, Iterable):
@@ -82,10 +83,169 @@ async def _abatches(
 
 UPSERT_WORK_MEM = "64MB"  # sorting the staged rows by chunk_id in memory, not on disk
 PLANNING = "plan_cache_mode"
+# What index builds after a bulk write get at least (HNSW builds fastest when its graph fits).
+BULK_MAINTENANCE_MEMORY = "1GB"
+
+
+def bulk_load(
+    collection: Collection,
+    chunks: Iterable[Chunk] | AsyncIterable[Chunk],
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    maintenance_work_mem: str = BULK_MAINTENANCE_MEMORY,
+    parallel_workers: int | None = None,
+    require_empty: bool = False,
+) -> PlanSource[int]:
+    """Upsert many chunks with the collection's indexes built once, at the end.
+
+    Same input and result as :meth:`upsert`, in one transaction: it drops the secondary
+    indexes (entity, metadata, keyword and the ANN index), writes every row, builds them
+    again with ``maintenance_work_mem`` raised to at least the value given and
+    ``parallel_workers`` build workers (``None``: the server's
+    ``max_parallel_maintenance_workers``), then refreshes the statistics. Nothing is visible
+    until it commits, and if anything fails, or the process dies, the collection is exactly
+    as it was, indexes included. While it runs it holds the table's exclusive lock: searches
+    and writes of the collection wait for it. ``require_empty=True`` refuses
+    (:class:`InvalidInputError`, nothing written) a collection that holds chunks.
+    """
+    _check_size(batch_size)
+    settings = {"maintenance_work_mem": _memory(maintenance_work_mem)}
+    if parallel_workers is not None and (
+        isinstance(parallel_workers, bool)
+        or not isinstance(parallel_workers, int)
+        or not 0 <= parallel_workers <= 1024
+    ):
+        raise InvalidInputError(
+            f"expected parallel_workers to be an int from 0 to 1024 or None, "
+            f"got {parallel_workers!r}"
+        )
+    workers = {} if parallel_workers is None else {PARALLEL: str(parallel_workers)}
+    if isinstance(chunks, AsyncIterable):
+        return _bulk(
+            collection, _abatches(collection, chunks, batch_size), settings, workers, require_empty
+        )
+    if isinstance(chunks, (str, bytes, Chunk)) or not isinstance(chunks, Iterable):
+        raise InvalidInputError(f"expected an iterable of Chunk, got {type(chunks).__name__}")
+    if isinstance(chunks, Sequence):
+        batches = [
+            _check(collection, chunks[i : i + batch_size])
+            for i in range(0, len(chunks), batch_size)
+        ]
+        return lambda: _bulk(collection, iter(batches), settings, workers, require_empty)
+    return _bulk(
+        collection, _batches(collection, chunks, batch_size), settings, workers, require_empty
+    )
+
+
+PARALLEL = "max_parallel_maintenance_workers"
+_UNITS = {"kB": 1, "MB": 1024, "GB": 1024**2, "TB": 1024**3}
+_MEMORY = re.compile(r"(\d+)\s*(kB|MB|GB|TB)")
+
+
+def _memory(value: object) -> str:
+    """A memory size PostgreSQL's settings accept, from 1MB to its 2TB - 1kB limit."""
+    found = _MEMORY.fullmatch(value.strip()) if isinstance(value, str) else None
+    if found is None or not 1024 <= int(found[1]) * _UNITS[found[2]] <= 2**31 - 1:
+        raise InvalidInputError(
+            f"expected maintenance_work_mem as a size from 1MB to 2047GB such as '1GB' or "
+            f"'512MB' (units kB, MB, GB, TB, case as shown), got {value!r}"
+        )
+    return f"{found[1]}{found[2]}"
+
+
+def _check_size(batch_size: object) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"expected batch_size to be an int >= 1, got {batch_size!r}")
 
 
 def _upsert(c: Collection, batches: Iterator[Batch] | AsyncIterator[Batch]) -> Plan[int]:
-    """Write each batch in turn: by COPY when all its ids are new, else by a merge.
+    """Write each batch in turn (see :func:`_write`), under the collection's write lock.
+
+    Sorting cannot order locks *across* batches: a stream that holds the rows of its first
+    batch while it waits for a row of its second can deadlock with any other writer, and it
+    cannot be replayed. So a write of two or more batches takes the collection's write lock
+    alone, and every other write takes it shared: a stream runs while no other writer of the
+    collection holds rows. One lookahead batch tells which kind a stream is.
+
+    A stream into a table holding fewer rows than its first batch is a bulk load: the
+    secondary indexes are built once at the end, as :func:`bulk_load` does.
+    """
+    first = yield Pull(batches)
+    second = (yield Pull(batches)) if first is not None else None
+    if first is None:
+        return 0
+    stream = second is not None
+    [(_, mode)] = yield Fetch(st.write_lock(c, exclusive=stream, report=PLANNING))
+    queued = [first] if second is None else [first, second]
+    deferred: list[sa.Index] = []
+    if stream:
+        [(small,)] = yield Fetch(st.holds_fewer(c, len(first.order)))
+        if small:
+            deferred = yield from _drop_indexes(c)
+    changed = yield from _write(c, queued, batches, mode)
+    if deferred:
+        yield from _build_indexes(
+            c, deferred, {"maintenance_work_mem": BULK_MAINTENANCE_MEMORY}, {}
+        )
+    return changed
+
+
+def _bulk(
+    c: Collection,
+    batches: Iterator[Batch] | AsyncIterator[Batch],
+    memory: dict[str, str],
+    workers: dict[str, str],
+    require_empty: bool,
+) -> Plan[int]:
+    first = yield Pull(batches)
+    if first is None:
+        return 0
+    [(_, mode)] = yield Fetch(st.write_lock(c, exclusive=True, report=PLANNING))
+    if require_empty:
+        [(small,)] = yield Fetch(st.holds_fewer(c, 1))
+        if not small:
+            raise InvalidInputError(
+                f"expected collection {c.name!r} to be empty for this bulk load, found chunks "
+                "in it; load into a new collection, or without require_empty"
+            )
+    deferred = yield from _drop_indexes(c)
+    changed = yield from _write(c, [first], batches, mode)
+    yield from _build_indexes(c, deferred, memory, workers)
+    return changed
+
+
+def _drop_indexes(c: Collection) -> Plan[list[sa.Index]]:
+    """Lock the table and drop its secondary indexes; return them, to build again."""
+    yield Execute(st.lock_table(c))  # first: nothing changes what we read next
+    present = {name for (name,) in (yield Fetch(index_names(c)))}
+    registry = c.registry
+    found = yield Fetch(sa.select(registry.c.ann_index).where(registry.c.name == c.name))
+    deferred = deferred_indexes(c, present, found[0][0] if found else None)
+    for index in deferred:
+        yield Execute(sa.schema.DropIndex(index))
+    return deferred
+
+
+def _build_indexes(
+    c: Collection, indexes: list[sa.Index], memory: dict[str, str], workers: dict[str, str]
+) -> Plan[None]:
+    yield Fetch(st.raise_settings(memory))
+    if workers:
+        yield Execute(st.set_local_many(workers))
+    for index in indexes:
+        yield Execute(sa.schema.CreateIndex(index))
+    yield Execute(analyze_table(c))  # BM25 reads its term statistics from them
+    yield Forget(c.schema, c.name)
+
+
+def _write(
+    c: Collection,
+    queued: list[Batch],
+    batches: Iterator[Batch] | AsyncIterator[Batch],
+    mode: str,
+) -> Plan[int]:
+    """Write ``queued``, then the rest of ``batches``: each by COPY when all its ids are new,
+    else by a merge; return the rows changed.
 
     A COPY into the table is the fastest write PostgreSQL has, and new rows need nothing more.
     A batch that replaces rows is copied into a staging table and merged with ``INSERT ... ON
@@ -93,21 +253,9 @@ def _upsert(c: Collection, batches: Iterator[Batch] | AsyncIterator[Batch]) -> P
     locked, in ``chunk_id`` order, so overlapping single-batch writers wait for each other
     instead of deadlocking. If another transaction writes one of the "new" ids first, the COPY
     rolls back to its savepoint and the batch takes the merge instead.
-
-    Sorting cannot order locks *across* batches: a stream that holds the rows of its first
-    batch while it waits for a row of its second can deadlock with any other writer, and it
-    cannot be replayed. So a write of two or more batches takes the collection's write lock
-    alone, and every other write takes it shared: a stream runs while no other writer of the
-    collection holds rows. One lookahead batch tells which kind a stream is.
     """
-    first = yield Pull(batches)
-    second = (yield Pull(batches)) if first is not None else None
-    if first is None:
-        return 0
-    [(_, mode)] = yield Fetch(st.write_lock(c, exclusive=second is not None, report=PLANNING))
     changed = 0
     staging = False
-    queued = [first] if second is None else [first, second]
     while True:
         batch = queued.pop(0) if queued else (yield Pull(batches))
         if batch is None:

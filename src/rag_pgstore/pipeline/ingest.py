@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
+from asyncio import FIRST_COMPLETED, FIRST_EXCEPTION
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -27,6 +29,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +42,9 @@ from rag_pgstore.ops import cache, registry, writes
 from rag_pgstore.pipeline.embedders import Embedder, as_embedder
 from rag_pgstore.schema import Collection
 from rag_pgstore.sql.search import any_of
+from rag_pgstore.sql.writes import holds_fewer
 from rag_pgstore.store import ChunkStore
+from rag_pgstore.types import Chunk
 
 __all__ = ["Document", "IngestReport", "Pipeline", "documents_under"]
 
@@ -86,7 +91,39 @@ class _Embed:
     texts: list[str]
 
 
-_Effect = _Db | _Embed
+@dataclass(frozen=True)
+class _Existing:
+    """What the store holds of these documents: chunk id -> fingerprint."""
+
+    entity_ids: list[str]
+
+
+@dataclass(frozen=True)
+class _Store:
+    """Write the batch: upsert ``records``, delete ``stale``; reply (written, deleted)."""
+
+    records: list[Chunk]
+    stale: list[str]
+    write: PlanSource[int] | None  # the upsert of ``records``, checked
+
+
+_Effect = _Db | _Embed | _Existing | _Store
+
+
+class _Tally:
+    """The report, added to from every writer at once (threads, with ``writers`` > 1)."""
+
+    def __init__(self, report: IngestReport, notify: Progress) -> None:
+        self.report = report
+        self.notify = notify
+        self._lock = threading.Lock()
+
+    def add(self, *, notify: bool = False, **counts: int) -> None:
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self.report, name, getattr(self.report, name) + n)
+            if notify:
+                self.notify(self.report)
 
 
 @dataclass(frozen=True)
@@ -101,6 +138,11 @@ class Pipeline:
     The first ingest records the embedder's name in the collection's registry; a later one
     with another embedder raises :class:`~rag_pgstore.SchemaError` (vectors of two models
     do not compare) unless ``replace_embedder=True``.
+
+    ``writers``: how many batches are chunked, embedded and written at once, each on its own
+    connection and in its own transactions (threads for :meth:`ingest`, tasks for
+    :meth:`aingest`). Each batch still commits whole; after a failure or an interruption the
+    batches that committed stay, in whatever order they finished, and a rerun skips them.
     """
 
     store: ChunkStore
@@ -112,6 +154,13 @@ class Pipeline:
     backoff: float = 0.5
     concurrency: int = 4
     replace_embedder: bool = False
+    writers: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("batch_documents", "embed_batch", "concurrency", "writers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"expected {name} to be an int >= 1, got {value!r}")
 
     def ingest(
         self,
@@ -120,6 +169,7 @@ class Pipeline:
         prune: Sequence[str] = (),
         keep: Callable[[str], bool] | None = None,
         progress: Progress | None = None,
+        bulk: bool = False,
     ) -> IngestReport:
         """Ingest ``documents`` (any iterable, consumed in batches).
 
@@ -128,33 +178,38 @@ class Pipeline:
         unless ``keep(id)`` is true (the CLI keeps those whose file still exists: a file
         skipped this time is not a file gone). Nothing is pruned when the run fails or is
         interrupted. ``progress`` is called with the report after every step that changes it.
+
+        ``bulk=True`` loads an empty collection in one transaction, its indexes built once at
+        the end (:meth:`ChunkStore.bulk_load`): nothing is visible until every document is in,
+        and a failed run writes nothing, though the embeddings it computed are kept in the
+        cache, so a rerun does not pay for them again. It needs a second pooled connection
+        (for the cache) and refuses a collection that holds chunks.
         """
         embedder = as_embedder(self.embedder)
         report = IngestReport()
-        notify = progress or _quiet
+        tally = _Tally(report, progress or _quiet)
         seen: set[str] = set()
-        self.store.run_plan(cache.setup(self.store.collection.schema))
+        c = self.store.collection
+        self.store.run_plan(cache.setup(c.schema))
         self.store.run_plan(self._claim(embedder))
-        for batch in _batches(iter(documents), self.batch_documents):
-            seen.update(d.id for d in batch)
-            steps = self._batch(batch, embedder.name, report)
-            reply: Any = None
-            while True:
-                try:
-                    effect = steps.send(reply)
-                except StopIteration:
-                    notify(report)  # the batch is stored
-                    break
-                if isinstance(effect, _Db):
-                    reply = self.store.run_plan(effect.plan)
-                else:
-                    reply = self._embed_sync(embedder, effect.texts, batch, report, notify)
+        batches = _batches(iter(documents), self.batch_documents)
+        if bulk:
+            self.store.run_plan(lambda: _refuse_unless_empty(c))
+            records = self._records(batches, embedder, tally)
+            try:
+                self.store.run_plan(writes.bulk_load(c, records, require_empty=True))
+            except EmbeddingError as exc:
+                raise _bulk_failure(exc) from exc.__cause__
+            return report
+        if self.writers == 1:
+            for batch in batches:
+                seen.update(d.id for d in batch)
+                self._run(batch, embedder, tally)
+        else:
+            self._run_parallel(batches, seen, embedder, tally)
         if prune:
-            c = self.store.collection
             removed, deleted = self.store.run_plan(lambda: _prune(c, prune, seen, keep))
-            report.documents_removed = removed
-            report.chunks_deleted += deleted
-            notify(report)
+            tally.add(notify=True, documents_removed=removed, chunks_deleted=deleted)
         return report
 
     async def aingest(
@@ -164,35 +219,153 @@ class Pipeline:
         prune: Sequence[str] = (),
         keep: Callable[[str], bool] | None = None,
         progress: Progress | None = None,
+        bulk: bool = False,
     ) -> IngestReport:
         """Async :meth:`ingest`; documents may come from an async iterator."""
         embedder = as_embedder(self.embedder)
         report = IngestReport()
-        notify = progress or _quiet
+        tally = _Tally(report, progress or _quiet)
         seen: set[str] = set()
-        await self.store.arun_plan(cache.setup(self.store.collection.schema))
+        c = self.store.collection
+        await self.store.arun_plan(cache.setup(c.schema))
         await self.store.arun_plan(self._claim(embedder))
-        async for batch in _abatches(documents, self.batch_documents):
-            seen.update(d.id for d in batch)
-            steps = self._batch(batch, embedder.name, report)
+        batches = _abatches(documents, self.batch_documents)
+        if bulk:
+            await self.store.arun_plan(lambda: _refuse_unless_empty(c))
+            records = self._arecords(batches, embedder, tally)
+            try:
+                await self.store.arun_plan(writes.bulk_load(c, records, require_empty=True))
+            except EmbeddingError as exc:
+                raise _bulk_failure(exc) from exc.__cause__
+            return report
+        running: set[asyncio.Task[None]] = set()
+        try:
+            async for batch in batches:
+                seen.update(d.id for d in batch)
+                running.add(asyncio.ensure_future(self._arun(batch, embedder, tally)))
+                if len(running) >= self.writers:
+                    done, running = await asyncio.wait(running, return_when=FIRST_COMPLETED)
+                    for task in done:
+                        task.result()
+            while running:
+                done, running = await asyncio.wait(running, return_when=FIRST_EXCEPTION)
+                for task in done:
+                    task.result()
+        except BaseException:
+            # The other batches in flight roll back; those that committed stay.
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
+        if prune:
+            removed, deleted = await self.store.arun_plan(lambda: _prune(c, prune, seen, keep))
+            tally.add(notify=True, documents_removed=removed, chunks_deleted=deleted)
+        return report
+
+    # -- carrying out the steps of a batch -----------------------------------------------------
+
+    def _run(self, batch: list[Document], embedder: Embedder, tally: _Tally) -> None:
+        steps = self._batch(batch, embedder.name, tally)
+        reply: Any = None
+        while True:
+            try:
+                effect = steps.send(reply)
+            except StopIteration:
+                tally.add(notify=True)  # the batch is stored
+                return
+            reply = self._carry_out(effect, batch, embedder, tally)
+
+    def _carry_out(
+        self, effect: _Effect, batch: list[Document], embedder: Embedder, tally: _Tally
+    ) -> Any:
+        if isinstance(effect, _Embed):
+            return self._embed_sync(embedder, effect.texts, batch, tally)
+        return self.store.run_plan(_plan(self.store.collection, effect))
+
+    def _run_parallel(
+        self,
+        batches: Iterator[list[Document]],
+        seen: set[str],
+        embedder: Embedder,
+        tally: _Tally,
+    ) -> None:
+        pool = ThreadPoolExecutor(self.writers, thread_name_prefix="rag-pgstore-writer")
+        running: set[Future[None]] = set()
+        try:
+            for batch in batches:
+                seen.update(d.id for d in batch)
+                running.add(pool.submit(self._run, batch, embedder, tally))
+                if len(running) >= self.writers:
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        future.result()
+            while running:
+                done, running = wait(running, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()
+        finally:
+            # Threads cannot be stopped: a batch in flight finishes (and commits) first.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    async def _arun(self, batch: list[Document], embedder: Embedder, tally: _Tally) -> None:
+        steps = self._batch(batch, embedder.name, tally)
+        reply: Any = None
+        while True:
+            try:
+                effect = steps.send(reply)
+            except StopIteration:
+                tally.add(notify=True)
+                return
+            if isinstance(effect, _Embed):
+                reply = await self._embed_async(embedder, effect.texts, batch, tally)
+            else:
+                reply = await self.store.arun_plan(_plan(self.store.collection, effect))
+
+    def _records(
+        self, batches: Iterator[list[Document]], embedder: Embedder, tally: _Tally
+    ) -> Iterator[Chunk]:
+        """A bulk load's chunks: each batch's steps, its writes turned into the stream (the
+        collection is empty, so nothing is stored of any document yet)."""
+        for batch in batches:
+            steps = self._batch(batch, embedder.name, tally)
             reply: Any = None
             while True:
                 try:
                     effect = steps.send(reply)
                 except StopIteration:
-                    notify(report)  # the batch is stored
+                    tally.add(notify=True)
                     break
-                if isinstance(effect, _Db):
-                    reply = await self.store.arun_plan(effect.plan)
+                if isinstance(effect, _Existing):
+                    reply = {}
+                elif isinstance(effect, _Store):
+                    yield from effect.records
+                    reply = (len(effect.records), 0)
                 else:
-                    reply = await self._embed_async(embedder, effect.texts, batch, report, notify)
-        if prune:
-            c = self.store.collection
-            removed, deleted = await self.store.arun_plan(lambda: _prune(c, prune, seen, keep))
-            report.documents_removed = removed
-            report.chunks_deleted += deleted
-            notify(report)
-        return report
+                    reply = self._carry_out(effect, batch, embedder, tally)
+
+    async def _arecords(
+        self, batches: AsyncIterator[list[Document]], embedder: Embedder, tally: _Tally
+    ) -> AsyncIterator[Chunk]:
+        """Async :meth:`_records`."""
+        async for batch in batches:
+            steps = self._batch(batch, embedder.name, tally)
+            reply: Any = None
+            while True:
+                try:
+                    effect = steps.send(reply)
+                except StopIteration:
+                    tally.add(notify=True)
+                    break
+                if isinstance(effect, _Existing):
+                    reply = {}
+                elif isinstance(effect, _Store):
+                    for record in effect.records:
+                        yield record
+                    reply = (len(effect.records), 0)
+                elif isinstance(effect, _Embed):
+                    reply = await self._embed_async(embedder, effect.texts, batch, tally)
+                else:
+                    reply = await self.store.arun_plan(effect.plan)
 
     def _claim(self, embedder: Embedder) -> PlanSource[str | None]:
         c = self.store.collection
@@ -201,48 +374,46 @@ class Pipeline:
     # -- the steps, once ---------------------------------------------------------------------
 
     def _batch(
-        self, docs: list[Document], model: str, report: IngestReport
+        self, docs: list[Document], model: str, tally: _Tally
     ) -> Generator[_Effect, Any, None]:
         c = self.store.collection
         _check(docs)
         chunked = {
             d.id: self.chunker.chunk(d.text, entity_id=d.id, metadata=d.metadata) for d in docs
         }
-        existing: dict[str, tuple[Any, ...]] = yield _Db(_existing(c, list(chunked)))
+        existing: dict[str, tuple[Any, ...]] = yield _Existing(list(chunked))
         new_ids = {ch.chunk_id for chunks in chunked.values() for ch in chunks}
         stale = [cid for cid in existing if cid not in new_ids]  # chunks a document no longer has
         shrunk = {existing[cid][0] for cid in stale}
         wanted: list[TextChunk] = []
+        unchanged = 0
         for doc_id, chunks in chunked.items():
             changed = [ch for ch in chunks if existing.get(ch.chunk_id) != _fingerprint(ch)]
             if not changed and doc_id not in shrunk:
-                report.unchanged += 1
+                unchanged += 1
             wanted.extend(changed)
         if not wanted and not stale:
-            report.documents += len(docs)
+            tally.add(unchanged=unchanged, documents=len(docs))
             return
-        report.chunks_to_write += len(wanted)
+        tally.add(unchanged=unchanged, chunks_to_write=len(wanted))
         hashes = sorted({ch.content_hash for ch in wanted})
         vectors: dict[str, list[float]] = yield _Db(cache.lookup(c.schema, model, c.dim, hashes))
-        report.from_cache += len(vectors)
+        tally.add(from_cache=len(vectors))
         todo = {ch.content_hash: ch.text for ch in wanted if ch.content_hash not in vectors}
         computed: dict[str, list[float]] = {}
         if todo:
             fresh: list[list[float]] = yield _Embed(list(todo.values()))  # counts `embedded`
             computed = dict(zip(todo, fresh, strict=True))
             vectors.update(computed)
+        records = [ch.to_chunk(vectors[ch.content_hash]) for ch in wanted]
         # Checked here, once (size, finite, not all zeros under cosine), before the cache keeps
         # any new vector: a bad one must not be served from the cache forever after.
-        records = [ch.to_chunk(vectors[ch.content_hash]) for ch in wanted]
         write = writes.upsert(c, records) if records else None
-        remove = writes.delete(c, stale) if stale else None
         if computed:
             # Its own commit, so it is kept if we die; retried if it loses a deadlock.
             yield _Db(lambda: cache.remember(c.schema, model, computed))
-        written, deleted = yield _Db(lambda: _replace(write, remove))
-        report.chunks_written += written
-        report.chunks_deleted += deleted
-        report.documents += len(docs)
+        written, deleted = yield _Store(records, stale, write)
+        tally.add(chunks_written=written, chunks_deleted=deleted, documents=len(docs))
 
     # -- embedding, with retries ---------------------------------------------------------------
 
@@ -254,8 +425,7 @@ class Pipeline:
         embedder: Embedder,
         texts: list[str],
         docs: list[Document],
-        report: IngestReport,
-        notify: Progress,
+        tally: _Tally,
     ) -> list[list[float]]:
         vectors: list[list[float]] = []
         for part in _slices(texts, self.embed_batch):
@@ -263,8 +433,7 @@ class Pipeline:
             while True:
                 try:
                     vectors.extend(_checked(embedder.embed(part), part))
-                    report.embedded += len(part)
-                    notify(report)
+                    tally.add(notify=True, embedded=len(part))
                     break
                 except Exception as exc:
                     delay = next(delays, None)
@@ -278,8 +447,7 @@ class Pipeline:
         embedder: Embedder,
         texts: list[str],
         docs: list[Document],
-        report: IngestReport,
-        notify: Progress,
+        tally: _Tally,
     ) -> list[list[float]]:
         limit = asyncio.Semaphore(self.concurrency)
 
@@ -293,8 +461,7 @@ class Pipeline:
                         else:
                             # A sync-only model runs in a worker thread so the loop stays free.
                             vectors = _checked(await asyncio.to_thread(embedder.embed, part), part)
-                    report.embedded += len(part)
-                    notify(report)
+                    tally.add(notify=True, embedded=len(part))
                     return vectors
                 except Exception as exc:
                     delay = next(delays, None)
@@ -317,6 +484,27 @@ def _prune(
         return 0, 0
     deleted = yield from writes.plan_of(writes.delete_entities(c, gone))
     return len(gone), deleted
+
+
+def _plan(c: Collection, effect: _Db | _Existing | _Store) -> PlanSource[Any]:
+    """The database plan that carries out ``effect``."""
+    if isinstance(effect, _Existing):
+        ids = effect.entity_ids
+        return lambda: _existing(c, ids)
+    if isinstance(effect, _Store):
+        write, remove = effect.write, writes.delete(c, effect.stale) if effect.stale else None
+        return lambda: _replace(write, remove)
+    return effect.plan
+
+
+def _refuse_unless_empty(c: Collection) -> Plan[None]:
+    """Fail early, before any embedding, when a bulk load would be refused at its start."""
+    [(empty,)] = yield Fetch(holds_fewer(c, 1))
+    if not empty:
+        raise InvalidInputError(
+            f"expected collection {c.name!r} to be empty for a bulk ingest, found chunks in "
+            "it; ingest without bulk (incremental), or into a new collection"
+        )
 
 
 def _quiet(report: IngestReport) -> None:
@@ -359,6 +547,14 @@ def _failure(exc: BaseException, docs: list[Document]) -> EmbeddingError:
         f"embedding failed after retries ({exc}); not ingested: {', '.join(ids)} and any documents "
         "after them. Documents before them are in the store: rerun to finish.",
         not_ingested=ids,
+    )
+
+
+def _bulk_failure(exc: EmbeddingError) -> EmbeddingError:
+    return EmbeddingError(
+        f"embedding failed after retries ({exc.__cause__}); nothing of this bulk ingest was "
+        "written, and the embeddings computed before the failure are cached: rerun to finish",
+        not_ingested=exc.not_ingested,
     )
 
 

@@ -19,7 +19,10 @@ from rag_pgstore.sql.search import any_of
 __all__ = [
     "any_exist",
     "delete",
+    "holds_fewer",
     "lock_key",
+    "lock_table",
+    "raise_settings",
     "set_local_many",
     "stage_copy",
     "table_copy",
@@ -54,6 +57,21 @@ def set_local_many(settings: dict[str, str]) -> sa.Select[Any]:
     return sa.select(*(sa.func.set_config(name, value, True) for name, value in settings.items()))
 
 
+def raise_settings(settings: dict[str, str]) -> sa.Select[Any]:
+    """Like :func:`set_local_many` for memory settings, but never lowering one: each becomes
+    ``value`` only where the current setting is smaller (``pg_size_bytes`` compares them)."""
+    raised = []
+    for name, value in settings.items():
+        current = sa.func.current_setting(name)
+        wanted = sa.literal(value, sa.Text)
+        larger = sa.case(
+            (sa.func.pg_size_bytes(current) >= sa.func.pg_size_bytes(wanted), current),
+            else_=wanted,
+        )
+        raised.append(sa.func.set_config(name, larger, True))
+    return sa.select(*raised)
+
+
 def lock_key(scope: str) -> ColumnElement[int]:
     """The advisory-lock key for ``scope``: a 64-bit hash of a name, computed by the server."""
     return sa.func.hashtextextended(sa.literal(f"rag_pgstore:{scope}", sa.Text), 0)
@@ -73,6 +91,19 @@ def write_lock(
     if report is None:
         return sa.select(lock(key))
     return sa.select(lock(key), sa.func.current_setting(report))
+
+
+def lock_table(collection: Collection) -> sa.DDL:
+    """``LOCK TABLE ... IN ACCESS EXCLUSIVE MODE``: readers of the table wait until commit."""
+    return sa.DDL(  # type: ignore[no-untyped-call]
+        "LOCK TABLE %(fullname)s IN ACCESS EXCLUSIVE MODE"
+    ).against(collection.table)
+
+
+def holds_fewer(collection: Collection, rows: int) -> sa.Select[Any]:
+    """Whether the table holds fewer than ``rows`` rows (counting at most that many)."""
+    some = sa.select(collection.table.c.chunk_id).limit(rows).subquery()
+    return sa.select(sa.func.count() < rows).select_from(some)
 
 
 def table_copy(collection: Collection) -> sql.Composed:
