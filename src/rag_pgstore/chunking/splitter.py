@@ -124,6 +124,11 @@ class TokenChunker:
             ) from None
         enc = load_encoding(self.encoding)
         bounds = token_bounds(enc, text)
+        tokens = len(bounds) - 1
+        if tokens <= self.max_tokens:
+            # One chunk, the whole text, as the packer would make it (both ends are edges, so
+            # the count is the text's): no cut levels to compute for a short document.
+            return _char_spans(text, data, [(0, len(data), tokens)])
         packer = _Packer(enc, data, bounds, self.max_tokens, self.overlap_tokens)
         return _char_spans(text, data, packer.spans())
 

@@ -17,11 +17,10 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 
 from rag_pgstore.codec import binary_vectors
-from rag_pgstore.driver.steps import Copy, Execute, Fetch, Plan
+from rag_pgstore.driver.steps import Copy, Execute, Fetch, Plan, Read
 from rag_pgstore.ops.lifecycle import setup_lock
-from rag_pgstore.ops.reads import to_floats
 from rag_pgstore.sql.catalog import PG_ATTRIBUTE
-from rag_pgstore.sql.search import any_of
+from rag_pgstore.sql.search import any_of, compiled
 
 __all__ = ["CACHE_NAME", "cache_table", "lookup", "remember", "setup"]
 
@@ -83,14 +82,18 @@ def lookup(
 ) -> Plan[dict[str, list[float]]]:
     """The cached ``dim``-sized vectors of ``model`` for ``hashes``, by hash."""
     table = cache_table(schema)
-    rows = yield Fetch(
-        sa.select(table.c.content_hash, table.c.embedding).where(
-            table.c.model == model,
-            table.c.dim == dim,
-            table.c.content_hash == any_of(list(hashes)),
-        )
+    query = sa.select(
+        table.c.content_hash.label("hash"),
+        # As an array of floats, which the driver reads without pgvector's types.
+        sa.cast(table.c.embedding, pg.ARRAY(sa.REAL)).label("vector"),
+    ).where(
+        table.c.model == model,
+        table.c.dim == dim,
+        table.c.content_hash == any_of(list(hashes)),
     )
-    return {row[0]: to_floats(row[1]) or [] for row in rows}
+    sql_text, params = compiled(query, bound=())
+    rows = yield Read(sql_text, dict(params))  # one round trip, outside a transaction
+    return {row["hash"]: row["vector"] for row in rows}
 
 
 def remember(schema: str, model: str, vectors: Mapping[str, Sequence[float]]) -> Plan[None]:

@@ -83,6 +83,7 @@ async def _abatches(
 
 UPSERT_WORK_MEM = "64MB"  # sorting the staged rows by chunk_id in memory, not on disk
 PLANNING = "plan_cache_mode"
+CUSTOM = "force_custom_plan"
 # What index builds after a bulk write get at least (HNSW builds fastest when its graph fits).
 BULK_MAINTENANCE_MEMORY = "1GB"
 
@@ -175,7 +176,9 @@ def _upsert(c: Collection, batches: Iterator[Batch] | AsyncIterator[Batch]) -> P
     if first is None:
         return 0
     stream = second is not None
-    [(_, mode)] = yield Fetch(st.write_lock(c, exclusive=stream, report=PLANNING))
+    [(_, mode, _)] = yield Fetch(
+        st.write_lock(c, exclusive=stream, report=PLANNING, then={PLANNING: CUSTOM})
+    )
     queued = [first] if second is None else [first, second]
     deferred: list[sa.Index] = []
     if stream:
@@ -200,7 +203,9 @@ def _bulk(
     first = yield Pull(batches)
     if first is None:
         return 0
-    [(_, mode)] = yield Fetch(st.write_lock(c, exclusive=True, report=PLANNING))
+    [(_, mode, _)] = yield Fetch(
+        st.write_lock(c, exclusive=True, report=PLANNING, then={PLANNING: CUSTOM})
+    )
     if require_empty:
         [(small,)] = yield Fetch(st.holds_fewer(c, 1))
         if not small:
@@ -256,6 +261,7 @@ def _write(
     """
     changed = 0
     staging = False
+    custom = True  # the write lock's statement set force_custom_plan for the first check
     while True:
         batch = queued.pop(0) if queued else (yield Pull(batches))
         if batch is None:
@@ -265,12 +271,14 @@ def _write(
         # psycopg prepares a statement run five times on a connection, and PostgreSQL may then
         # keep one generic plan for it. The existence check's generic plan, made on an empty
         # table, is a sequential scan comparing every row with every id: quadratic while
-        # this transaction fills the table. So the check is planned for its own ids. Only
-        # the check: the keyword trigger's statements, planned again for every row under
-        # force_custom_plan, made a COPY 40% slower.
-        yield Execute(st.set_local_many({PLANNING: "force_custom_plan"}))
-        [(existing,)] = yield Fetch(st.any_exist(c, batch.ids))
-        yield Execute(st.set_local_many({PLANNING: mode}))
+        # this transaction fills the table. So the check is planned for its own ids, and
+        # the setting restored by the check itself (it applies once the check is planned).
+        # Only the check: the keyword trigger's statements, planned again for every row
+        # under force_custom_plan, made a COPY 40% slower.
+        if not custom:
+            yield Execute(st.set_local_many({PLANNING: CUSTOM}))
+        custom = False
+        [(existing, _)] = yield Fetch(st.any_exist(c, batch.ids, then={PLANNING: mode}))
         if not existing:
             direct = Copy(st.table_copy(c), COPY_TYPES, _rows(batch), savepoint=True)
             if (yield direct):

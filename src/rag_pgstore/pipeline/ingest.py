@@ -36,12 +36,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from rag_pgstore.chunking import TextChunk, TokenChunker
-from rag_pgstore.driver.steps import Fetch, Plan, PlanSource
+from rag_pgstore.driver.steps import Fetch, Plan, PlanSource, Read
 from rag_pgstore.errors import EmbeddingError, InvalidInputError
 from rag_pgstore.ops import cache, registry, writes
 from rag_pgstore.pipeline.embedders import Embedder, as_embedder
 from rag_pgstore.schema import Collection
-from rag_pgstore.sql.search import any_of
+from rag_pgstore.sql.search import any_of, compiled
 from rag_pgstore.sql.writes import holds_fewer
 from rag_pgstore.store import ChunkStore
 from rag_pgstore.types import Chunk
@@ -562,19 +562,18 @@ def _fingerprint(ch: TextChunk) -> tuple[Any, ...]:
     return (ch.entity_id, ch.content_hash, ch.chunk_index, ch.total_chunks, dict(ch.metadata))
 
 
+_FINGERPRINT = ("entity_id", "content_hash", "chunk_index", "total_chunks", "metadata")
+
+
 def _existing(c: Collection, entity_ids: list[str]) -> Plan[dict[str, tuple[Any, ...]]]:
+    """What the store holds of these documents, by chunk id: one round trip, no transaction."""
     t = c.table
-    rows = yield Fetch(
-        sa.select(
-            t.c.chunk_id,
-            t.c.entity_id,
-            t.c.content_hash,
-            t.c.chunk_index,
-            t.c.total_chunks,
-            t.c["metadata"],
-        ).where(t.c.entity_id == any_of(entity_ids))
+    query = sa.select(t.c.chunk_id, *(t.c[name] for name in _FINGERPRINT)).where(
+        t.c.entity_id == any_of(entity_ids)
     )
-    return {row[0]: tuple(row[1:]) for row in rows}
+    sql_text, params = compiled(query, bound=())
+    rows = yield Read(sql_text, dict(params))
+    return {row["chunk_id"]: tuple(row[name] for name in _FINGERPRINT) for row in rows}
 
 
 def documents_under(c: Collection, prefixes: Sequence[str]) -> Plan[list[str]]:

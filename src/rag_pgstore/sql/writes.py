@@ -78,19 +78,26 @@ def lock_key(scope: str) -> ColumnElement[int]:
 
 
 def write_lock(
-    collection: Collection, *, exclusive: bool, report: str | None = None
+    collection: Collection,
+    *,
+    exclusive: bool,
+    report: str | None = None,
+    then: dict[str, str] | None = None,
 ) -> sa.Select[Any]:
-    """Take the collection's write lock for this transaction (and read the setting
-    ``report``, to restore it later).
+    """Take the collection's write lock for this transaction, read the setting ``report``
+    (to restore it later), then apply the settings ``then`` (transaction-local).
 
     Every write takes it shared, so writers run side by side; a write of several batches
-    takes it alone (see ``writes._upsert``). One round trip either way.
+    takes it alone (see ``writes._upsert``). One round trip either way. PostgreSQL computes
+    a select list left to right, so ``report`` is read before ``then`` changes it.
     """
     lock = sa.func.pg_advisory_xact_lock if exclusive else sa.func.pg_advisory_xact_lock_shared
     key = lock_key(f"write:{collection.schema}.{collection.name}")
-    if report is None:
-        return sa.select(lock(key))
-    return sa.select(lock(key), sa.func.current_setting(report))
+    columns: list[Any] = [lock(key)]
+    if report is not None:
+        columns.append(sa.func.current_setting(report))
+    columns.extend(sa.func.set_config(n, v, True) for n, v in (then or {}).items())
+    return sa.select(*columns)
 
 
 def lock_table(collection: Collection) -> sa.DDL:
@@ -122,10 +129,14 @@ def _copy(table: sql.Identifier, columns: Sequence[str]) -> sql.Composed:
     )
 
 
-def any_exist(collection: Collection, ids: Sequence[str]) -> sa.Select[Any]:
-    """Whether the table holds any of ``ids`` (one row, one boolean; index probes only)."""
+def any_exist(
+    collection: Collection, ids: Sequence[str], *, then: dict[str, str] | None = None
+) -> sa.Select[Any]:
+    """Whether the table holds any of ``ids`` (first column; index probes only), then apply
+    the settings ``then``: they take effect after this statement was planned."""
     chunk_id = collection.table.c.chunk_id
-    return sa.select(sa.exists().where(chunk_id == any_of(ids)))
+    settings = (sa.func.set_config(n, v, True) for n, v in (then or {}).items())
+    return sa.select(sa.exists().where(chunk_id == any_of(ids)), *settings)
 
 
 def upsert_from_stage(collection: Collection) -> sa.Insert:
