@@ -132,6 +132,23 @@ def doors(url: str | None, corpus: Corpus) -> dict[str, Callable[[], float]]:
         ]
         return timed(lambda: Pipeline(store, model, TokenChunker(max_tokens=512)).ingest(documents))
 
+    def pipeline_with(bulk: bool = False, **options: Any) -> Callable[[], float]:
+        def run() -> float:
+            model = Embedder(
+                f"bench-lookup-{next(runs_of_pipeline)}-{time.time_ns()}",
+                lambda batch: [by_text[t] for t in batch],
+            )
+            documents = [
+                Source(i.split("#")[0] + f"-{n}", t, m)
+                for n, (i, t, m) in enumerate(zip(ids, texts, metas, strict=True))
+            ]
+            chunker = TokenChunker(max_tokens=512)
+            return timed(
+                lambda: Pipeline(store, model, chunker, **options).ingest(documents, bulk=bulk)
+            )
+
+        return run
+
     def cli(folder: Path) -> float:
         fresh()
         url = dsn(store) if os.environ.get("DATABASE_URL") else None
@@ -158,6 +175,7 @@ def doors(url: str | None, corpus: Corpus) -> dict[str, Callable[[], float]]:
         "ChunkStore.upsert": lambda: timed(lambda: store.upsert(list(chunks()))),
         "ChunkStore.upsert (stream)": lambda: timed(lambda: store.upsert(chunks())),
         "ChunkStore.aupsert": lambda: timed(lambda: asyncio.run(_aupsert(store, chunks))),
+        "ChunkStore.bulk_load (stream)": lambda: timed(lambda: store.bulk_load(chunks())),
         "LangChain add_texts": lambda: timed(lambda: lc.add_texts(texts, metas, ids=ids)),
         "LangChain add_documents": lambda: timed(lambda: lc.add_documents(docs)),
         "LangChain add_embeddings": lambda: timed(
@@ -169,6 +187,8 @@ def doors(url: str | None, corpus: Corpus) -> dict[str, Callable[[], float]]:
         "LlamaIndex add": li_sync,
         "LlamaIndex async_add": li_async,
         "Pipeline.ingest (documents)": pipeline,
+        "Pipeline.ingest, writers=4": pipeline_with(writers=4),
+        "Pipeline.ingest, bulk=True": pipeline_with(bulk=True),
         "rag-pgstore ingest (files, hash)": lambda: cli(_files(texts)),
     }
 

@@ -59,6 +59,22 @@ def test_doors_benchmark_runs_every_door(db: TestDatabase, tmp_path: Path) -> No
         assert f"| {door} |" in text
 
 
+def test_bulk_benchmark_compares_the_three_ways(db: TestDatabase, tmp_path: Path) -> None:
+    run_benchmark(
+        db, tmp_path, "benchmarks.bulk", "--rows", "2000", "--dim", "16", "--queries", "5"
+    )
+    text = (tmp_path / "results" / "bulk.md").read_text()
+    for way in ("raw: COPY, then CREATE INDEX", "ChunkStore.bulk_load", "ChunkStore.upsert"):
+        assert f"| {way}" in text
+
+
+def test_memory_benchmark_streams_through_every_door(db: TestDatabase, tmp_path: Path) -> None:
+    run_benchmark(db, tmp_path, "benchmarks.memory", "4000", "16", "all")
+    text = (tmp_path / "results" / "memory.md").read_text()
+    for door in ("core", "langchain", "llamaindex", "pipeline"):
+        assert f"| {door} | 4,000 |" in text
+
+
 def _dictd_number(value: int) -> str:
     digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
     out = ""
