@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from rag_pgstore.codec import Batch, check_batch, check_ids
+from rag_pgstore.driver.prefetch import prefetched
 from rag_pgstore.driver.steps import Copy, Execute, Fetch, Forget, Plan, PlanSource, Pull
 from rag_pgstore.errors import InvalidInputError
 from rag_pgstore.schema import COPY_TYPES, ENCODERS, Collection, analyze_table, deferred_indexes
@@ -50,7 +51,7 @@ def upsert(
     if isinstance(chunks, Sequence):
         batch = _check(collection, chunks)  # once: a retry writes the same checked batch
         return lambda: _upsert(collection, iter([batch]))
-    return _upsert(collection, _batches(collection, chunks, batch_size))
+    return _upsert(collection, prefetched(_batches(collection, chunks, batch_size)))
 
 
 def plan_of(source: PlanSource[int]) -> Plan[int]:
@@ -134,7 +135,11 @@ def bulk_load(
         ]
         return lambda: _bulk(collection, iter(batches), settings, workers, require_empty)
     return _bulk(
-        collection, _batches(collection, chunks, batch_size), settings, workers, require_empty
+        collection,
+        prefetched(_batches(collection, chunks, batch_size)),
+        settings,
+        workers,
+        require_empty,
     )
 
 
