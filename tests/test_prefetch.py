@@ -6,11 +6,11 @@ import contextvars
 import gc
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from rag_pgstore.driver.prefetch import prefetched
+from rag_pgstore.driver.prefetch import aprefetched, prefetched
 
 REQUEST = contextvars.ContextVar("request", default="none")
 
@@ -75,3 +75,31 @@ def test_an_abandoned_stream_stops_its_thread() -> None:
     while mine[0].is_alive():
         assert time.monotonic() < deadline, "the prefetch thread outlived its stream"
         time.sleep(0.05)
+
+
+async def test_an_async_stream_is_prepared_while_the_current_item_is_used() -> None:
+    import asyncio
+
+    async def slow() -> AsyncIterator[int]:
+        for i in range(4):
+            await asyncio.sleep(0.2)
+            yield i
+
+    started = time.perf_counter()
+    got = []
+    async for item in aprefetched(slow()):
+        got.append(item)
+        await asyncio.sleep(0.2)
+    assert got == [0, 1, 2, 3]
+    assert time.perf_counter() - started < 1.4
+
+
+async def test_an_async_sources_exception_reaches_the_caller() -> None:
+    async def failing() -> AsyncIterator[int]:
+        yield 1
+        raise ValueError("bad chunk 2")
+
+    stream = aprefetched(failing())
+    assert await anext(stream) == 1
+    with pytest.raises(ValueError, match="bad chunk 2"):
+        await anext(stream)

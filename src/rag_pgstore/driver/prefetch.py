@@ -9,17 +9,20 @@ gives it up whenever it waits for the server.
 
 The caller's iterator is only ever advanced by the one worker thread, one item at a time, in
 the caller's context (``contextvars``), so it sees what it would see on the caller's thread.
+:func:`aprefetched` does the same for an async stream with a task on the running loop: the
+next batch is prepared whenever the plan awaits the server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["prefetched"]
+__all__ = ["aprefetched", "prefetched"]
 
 T = TypeVar("T")
 _END = object()
@@ -68,3 +71,25 @@ class _Prefetched(Iterator[T]):
         self._ended = True
         if self._pool is not None:
             self._pool.shutdown(wait=False)
+
+
+async def aprefetched(source: AsyncIterator[T]) -> AsyncIterator[T]:
+    """``source``'s items, each computed by a task while the one before is used."""
+    ahead: asyncio.Future[object] = asyncio.ensure_future(anext(source, _END))
+    try:
+        while True:
+            item = await ahead
+            if item is _END:
+                return
+            ahead = asyncio.ensure_future(anext(source, _END))
+            yield item  # type: ignore[misc]
+    finally:
+        # The plan stopped early (it failed, or was cancelled): drop the batch in preparation,
+        # and its error if it had one, which would only be logged as never retrieved.
+        ahead.cancel()
+        ahead.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from rag_pgstore.codec import Batch, check_batch, check_ids
-from rag_pgstore.driver.prefetch import prefetched
+from rag_pgstore.driver.prefetch import aprefetched, prefetched
 from rag_pgstore.driver.steps import Copy, Execute, Fetch, Forget, Plan, PlanSource, Pull
 from rag_pgstore.errors import InvalidInputError
 from rag_pgstore.schema import COPY_TYPES, ENCODERS, Collection, analyze_table, deferred_indexes
@@ -45,7 +45,7 @@ def upsert(
     """
     _check_size(batch_size)
     if isinstance(chunks, AsyncIterable):
-        return _upsert(collection, _abatches(collection, chunks, batch_size))
+        return _upsert(collection, aprefetched(_abatches(collection, chunks, batch_size)))
     if isinstance(chunks, (str, bytes, Chunk)) or not isinstance(chunks, Iterable):
         raise InvalidInputError(f"expected an iterable of Chunk, got {type(chunks).__name__}")
     if isinstance(chunks, Sequence):
@@ -124,7 +124,11 @@ def bulk_load(
     workers = {} if parallel_workers is None else {PARALLEL: str(parallel_workers)}
     if isinstance(chunks, AsyncIterable):
         return _bulk(
-            collection, _abatches(collection, chunks, batch_size), settings, workers, require_empty
+            collection,
+            aprefetched(_abatches(collection, chunks, batch_size)),
+            settings,
+            workers,
+            require_empty,
         )
     if isinstance(chunks, (str, bytes, Chunk)) or not isinstance(chunks, Iterable):
         raise InvalidInputError(f"expected an iterable of Chunk, got {type(chunks).__name__}")
