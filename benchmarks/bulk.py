@@ -160,6 +160,7 @@ def main() -> None:
     parser.add_argument("--memory", default="4GB", help="maintenance_work_mem of both builds")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--skip-incremental", action="store_true")
+    parser.add_argument("--output", default="bulk.md", help="file name under docs/results")
     args = parser.parse_args()
     corpus = Corpus(rows=args.rows, dim=args.dim)
     spec = HnswIndex(m=args.m, ef_construction=args.ef_construction)
@@ -185,7 +186,9 @@ def write(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> Non
     command = (
         f"python -m benchmarks.bulk --rows {args.rows} --dim {args.dim} --m {args.m} "
         f"--ef-construction {args.ef_construction} --memory {args.memory} "
-        f"--queries {args.queries}" + (" --skip-incremental" if args.skip_incremental else "")
+        f"--queries {args.queries}"
+        + (" --skip-incremental" if args.skip_incremental else "")
+        + (f" --output {args.output}" if args.output != "bulk.md" else "")
     )
     lines = [
         "# A large load with an HNSW index: bulk, incremental, raw",
@@ -210,7 +213,7 @@ def write(args: argparse.Namespace, results: dict[str, dict[str, float]]) -> Non
             f"| {labels[name]} | {r['total']:.0f} s{detail} | {r['total'] / raw:.2f}x | "
             f"{r['recall']:.3f} | {r['index_mb']:,.0f} MB |"
         )
-    out = out_dir() / "results" / "bulk.md"
+    out = out_dir() / "results" / args.output
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join([*lines, ""]))
     print(out.read_text())

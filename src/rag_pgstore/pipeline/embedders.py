@@ -89,8 +89,8 @@ def local_embedder(batch_size: int = 32, *, processes: int = 1) -> Embedder:
     sentence-transformers sorts each call's texts by length before it cuts them into batches
     of ``batch_size``, so a batch pads its texts to similar lengths. ``processes`` > 1 embeds
     on that many worker processes (sentence-transformers' pool, started at the first text,
-    each given an equal share of the CPU threads, stopped when the interpreter exits); see
-    ``docs/results/embedding.md`` for what it gains.
+    each given an equal share of the CPU threads, stopped when the interpreter exits); ``python -m
+    benchmarks.embedding`` measures what it gains on your machine.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"expected batch_size to be an int >= 1, got {batch_size!r}")
