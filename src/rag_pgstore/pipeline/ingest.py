@@ -264,7 +264,15 @@ class Pipeline:
 
     # -- carrying out the steps of a batch -----------------------------------------------------
 
-    def _run(self, batch: list[Document], embedder: Embedder, tally: _Tally) -> None:
+    def _run(
+        self,
+        batch: list[Document],
+        embedder: Embedder,
+        tally: _Tally,
+        bulk: list[Chunk] | None = None,
+    ) -> None:
+        """Carry out one batch's steps. With ``bulk`` (the collection is empty, so nothing is
+        stored of any document yet), its writes are collected there for the bulk load."""
         steps = self._batch(batch, embedder.name, tally)
         reply: Any = None
         while True:
@@ -273,14 +281,12 @@ class Pipeline:
             except StopIteration:
                 tally.add(notify=True)  # the batch is stored
                 return
-            reply = self._carry_out(effect, batch, embedder, tally)
-
-    def _carry_out(
-        self, effect: _Effect, batch: list[Document], embedder: Embedder, tally: _Tally
-    ) -> Any:
-        if isinstance(effect, _Embed):
-            return self._embed_sync(embedder, effect.texts, batch, tally)
-        return self.store.run_plan(_plan(self.store.collection, effect))
+            if bulk is not None and isinstance(effect, (_Existing, _Store)):
+                reply = _into_bulk(effect, bulk)
+            elif isinstance(effect, _Embed):
+                reply = self._embed_sync(embedder, effect.texts, batch, tally)
+            else:
+                reply = self.store.run_plan(_plan(self.store.collection, effect))
 
     def _run_parallel(
         self,
@@ -307,7 +313,14 @@ class Pipeline:
             # Threads cannot be stopped: a batch in flight finishes (and commits) first.
             pool.shutdown(wait=True, cancel_futures=True)
 
-    async def _arun(self, batch: list[Document], embedder: Embedder, tally: _Tally) -> None:
+    async def _arun(
+        self,
+        batch: list[Document],
+        embedder: Embedder,
+        tally: _Tally,
+        bulk: list[Chunk] | None = None,
+    ) -> None:
+        """Async :meth:`_run`."""
         steps = self._batch(batch, embedder.name, tally)
         reply: Any = None
         while True:
@@ -316,7 +329,9 @@ class Pipeline:
             except StopIteration:
                 tally.add(notify=True)
                 return
-            if isinstance(effect, _Embed):
+            if bulk is not None and isinstance(effect, (_Existing, _Store)):
+                reply = _into_bulk(effect, bulk)
+            elif isinstance(effect, _Embed):
                 reply = await self._embed_async(embedder, effect.texts, batch, tally)
             else:
                 reply = await self.store.arun_plan(_plan(self.store.collection, effect))
@@ -324,48 +339,21 @@ class Pipeline:
     def _records(
         self, batches: Iterator[list[Document]], embedder: Embedder, tally: _Tally
     ) -> Iterator[Chunk]:
-        """A bulk load's chunks: each batch's steps, its writes turned into the stream (the
-        collection is empty, so nothing is stored of any document yet)."""
+        """A bulk load's chunks, one batch of documents at a time."""
         for batch in batches:
-            steps = self._batch(batch, embedder.name, tally)
-            reply: Any = None
-            while True:
-                try:
-                    effect = steps.send(reply)
-                except StopIteration:
-                    tally.add(notify=True)
-                    break
-                if isinstance(effect, _Existing):
-                    reply = {}
-                elif isinstance(effect, _Store):
-                    yield from effect.records
-                    reply = (len(effect.records), 0)
-                else:
-                    reply = self._carry_out(effect, batch, embedder, tally)
+            chunks: list[Chunk] = []
+            self._run(batch, embedder, tally, bulk=chunks)
+            yield from chunks
 
     async def _arecords(
         self, batches: AsyncIterator[list[Document]], embedder: Embedder, tally: _Tally
     ) -> AsyncIterator[Chunk]:
         """Async :meth:`_records`."""
         async for batch in batches:
-            steps = self._batch(batch, embedder.name, tally)
-            reply: Any = None
-            while True:
-                try:
-                    effect = steps.send(reply)
-                except StopIteration:
-                    tally.add(notify=True)
-                    break
-                if isinstance(effect, _Existing):
-                    reply = {}
-                elif isinstance(effect, _Store):
-                    for record in effect.records:
-                        yield record
-                    reply = (len(effect.records), 0)
-                elif isinstance(effect, _Embed):
-                    reply = await self._embed_async(embedder, effect.texts, batch, tally)
-                else:
-                    reply = await self.store.arun_plan(effect.plan)
+            chunks: list[Chunk] = []
+            await self._arun(batch, embedder, tally, bulk=chunks)
+            for chunk in chunks:
+                yield chunk
 
     def _claim(self, embedder: Embedder) -> PlanSource[str | None]:
         c = self.store.collection
@@ -495,6 +483,14 @@ def _plan(c: Collection, effect: _Db | _Existing | _Store) -> PlanSource[Any]:
         write, remove = effect.write, writes.delete(c, effect.stale) if effect.stale else None
         return lambda: _replace(write, remove)
     return effect.plan
+
+
+def _into_bulk(effect: _Existing | _Store, bulk: list[Chunk]) -> Any:
+    """A bulk load's answer to a step: nothing is stored yet; writes join the load."""
+    if isinstance(effect, _Existing):
+        return {}
+    bulk.extend(effect.records)
+    return len(effect.records), 0
 
 
 def _refuse_unless_empty(c: Collection) -> Plan[None]:
