@@ -557,3 +557,24 @@ def test_a_failed_bulk_ingest_writes_nothing_and_keeps_its_embeddings(store: Chu
     )
     assert report.from_cache == embedded  # the failed run's embeddings were kept
     assert store.count() == report.chunks_written == embedded + len(again.texts)
+
+
+def test_batches_close_at_batch_chunks_and_never_split_a_document(store: ChunkStore) -> None:
+    # Each document makes 3 chunks; a batch closes once it holds 4 or more, so 2 documents go
+    # together (6 chunks, the second document not split) and the last one alone.
+    docs = [Document(f"d{i}", paragraphs(f"doc{i}", 3)) for i in range(5)]
+    assert all(len(CHUNKER.chunk(d.text, entity_id=d.id)) == 3 for d in docs)
+    stored: list[int] = []
+    pipeline = Pipeline(store, hash_embedder(DIM), CHUNKER, batch_documents=100, batch_chunks=4)
+    report = pipeline.ingest(docs, progress=lambda r: stored.append(r.documents))
+    assert sorted(set(stored) - {0}) == [2, 4, 5]
+    assert report.chunks_written == store.count() == 15
+    with pytest.raises(InvalidInputError, match="batch_chunks to be an int >= 1, got 0"):
+        Pipeline(store, hash_embedder(DIM), CHUNKER, batch_chunks=0)
+
+
+def test_a_repeated_document_id_fails_before_its_batch_is_written(store: ChunkStore) -> None:
+    docs = [Document("a", "First."), Document("b", "Second."), Document("a", "Again.")]
+    with pytest.raises(InvalidInputError, match="distinct document ids in a batch, got 'a' twice"):
+        Pipeline(store, hash_embedder(DIM), CHUNKER).ingest(docs)
+    assert store.count() == 0

@@ -32,7 +32,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     import tiktoken
 
-__all__ = ["FORCED", "LINE", "PARAGRAPH", "SENTENCE", "WORD", "levels", "token_bounds"]
+__all__ = ["FORCED", "LINE", "PARAGRAPH", "SENTENCE", "WORD", "levels", "token_bounds", "token_ids"]
 
 # How good a cut is, best last. FORCED positions are character boundaries only (recount).
 FORCED, WORD, SENTENCE, LINE, PARAGRAPH, EDGE = 0, 1, 2, 2, 3, 4
@@ -58,12 +58,14 @@ def _byte_lengths(enc: tiktoken.Encoding) -> Ints:
     return lengths
 
 
-def token_bounds(enc: tiktoken.Encoding, text: str) -> Ints:
-    """Byte offsets in ``text.encode()`` where each token starts, then the total length.
+def token_ids(enc: tiktoken.Encoding, text: str) -> npt.NDArray[np.uint32]:
+    """``text``'s tokens; special-token strings are ordinary text, as with ``encode_ordinary``."""
+    return enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
 
-    Special-token strings are ordinary text, as with ``encode_ordinary``.
-    """
-    tokens = enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+
+def token_bounds(enc: tiktoken.Encoding, tokens: npt.NDArray[np.uint32]) -> Ints:
+    """Byte offsets in the text's UTF-8 form where each of its ``tokens`` starts, then the
+    total length."""
     bounds = np.zeros(len(tokens) + 1, dtype=np.int64)
     np.cumsum(_byte_lengths(enc)[tokens], out=bounds[1:])
     return bounds

@@ -28,6 +28,7 @@ from rag_pgstore.chunking.boundaries import (
     Ints,
     levels,
     token_bounds,
+    token_ids,
 )
 from rag_pgstore.chunking.encodings import load_encoding
 from rag_pgstore.codec import content_hash
@@ -123,12 +124,12 @@ class TokenChunker:
                 "decode your input with errors='replace' (or fix its source)"
             ) from None
         enc = load_encoding(self.encoding)
-        bounds = token_bounds(enc, text)
-        tokens = len(bounds) - 1
-        if tokens <= self.max_tokens:
+        tokens = token_ids(enc, text)
+        if len(tokens) <= self.max_tokens:
             # One chunk, the whole text, as the packer would make it (both ends are edges, so
-            # the count is the text's): no cut levels to compute for a short document.
-            return _char_spans(text, data, [(0, len(data), tokens)])
+            # the count is the text's): no bounds or cut levels to compute for a short text.
+            return [(0, len(text), len(tokens))]
+        bounds = token_bounds(enc, tokens)
         packer = _Packer(enc, data, bounds, self.max_tokens, self.overlap_tokens)
         return _char_spans(text, data, packer.spans())
 

@@ -15,7 +15,6 @@ them out.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
 import time
 from asyncio import FIRST_COMPLETED, FIRST_EXCEPTION
@@ -36,6 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from rag_pgstore.chunking import TextChunk, TokenChunker
+from rag_pgstore.driver.prefetch import aprefetched, prefetched
 from rag_pgstore.driver.steps import Fetch, Plan, PlanSource, Read
 from rag_pgstore.errors import EmbeddingError, InvalidInputError
 from rag_pgstore.ops import cache, registry, writes
@@ -110,6 +110,14 @@ class _Store:
 _Effect = _Db | _Embed | _Existing | _Store
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """Documents that are written together, already checked and chunked (by document id)."""
+
+    documents: list[Document]
+    chunks: dict[str, list[TextChunk]]
+
+
 class _Tally:
     """The report, added to from every writer at once (threads, with ``writers`` > 1)."""
 
@@ -139,6 +147,9 @@ class Pipeline:
     with another embedder raises :class:`~rag_pgstore.SchemaError` (vectors of two models
     do not compare) unless ``replace_embedder=True``.
 
+    Documents are written in batches of up to ``batch_documents`` documents or
+    ``batch_chunks`` chunks, whichever comes first; a document's chunks always commit together.
+
     ``writers``: how many batches are chunked, embedded and written at once, each on its own
     connection and in its own transactions (threads for :meth:`ingest`, tasks for
     :meth:`aingest`). Each batch still commits whole; after a failure or an interruption the
@@ -148,7 +159,8 @@ class Pipeline:
     store: ChunkStore
     embedder: Any
     chunker: TokenChunker = field(default_factory=TokenChunker)
-    batch_documents: int = 32
+    batch_documents: int = 1_000
+    batch_chunks: int = 500
     embed_batch: int = 128
     retries: int = 4
     backoff: float = 0.5
@@ -157,7 +169,7 @@ class Pipeline:
     writers: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("batch_documents", "embed_batch", "concurrency", "writers"):
+        for name in ("batch_documents", "batch_chunks", "embed_batch", "concurrency", "writers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"expected {name} to be an int >= 1, got {value!r}")
@@ -192,7 +204,7 @@ class Pipeline:
         c = self.store.collection
         self.store.run_plan(cache.setup(c.schema))
         self.store.run_plan(self._claim(embedder))
-        batches = _batches(iter(documents), self.batch_documents)
+        batches = self._batches(iter(documents))
         if bulk:
             self.store.run_plan(lambda: _refuse_unless_empty(c))
             records = self._records(batches, embedder, tally)
@@ -202,8 +214,9 @@ class Pipeline:
                 raise _bulk_failure(exc) from exc.__cause__
             return report
         if self.writers == 1:
-            for batch in batches:
-                seen.update(d.id for d in batch)
+            # The next batch is read and chunked while this one is embedded and written.
+            for batch in prefetched(batches):
+                seen.update(batch.chunks)
                 self._run(batch, embedder, tally)
         else:
             self._run_parallel(batches, seen, embedder, tally)
@@ -229,7 +242,7 @@ class Pipeline:
         c = self.store.collection
         await self.store.arun_plan(cache.setup(c.schema))
         await self.store.arun_plan(self._claim(embedder))
-        batches = _abatches(documents, self.batch_documents)
+        batches = self._abatches(documents)
         if bulk:
             await self.store.arun_plan(lambda: _refuse_unless_empty(c))
             records = self._arecords(batches, embedder, tally)
@@ -240,8 +253,8 @@ class Pipeline:
             return report
         running: set[asyncio.Task[None]] = set()
         try:
-            async for batch in batches:
-                seen.update(d.id for d in batch)
+            async for batch in aprefetched(batches):
+                seen.update(batch.chunks)
                 running.add(asyncio.ensure_future(self._arun(batch, embedder, tally)))
                 if len(running) >= self.writers:
                     done, running = await asyncio.wait(running, return_when=FIRST_COMPLETED)
@@ -266,7 +279,7 @@ class Pipeline:
 
     def _run(
         self,
-        batch: list[Document],
+        batch: _Batch,
         embedder: Embedder,
         tally: _Tally,
         bulk: list[Chunk] | None = None,
@@ -284,13 +297,13 @@ class Pipeline:
             if bulk is not None and isinstance(effect, (_Existing, _Store)):
                 reply = _into_bulk(effect, bulk)
             elif isinstance(effect, _Embed):
-                reply = self._embed_sync(embedder, effect.texts, batch, tally)
+                reply = self._embed_sync(embedder, effect.texts, batch.documents, tally)
             else:
                 reply = self.store.run_plan(_plan(self.store.collection, effect))
 
     def _run_parallel(
         self,
-        batches: Iterator[list[Document]],
+        batches: Iterator[_Batch],
         seen: set[str],
         embedder: Embedder,
         tally: _Tally,
@@ -299,7 +312,7 @@ class Pipeline:
         running: set[Future[None]] = set()
         try:
             for batch in batches:
-                seen.update(d.id for d in batch)
+                seen.update(batch.chunks)
                 running.add(pool.submit(self._run, batch, embedder, tally))
                 if len(running) >= self.writers:
                     done, running = wait(running, return_when=FIRST_COMPLETED)
@@ -315,7 +328,7 @@ class Pipeline:
 
     async def _arun(
         self,
-        batch: list[Document],
+        batch: _Batch,
         embedder: Embedder,
         tally: _Tally,
         bulk: list[Chunk] | None = None,
@@ -332,12 +345,12 @@ class Pipeline:
             if bulk is not None and isinstance(effect, (_Existing, _Store)):
                 reply = _into_bulk(effect, bulk)
             elif isinstance(effect, _Embed):
-                reply = await self._embed_async(embedder, effect.texts, batch, tally)
+                reply = await self._embed_async(embedder, effect.texts, batch.documents, tally)
             else:
                 reply = await self.store.arun_plan(_plan(self.store.collection, effect))
 
     def _records(
-        self, batches: Iterator[list[Document]], embedder: Embedder, tally: _Tally
+        self, batches: Iterator[_Batch], embedder: Embedder, tally: _Tally
     ) -> Iterator[Chunk]:
         """A bulk load's chunks, one batch of documents at a time."""
         for batch in batches:
@@ -346,7 +359,7 @@ class Pipeline:
             yield from chunks
 
     async def _arecords(
-        self, batches: AsyncIterator[list[Document]], embedder: Embedder, tally: _Tally
+        self, batches: AsyncIterator[_Batch], embedder: Embedder, tally: _Tally
     ) -> AsyncIterator[Chunk]:
         """Async :meth:`_records`."""
         async for batch in batches:
@@ -361,14 +374,31 @@ class Pipeline:
 
     # -- the steps, once ---------------------------------------------------------------------
 
-    def _batch(
-        self, docs: list[Document], model: str, tally: _Tally
-    ) -> Generator[_Effect, Any, None]:
+    def _batches(self, documents: Iterator[Document]) -> Iterator[_Batch]:
+        filling = _Filling(self)
+        for doc in documents:
+            if full := filling.add(doc):
+                yield full
+        if rest := filling.rest():
+            yield rest
+
+    async def _abatches(
+        self, documents: Iterable[Document] | AsyncIterable[Document]
+    ) -> AsyncIterator[_Batch]:
+        if not isinstance(documents, AsyncIterable):
+            for ready in self._batches(iter(documents)):
+                yield ready
+            return
+        filling = _Filling(self)
+        async for doc in documents:
+            if full := filling.add(doc):
+                yield full
+        if rest := filling.rest():
+            yield rest
+
+    def _batch(self, batch: _Batch, model: str, tally: _Tally) -> Generator[_Effect, Any, None]:
         c = self.store.collection
-        _check(docs)
-        chunked = {
-            d.id: self.chunker.chunk(d.text, entity_id=d.id, metadata=d.metadata) for d in docs
-        }
+        docs, chunked = batch.documents, batch.chunks
         existing: dict[str, tuple[Any, ...]] = yield _Existing(list(chunked))
         new_ids = {ch.chunk_id for chunks in chunked.values() for ch in chunks}
         stale = [cid for cid in existing if cid not in new_ids]  # chunks a document no longer has
@@ -507,26 +537,55 @@ def _quiet(report: IngestReport) -> None:
     del report
 
 
-def _check(docs: list[Document]) -> None:
-    for d in docs:
-        if not isinstance(d, Document):
-            raise InvalidInputError(f"expected rag_pgstore.Document, got {type(d).__name__}")
-        if not isinstance(d.id, str) or not d.id:
-            raise InvalidInputError(f"expected a non-empty str document id, got {d.id!r}")
-        if not isinstance(d.text, str):
+class _Filling:
+    """The batch being filled: it is full at ``batch_documents`` documents or once their
+    chunks reach ``batch_chunks`` (a document is never split: its chunks commit together).
+
+    Each document is checked and chunked as it joins, so a bad one fails before anything
+    of its batch is written.
+    """
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.batch = _Batch([], {})
+        self.size = 0
+
+    def add(self, doc: Document) -> _Batch | None:
+        _check(doc)
+        if doc.id in self.batch.chunks:
             raise InvalidInputError(
-                f"expected str text in document {d.id!r}, got {type(d.text).__name__}"
+                f"expected distinct document ids in a batch, got {doc.id!r} twice"
             )
-        if "\x00" in d.text:
-            # PostgreSQL text cannot hold NUL; failing here, before anything of the batch is
-            # written, names the document rather than one of its chunks.
-            raise InvalidInputError(
-                f"expected text without NUL characters in document {d.id!r}: is it a binary "
-                "file? Decode it first, or drop the NULs"
-            )
-    ids = [d.id for d in docs]
-    if len(set(ids)) != len(ids):
-        raise InvalidInputError(f"expected distinct document ids in a batch, got repeats in {ids}")
+        chunks = self.pipeline.chunker.chunk(doc.text, entity_id=doc.id, metadata=doc.metadata)
+        self.batch.documents.append(doc)
+        self.batch.chunks[doc.id] = chunks
+        self.size += len(chunks)
+        p = self.pipeline
+        if len(self.batch.documents) >= p.batch_documents or self.size >= p.batch_chunks:
+            return self.rest()
+        return None
+
+    def rest(self) -> _Batch | None:
+        full, self.batch, self.size = self.batch, _Batch([], {}), 0
+        return full if full.documents else None
+
+
+def _check(d: Document) -> None:
+    if not isinstance(d, Document):
+        raise InvalidInputError(f"expected rag_pgstore.Document, got {type(d).__name__}")
+    if not isinstance(d.id, str) or not d.id:
+        raise InvalidInputError(f"expected a non-empty str document id, got {d.id!r}")
+    if not isinstance(d.text, str):
+        raise InvalidInputError(
+            f"expected str text in document {d.id!r}, got {type(d.text).__name__}"
+        )
+    if "\x00" in d.text:
+        # PostgreSQL text cannot hold NUL; failing here, before anything of its batch is
+        # written, names the document rather than one of its chunks.
+        raise InvalidInputError(
+            f"expected text without NUL characters in document {d.id!r}: is it a binary "
+            "file? Decode it first, or drop the NULs"
+        )
 
 
 def _checked(vectors: Sequence[Sequence[float]], texts: list[str]) -> list[list[float]]:
@@ -593,25 +652,3 @@ def _replace(
 def _slices(items: list[str], size: int) -> Iterator[list[str]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def _batches(docs: Iterator[Document], size: int) -> Iterator[list[Document]]:
-    while batch := list(itertools.islice(docs, size)):
-        yield batch
-
-
-async def _abatches(
-    docs: Iterable[Document] | AsyncIterable[Document], size: int
-) -> AsyncIterator[list[Document]]:
-    if not isinstance(docs, AsyncIterable):
-        for ready in _batches(iter(docs), size):
-            yield ready
-        return
-    batch: list[Document] = []
-    async for doc in docs:
-        batch.append(doc)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
