@@ -281,6 +281,20 @@ def check_batch(
     return Batch(chunks, sorted(latest.items()), framed.tobytes(), framed.shape[1])
 
 
+def compact_vectors(vectors: Sequence[Sequence[float]]) -> Sequence[Sequence[float]]:
+    """A model's batch of vectors as the rows of one float64 array, when they convert cleanly.
+
+    A list of 384 Python floats takes 12 kB, its row 3 kB, and a batch of rows becomes the
+    wire format in a fraction of the time. Vectors that do not convert (ragged, not numbers)
+    are returned as they are, for :func:`check_batch` to name the chunk at fault.
+    """
+    try:
+        matrix = np.asarray(vectors, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        return vectors
+    return list(matrix) if matrix.ndim == 2 else vectors
+
+
 def binary_vectors(vectors: Sequence[Sequence[float]]) -> list[bytes]:
     """Each vector (all of one size) in pgvector's binary ``vector`` form, for COPY."""
     framed = _pgvector_binary(np.asarray(vectors, dtype=">f4"))

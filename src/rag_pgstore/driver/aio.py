@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.errors import DeadlockDetected, UniqueViolation
 from psycopg.rows import dict_row
+from sqlalchemy.sql.elements import ClauseElement
 
 from rag_pgstore.driver import policy
 from rag_pgstore.driver.steps import (
@@ -123,6 +124,8 @@ async def _step(conn: AsyncConnection, step: Step) -> Any:
             )
         return next(step.source, None)
     if isinstance(step, Fetch):
+        if step.unprepared:
+            return await _unprepared(conn, step)
         result = await conn.execute(step.statement, step.params)
         return result.all()
     if isinstance(step, Execute):
@@ -154,6 +157,28 @@ async def _copy(conn: AsyncConnection, step: Copy) -> None:
                 await copy.write_row(row)
     except psycopg.Error:
         if raw.broken:  # SQLAlchemy did not see this one: keep the dead connection out of the pool
+            await conn.invalidate()
+        raise
+
+
+async def _unprepared(conn: AsyncConnection, step: Fetch) -> list[tuple[Any, ...]]:
+    """Run a Fetch on the transaction's driver connection, never as a prepared statement."""
+    assert isinstance(step.statement, ClauseElement)
+    compiled = step.statement.compile(
+        dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
+    )
+    params = {**compiled.params, **(step.params or {})}
+    if True:  # ASYNC
+        raw = (await conn.get_raw_connection()).driver_connection
+    else:
+        raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.AsyncConnection)
+    try:
+        async with raw.cursor() as cursor:
+            await cursor.execute(compiled.string, params, prepare=False)
+            return await cursor.fetchall()
+    except psycopg.Error:
+        if raw.broken:
             await conn.invalidate()
         raise
 

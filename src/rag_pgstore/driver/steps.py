@@ -45,10 +45,17 @@ class Fetch:
 
     ``params`` fill the statement's named ``bindparam``s: a statement built once and run with
     new values skips SQLAlchemy's construction and compilation (see ``sql/bm25.py``).
+
+    ``unprepared``: the server plans the statement for its values every time it runs. psycopg
+    prepares a statement run five times on a connection, and PostgreSQL may then keep one
+    generic plan for it, which can be wrong for later values: the write path's existence check,
+    first planned on an empty table, would stay a sequential scan while its transaction fills
+    the table.
     """
 
     statement: Executable
     params: Mapping[str, Any] | None = None
+    unprepared: bool = False
 
 
 @dataclass(frozen=True)

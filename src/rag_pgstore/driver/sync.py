@@ -14,6 +14,7 @@ import psycopg
 from psycopg.errors import DeadlockDetected, UniqueViolation
 from psycopg.rows import dict_row
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ClauseElement
 
 from rag_pgstore.driver import policy
 from rag_pgstore.driver.steps import (
@@ -104,6 +105,8 @@ def _step(conn: Connection, step: Step) -> Any:
             )
         return next(step.source, None)
     if isinstance(step, Fetch):
+        if step.unprepared:
+            return _unprepared(conn, step)
         result = conn.execute(step.statement, step.params)
         return result.all()
     if isinstance(step, Execute):
@@ -132,6 +135,25 @@ def _copy(conn: Connection, step: Copy) -> None:
                 copy.write_row(row)
     except psycopg.Error:
         if raw.broken:  # SQLAlchemy did not see this one: keep the dead connection out of the pool
+            conn.invalidate()
+        raise
+
+
+def _unprepared(conn: Connection, step: Fetch) -> list[tuple[Any, ...]]:
+    """Run a Fetch on the transaction's driver connection, never as a prepared statement."""
+    assert isinstance(step.statement, ClauseElement)
+    compiled = step.statement.compile(
+        dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
+    )
+    params = {**compiled.params, **(step.params or {})}
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(compiled.string, params, prepare=False)
+            return cursor.fetchall()
+    except psycopg.Error:
+        if raw.broken:
             conn.invalidate()
         raise
 

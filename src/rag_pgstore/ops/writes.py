@@ -40,17 +40,21 @@ def upsert(
     through binary COPY ``batch_size`` at a time, batch after batch, so a stream never sits in
     memory whole. If an id appears twice, the last one wins. If anything fails, nothing is
     written. Unchanged chunks are not rewritten (and not counted); a stream's count is the sum
-    of its batches', so an id written again in a later batch counts again. A list is checked
-    whole before a connection is taken.
+    of its batches', so an id written again in a later batch counts again. A list of up to
+    ``batch_size`` chunks is checked whole before a connection is taken; a longer one is
+    written as a stream is, each batch checked while the one before is written (and, being
+    a list, written again from the start if PostgreSQL aborts the transaction).
     """
     _check_size(batch_size)
     if isinstance(chunks, AsyncIterable):
         return _upsert(collection, aprefetched(_abatches(collection, chunks, batch_size)))
     if isinstance(chunks, (str, bytes, Chunk)) or not isinstance(chunks, Iterable):
         raise InvalidInputError(f"expected an iterable of Chunk, got {type(chunks).__name__}")
-    if isinstance(chunks, Sequence):
+    if isinstance(chunks, Sequence) and len(chunks) <= batch_size:
         batch = _check(collection, chunks)  # once: a retry writes the same checked batch
         return lambda: _upsert(collection, iter([batch]))
+    if isinstance(chunks, Sequence):
+        return lambda: _upsert(collection, prefetched(_batches(collection, chunks, batch_size)))
     return _upsert(collection, prefetched(_batches(collection, chunks, batch_size)))
 
 
@@ -83,8 +87,6 @@ async def _abatches(
 
 
 UPSERT_WORK_MEM = "64MB"  # sorting the staged rows by chunk_id in memory, not on disk
-PLANNING = "plan_cache_mode"
-CUSTOM = "force_custom_plan"
 # What index builds after a bulk write get at least (HNSW builds fastest when its graph fits).
 BULK_MAINTENANCE_MEMORY = "1GB"
 
@@ -185,20 +187,19 @@ def _upsert(c: Collection, batches: Iterator[Batch] | AsyncIterator[Batch]) -> P
     if first is None:
         return 0
     stream = second is not None
-    [(_, mode, _)] = yield Fetch(
-        st.write_lock(c, exclusive=stream, report=PLANNING, then={PLANNING: CUSTOM})
-    )
+    yield Fetch(st.write_lock(c, exclusive=stream))
     queued = [first] if second is None else [first, second]
     deferred: list[sa.Index] = []
     if stream:
         [(small,)] = yield Fetch(st.holds_fewer(c, len(first.order)))
         if small:
             deferred = yield from _drop_indexes(c)
-    changed = yield from _write(c, queued, batches, mode)
+    changed = yield from _write(c, queued, batches, alone=stream)
     if deferred:
-        yield from _build_indexes(
-            c, deferred, {"maintenance_work_mem": BULK_MAINTENANCE_MEMORY}, {}
-        )
+        # Statistics are left to autovacuum, as after any other upsert: ANALYZE of a
+        # small table costs more than the index builds (0.15 s at 20k rows).
+        memory = {"maintenance_work_mem": BULK_MAINTENANCE_MEMORY}
+        yield from _build_indexes(c, deferred, memory, {}, analyze=False)
     return changed
 
 
@@ -212,9 +213,7 @@ def _bulk(
     first = yield Pull(batches)
     if first is None:
         return 0
-    [(_, mode, _)] = yield Fetch(
-        st.write_lock(c, exclusive=True, report=PLANNING, then={PLANNING: CUSTOM})
-    )
+    yield Fetch(st.write_lock(c, exclusive=True))
     if require_empty:
         [(small,)] = yield Fetch(st.holds_fewer(c, 1))
         if not small:
@@ -223,8 +222,8 @@ def _bulk(
                 "in it; load into a new collection, or without require_empty"
             )
     deferred = yield from _drop_indexes(c)
-    changed = yield from _write(c, [first], batches, mode)
-    yield from _build_indexes(c, deferred, memory, workers)
+    changed = yield from _write(c, [first], batches, alone=True)
+    yield from _build_indexes(c, deferred, memory, workers, analyze=True)
     return changed
 
 
@@ -241,14 +240,20 @@ def _drop_indexes(c: Collection) -> Plan[list[sa.Index]]:
 
 
 def _build_indexes(
-    c: Collection, indexes: list[sa.Index], memory: dict[str, str], workers: dict[str, str]
+    c: Collection,
+    indexes: list[sa.Index],
+    memory: dict[str, str],
+    workers: dict[str, str],
+    *,
+    analyze: bool,
 ) -> Plan[None]:
     yield Fetch(st.raise_settings(memory))
     if workers:
         yield Execute(st.set_local_many(workers))
     for index in indexes:
         yield Execute(sa.schema.CreateIndex(index))
-    yield Execute(analyze_table(c))  # BM25 reads its term statistics from them
+    if analyze:
+        yield Execute(analyze_table(c))  # BM25 reads its term statistics from them
     yield Forget(c.schema, c.name)
 
 
@@ -256,7 +261,8 @@ def _write(
     c: Collection,
     queued: list[Batch],
     batches: Iterator[Batch] | AsyncIterator[Batch],
-    mode: str,
+    *,
+    alone: bool,
 ) -> Plan[int]:
     """Write ``queued``, then the rest of ``batches``: each by COPY when all its ids are new,
     else by a merge; return the rows changed.
@@ -266,30 +272,22 @@ def _write(
     CONFLICT``, which skips unchanged rows. Either way a batch's rows are written, and so
     locked, in ``chunk_id`` order, so overlapping single-batch writers wait for each other
     instead of deadlocking. If another transaction writes one of the "new" ids first, the COPY
-    rolls back to its savepoint and the batch takes the merge instead.
+    rolls back to its savepoint and the batch takes the merge instead; a writer holding the
+    write lock ``alone`` has no such rival, and no savepoint.
     """
     changed = 0
     staging = False
-    custom = True  # the write lock's statement set force_custom_plan for the first check
     while True:
         batch = queued.pop(0) if queued else (yield Pull(batches))
         if batch is None:
             break
         if not batch.order:
             continue
-        # psycopg prepares a statement run five times on a connection, and PostgreSQL may then
-        # keep one generic plan for it. The existence check's generic plan, made on an empty
-        # table, is a sequential scan comparing every row with every id: quadratic while
-        # this transaction fills the table. So the check is planned for its own ids, and
-        # the setting restored by the check itself (it applies once the check is planned).
-        # Only the check: the keyword trigger's statements, planned again for every row
-        # under force_custom_plan, made a COPY 40% slower.
-        if not custom:
-            yield Execute(st.set_local_many({PLANNING: CUSTOM}))
-        custom = False
-        [(existing, _)] = yield Fetch(st.any_exist(c, batch.ids, then={PLANNING: mode}))
+        # Planned for its own ids each time: a generic plan made while the table was empty
+        # would compare every row with every id, quadratic as this transaction fills it.
+        [(existing,)] = yield Fetch(st.any_exist(c, batch.ids), unprepared=True)
         if not existing:
-            direct = Copy(st.table_copy(c), COPY_TYPES, _rows(batch), savepoint=True)
+            direct = Copy(st.table_copy(c), COPY_TYPES, _rows(batch), savepoint=not alone)
             if (yield direct):
                 changed += len(batch.order)
                 continue

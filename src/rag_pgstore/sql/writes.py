@@ -77,27 +77,14 @@ def lock_key(scope: str) -> ColumnElement[int]:
     return sa.func.hashtextextended(sa.literal(f"rag_pgstore:{scope}", sa.Text), 0)
 
 
-def write_lock(
-    collection: Collection,
-    *,
-    exclusive: bool,
-    report: str | None = None,
-    then: dict[str, str] | None = None,
-) -> sa.Select[Any]:
-    """Take the collection's write lock for this transaction, read the setting ``report``
-    (to restore it later), then apply the settings ``then`` (transaction-local).
+def write_lock(collection: Collection, *, exclusive: bool) -> sa.Select[Any]:
+    """Take the collection's write lock for this transaction.
 
     Every write takes it shared, so writers run side by side; a write of several batches
-    takes it alone (see ``writes._upsert``). One round trip either way. PostgreSQL computes
-    a select list left to right, so ``report`` is read before ``then`` changes it.
+    takes it alone (see ``writes._upsert``).
     """
     lock = sa.func.pg_advisory_xact_lock if exclusive else sa.func.pg_advisory_xact_lock_shared
-    key = lock_key(f"write:{collection.schema}.{collection.name}")
-    columns: list[Any] = [lock(key)]
-    if report is not None:
-        columns.append(sa.func.current_setting(report))
-    columns.extend(sa.func.set_config(n, v, True) for n, v in (then or {}).items())
-    return sa.select(*columns)
+    return sa.select(lock(lock_key(f"write:{collection.schema}.{collection.name}")))
 
 
 def lock_table(collection: Collection) -> sa.DDL:
@@ -129,14 +116,9 @@ def _copy(table: sql.Identifier, columns: Sequence[str]) -> sql.Composed:
     )
 
 
-def any_exist(
-    collection: Collection, ids: Sequence[str], *, then: dict[str, str] | None = None
-) -> sa.Select[Any]:
-    """Whether the table holds any of ``ids`` (first column; index probes only), then apply
-    the settings ``then``: they take effect after this statement was planned."""
-    chunk_id = collection.table.c.chunk_id
-    settings = (sa.func.set_config(n, v, True) for n, v in (then or {}).items())
-    return sa.select(sa.exists().where(chunk_id == any_of(ids)), *settings)
+def any_exist(collection: Collection, ids: Sequence[str]) -> sa.Select[Any]:
+    """Whether the table holds any of ``ids`` (index probes only)."""
+    return sa.select(sa.exists().where(collection.table.c.chunk_id == any_of(ids)))
 
 
 def upsert_from_stage(collection: Collection) -> sa.Insert:

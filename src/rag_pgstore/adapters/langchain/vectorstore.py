@@ -22,6 +22,7 @@ from langchain_core.vectorstores import VectorStore
 from rag_pgstore.adapters.langchain import documents
 from rag_pgstore.adapters.langchain.documents import in_order, to_document
 from rag_pgstore.adapters.langchain.retriever import PgStoreRetriever
+from rag_pgstore.codec import compact_vectors
 from rag_pgstore.errors import InvalidInputError
 from rag_pgstore.store import ChunkStore
 from rag_pgstore.types import Chunk, Filter, HybridOptions
@@ -254,24 +255,25 @@ class LangChainVectorStore(VectorStore):
     ) -> list[str]:
         """Embed ``texts`` ``embed_batch_size`` at a time and stream them into one transaction.
 
-        100k texts never form one statement and only one batch of vectors is in memory.
-        Returns the ids, generated where missing. Up to ``embed_batch_size`` texts are embedded
-        before the transaction begins (so it can be retried); more are embedded as they
-        stream, inside it, and the collection's other writers wait for it meanwhile (see the
-        guide's *Concurrent writers*).
+        100k texts never form one statement: they are written by COPY in the store's batches
+        (5,000 chunks), the next batch embedded while the one before is written, so a few
+        batches of vectors are in memory at most. Returns the ids, generated where missing.
+        Up to ``embed_batch_size`` texts are embedded before the transaction begins (so it
+        can be retried); more are embedded as they stream, inside it, and the collection's
+        other writers wait for it meanwhile (see the guide's *Concurrent writers*).
         """
         written: list[str] = []
 
         def chunks() -> Iterator[Chunk]:
             for batch_ids, batch, batch_meta in self._batches(texts, metadatas, ids):
-                vectors = self.embedding.embed_documents(batch)
+                vectors = compact_vectors(self.embedding.embed_documents(batch))
                 written.extend(batch_ids)
                 yield from map(self._chunk, batch_ids, batch, batch_meta, vectors)
 
         if self._one_batch(texts):
             self.store.upsert(list(chunks()))
         else:
-            self.store.upsert(chunks(), batch_size=self.embed_batch_size)
+            self.store.upsert(chunks())
         return written
 
     async def aadd_texts(
@@ -287,7 +289,7 @@ class LangChainVectorStore(VectorStore):
 
         async def chunks() -> AsyncIterator[Chunk]:
             for batch_ids, batch, batch_meta in self._batches(texts, metadatas, ids):
-                vectors = await self.embedding.aembed_documents(batch)
+                vectors = compact_vectors(await self.embedding.aembed_documents(batch))
                 written.extend(batch_ids)
                 for chunk in map(self._chunk, batch_ids, batch, batch_meta, vectors):
                     yield chunk
@@ -295,7 +297,7 @@ class LangChainVectorStore(VectorStore):
         if self._one_batch(texts):
             await self.store.aupsert([chunk async for chunk in chunks()])
         else:
-            await self.store.aupsert(chunks(), batch_size=self.embed_batch_size)
+            await self.store.aupsert(chunks())
         return written
 
     def add_embeddings(

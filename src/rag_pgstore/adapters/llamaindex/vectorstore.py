@@ -11,7 +11,7 @@ the chunk's ``adapter_data``, never into the metadata users filter and read.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from llama_index.core.bridge.pydantic import PrivateAttr
@@ -33,6 +33,7 @@ from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_
 
 from rag_pgstore.adapters.llamaindex.filters import translate
 from rag_pgstore.errors import InvalidInputError, UnsupportedError
+from rag_pgstore.ops.writes import DEFAULT_BATCH
 from rag_pgstore.schema import Collection
 from rag_pgstore.sql.filters import compile_filter
 from rag_pgstore.store import ChunkStore
@@ -81,12 +82,17 @@ class LlamaIndexVectorStore(BasePydanticVectorStore):
     # -- writing -------------------------------------------------------------------------------
 
     def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
-        """Insert or replace nodes by id, in one transaction."""
-        self._store.upsert([to_chunk(n) for n in nodes])
+        """Insert or replace nodes by id, in one transaction.
+
+        Up to one write batch of nodes (5,000) is converted and checked before the
+        transaction begins, so it can be retried whole; more stream through COPY, each batch
+        converted while the one before is written.
+        """
+        self._store.upsert(_chunks(nodes))
         return [n.node_id for n in nodes]
 
     async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
-        await self._store.aupsert([to_chunk(n) for n in nodes])
+        await self._store.aupsert(_chunks(nodes))
         return [n.node_id for n in nodes]
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
@@ -298,6 +304,12 @@ def _result(hits: list[ScoredChunk]) -> VectorStoreQueryResult:
         similarities=[h.score for h in hits],
         ids=[h.chunk.chunk_id for h in hits],
     )
+
+
+def _chunks(nodes: Sequence[BaseNode]) -> list[Chunk] | Iterator[Chunk]:
+    if isinstance(nodes, Sequence) and len(nodes) <= DEFAULT_BATCH:
+        return [to_chunk(n) for n in nodes]
+    return map(to_chunk, nodes)
 
 
 def to_chunk(node: BaseNode) -> Chunk:
