@@ -182,6 +182,7 @@ def doors(url: str | None, corpus: Corpus) -> dict[str, Callable[[], float]]:
         "Pipeline.ingest (documents)": pipeline_with(),
         "Pipeline.ingest, writers=4": pipeline_with(writers=4),
         "Pipeline.ingest, bulk=True": pipeline_with(bulk=True),
+        "Pipeline.ingest, embedding_cache=False": pipeline_with(embedding_cache=False),
         "rag-pgstore ingest (files, hash)": lambda: cli(_files(texts)),
     }
 

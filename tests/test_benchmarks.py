@@ -71,7 +71,7 @@ def test_bulk_benchmark_compares_the_three_ways(db: TestDatabase, tmp_path: Path
 def test_memory_benchmark_streams_through_every_door(db: TestDatabase, tmp_path: Path) -> None:
     run_benchmark(db, tmp_path, "benchmarks.memory", "4000", "16", "all")
     text = (tmp_path / "results" / "memory.md").read_text()
-    for door in ("core", "langchain", "llamaindex", "pipeline"):
+    for door in ("input", "core", "langchain", "llamaindex", "pipeline"):
         assert f"| {door} | 4,000 |" in text
 
 

@@ -476,3 +476,6 @@ def test_bulk_and_parallel_ingest_land_the_same_folder(
     assert "to be empty for a bulk ingest" in again.stderr and len(again.stderr.splitlines()) == 1
     both = run(db, collection_name, "ingest", str(folder), *HASH, "--bulk", "--writers", "2")
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    uncached = run(db, f"{collection_name}_nc", "ingest", str(folder), *HASH, "--no-cache")
+    assert uncached.returncode == 0, uncached.stderr
+    assert stored(db, f"{collection_name}_nc") == texts

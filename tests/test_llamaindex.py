@@ -3,6 +3,7 @@ body, filters as data, and the index / retriever / query engine / ingestion pipe
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -441,3 +442,62 @@ async def test_a_node_without_embedding_is_named(vs: LlamaIndexVectorStore, api:
     with pytest.raises(InvalidInputError, match="'bare' to carry an embedding"):
         await api(vs, "add", [NODES[0], bare])
     assert vs.client.count() == len(NODES)
+
+
+async def test_every_node_field_round_trips(make_store: StoreFactory, api: Api) -> None:
+    from llama_index.core.schema import ImageNode, IndexNode
+
+    text = TextNode(
+        id_="t",
+        text="Full text node",
+        metadata={"k": 1.5, "nested": {"a": [1, "x"]}},
+        excluded_embed_metadata_keys=["k"],
+        excluded_llm_metadata_keys=["nested"],
+        start_char_idx=3,
+        end_char_idx=17,
+        metadata_template="{key}={value}",
+        metadata_separator=" | ",
+        text_template="{metadata_str}::{content}",
+        mimetype="text/markdown",
+        embedding=hash_embedding("t", DIM),
+    )
+    text.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(
+        node_id="doc", metadata={"page": 2, "score": 0.25}, hash="abc"
+    )
+    text.relationships[NodeRelationship.NEXT] = RelatedNodeInfo(node_id="t2")
+    index = IndexNode(id_="i", text="Points elsewhere", index_id="other-index")
+    index.embedding = hash_embedding("i", DIM)
+    image = ImageNode(id_="m", text="A caption", image_path="/tmp/cat.png")
+    image.embedding = hash_embedding("m", DIM)
+    originals = [text, index, image]
+    vs = LlamaIndexVectorStore(make_store(dim=DIM))
+    await api(vs, "add", originals)
+    got = {n.node_id: n for n in await api(vs, "get_nodes", ["t", "i", "m"])}
+    for original in originals:
+        back = got[original.node_id]
+        assert type(back) is type(original)
+        assert back.model_dump(exclude={"embedding"}) == original.model_dump(exclude={"embedding"})
+
+
+def test_bookkeeping_is_what_llamaindex_itself_serialises() -> None:
+    # The oracle: node_to_metadata_dict(node, remove_text=True) of the node without its user
+    # metadata and vector, whose JSON text we keep as an object.
+    from llama_index.core.schema import ImageNode, IndexNode
+    from llama_index.core.vector_stores.utils import node_to_metadata_dict
+
+    from rag_pgstore.adapters.llamaindex.vectorstore import _bookkeeping
+
+    related = RelatedNodeInfo(node_id="doc", metadata={"page": 2})
+    nodes = [
+        TextNode(id_="t", text="words", metadata={"a": 1}, start_char_idx=1, end_char_idx=6),
+        IndexNode(id_="i", text="points", index_id="other"),
+        ImageNode(id_="m", text="caption", image_path="/tmp/cat.png"),
+    ]
+    for n in nodes:
+        n.relationships[NodeRelationship.SOURCE] = related
+        n.embedding = hash_embedding(n.node_id, DIM)
+        bare = n.model_copy(update={"metadata": {}, "embedding": None})
+        theirs = node_to_metadata_dict(bare, remove_text=True)
+        ours = _bookkeeping(n)
+        assert ours["_node_type"] == theirs["_node_type"]
+        assert ours["_node_content"] == json.loads(theirs["_node_content"])

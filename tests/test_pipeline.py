@@ -115,6 +115,31 @@ def test_the_embedding_cache_is_shared_and_persistent(
     assert renamed.texts == ["Same words here."]  # the cache is per model
 
 
+def test_without_the_embedding_cache_nothing_is_cached_or_looked_up(
+    store: ChunkStore, make_store: StoreFactory
+) -> None:
+    import sqlalchemy as sa
+
+    from rag_pgstore.ops import cache
+
+    counting = Counting()
+    docs = [Document("x", "Same words here."), Document("y", "Other words.")]
+    warm = make_store(dim=DIM)
+    Pipeline(warm, counting.embedder(), CHUNKER).ingest(docs)  # the cache holds both texts
+    report = Pipeline(store, counting.embedder(), CHUNKER, embedding_cache=False).ingest(docs)
+    assert report.from_cache == 0 and report.embedded == 2 == store.count()
+    assert counting.texts == ["Same words here.", "Other words."] * 2  # not served from it
+    table = cache.cache_table(store.collection.schema)
+    fresh = Counting()
+    Pipeline(make_store(dim=DIM), fresh.embedder(), CHUNKER, embedding_cache=False).ingest(docs)
+    assert store.engine is not None
+    with store.engine.connect() as conn:
+        kept = conn.execute(
+            sa.select(sa.func.count()).where(table.c.model == fresh.embedder().name)
+        ).scalar_one()
+    assert kept == 0  # and nothing written to it
+
+
 def test_transient_failures_are_retried(store: ChunkStore) -> None:
     flaky = Counting(failures=2)
     report = Pipeline(store, flaky.embedder(), CHUNKER, retries=3, backoff=0.0).ingest(

@@ -47,13 +47,14 @@ def run(args: argparse.Namespace) -> int:
             chunker,
             replace_embedder=args.replace_embedder,
             writers=args.writers,
+            embedding_cache=args.cache,
         )
         with IngestProgress(len(found.files), quiet=args.json) as show:
             args.interrupted = (
                 (
                     lambda: (
-                        "nothing of the bulk load was written, re-run to load it (embeddings "
-                        "computed so far are cached)"
+                        "nothing of the bulk load was written, re-run to load it"
+                        + (" (embeddings computed so far are cached)" if args.cache else "")
                     )
                 )
                 if args.bulk

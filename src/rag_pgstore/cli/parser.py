@@ -79,6 +79,13 @@ def _reading(sub: Any, common: argparse.ArgumentParser, model: argparse.Argument
         "are not re-embedded: for the same model under another name)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="list every file left out, and why")
+    p.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        help="neither read nor write the embedding cache (for a model cheaper than a lookup, "
+        "such as --embedder hash)",
+    )
     load = p.add_mutually_exclusive_group()
     load.add_argument(
         "--bulk",

@@ -150,6 +150,10 @@ class Pipeline:
     Documents are written in batches of up to ``batch_documents`` documents or
     ``batch_chunks`` chunks, whichever comes first; a document's chunks always commit together.
 
+    ``embedding_cache=False`` neither reads nor writes the embedding cache: for a model that
+    costs less than a database round trip (a hashing embedder, a local model with its own
+    cache), where the cache would only double what is written.
+
     ``writers``: how many batches are chunked, embedded and written at once, each on its own
     connection and in its own transactions (threads for :meth:`ingest`, tasks for
     :meth:`aingest`). Each batch still commits whole; after a failure or an interruption the
@@ -167,6 +171,7 @@ class Pipeline:
     concurrency: int = 4
     replace_embedder: bool = False
     writers: int = 1
+    embedding_cache: bool = True
 
     def __post_init__(self) -> None:
         for name in ("batch_documents", "batch_chunks", "embed_batch", "concurrency", "writers"):
@@ -202,7 +207,8 @@ class Pipeline:
         tally = _Tally(report, progress or _quiet)
         seen: set[str] = set()
         c = self.store.collection
-        self.store.run_plan(cache.setup(c.schema))
+        if self.embedding_cache:
+            self.store.run_plan(cache.setup(c.schema))
         self.store.run_plan(self._claim(embedder))
         batches = self._batches(iter(documents))
         if bulk:
@@ -211,7 +217,7 @@ class Pipeline:
             try:
                 self.store.run_plan(writes.bulk_load(c, records, require_empty=True))
             except EmbeddingError as exc:
-                raise _bulk_failure(exc) from exc.__cause__
+                raise _bulk_failure(exc, self.embedding_cache) from exc.__cause__
             return report
         if self.writers == 1:
             # The next batch is read and chunked while this one is embedded and written.
@@ -240,7 +246,8 @@ class Pipeline:
         tally = _Tally(report, progress or _quiet)
         seen: set[str] = set()
         c = self.store.collection
-        await self.store.arun_plan(cache.setup(c.schema))
+        if self.embedding_cache:
+            await self.store.arun_plan(cache.setup(c.schema))
         await self.store.arun_plan(self._claim(embedder))
         batches = self._abatches(documents)
         if bulk:
@@ -249,7 +256,7 @@ class Pipeline:
             try:
                 await self.store.arun_plan(writes.bulk_load(c, records, require_empty=True))
             except EmbeddingError as exc:
-                raise _bulk_failure(exc) from exc.__cause__
+                raise _bulk_failure(exc, self.embedding_cache) from exc.__cause__
             return report
         running: set[asyncio.Task[None]] = set()
         try:
@@ -414,9 +421,11 @@ class Pipeline:
             tally.add(unchanged=unchanged, documents=len(docs))
             return
         tally.add(unchanged=unchanged, chunks_to_write=len(wanted))
-        hashes = sorted({ch.content_hash for ch in wanted})
-        vectors: dict[str, list[float]] = yield _Db(cache.lookup(c.schema, model, c.dim, hashes))
-        tally.add(from_cache=len(vectors))
+        vectors: dict[str, list[float]] = {}
+        if self.embedding_cache:
+            hashes = sorted({ch.content_hash for ch in wanted})
+            vectors = yield _Db(cache.lookup(c.schema, model, c.dim, hashes))
+            tally.add(from_cache=len(vectors))
         todo = {ch.content_hash: ch.text for ch in wanted if ch.content_hash not in vectors}
         computed: dict[str, list[float]] = {}
         if todo:
@@ -427,7 +436,7 @@ class Pipeline:
         # Checked here, once (size, finite, not all zeros under cosine), before the cache keeps
         # any new vector: a bad one must not be served from the cache forever after.
         write = writes.upsert(c, records) if records else None
-        if computed:
+        if computed and self.embedding_cache:
             # Its own commit, so it is kept if we die; retried if it loses a deadlock.
             yield _Db(lambda: cache.remember(c.schema, model, computed))
         written, deleted = yield _Store(records, stale, write)
@@ -605,10 +614,11 @@ def _failure(exc: BaseException, docs: list[Document]) -> EmbeddingError:
     )
 
 
-def _bulk_failure(exc: EmbeddingError) -> EmbeddingError:
+def _bulk_failure(exc: EmbeddingError, cached: bool) -> EmbeddingError:
+    kept = ", and the embeddings computed before the failure are cached" if cached else ""
     return EmbeddingError(
         f"embedding failed after retries ({exc.__cause__}); nothing of this bulk ingest was "
-        "written, and the embeddings computed before the failure are cached: rerun to finish",
+        f"written{kept}: rerun to finish",
         not_ingested=exc.not_ingested,
     )
 

@@ -11,6 +11,7 @@ the chunk's ``adapter_data``, never into the metadata users filter and read.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryMode,
     VectorStoreQueryResult,
 )
-from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
+from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
 from rag_pgstore.adapters.llamaindex.filters import translate
 from rag_pgstore.errors import InvalidInputError, UnsupportedError
@@ -320,24 +321,40 @@ def to_chunk(node: BaseNode) -> Chunk:
             f"expected node {node.node_id!r} to carry an embedding, got None; embed it first "
             "(VectorStoreIndex does, or set node.embedding = embed_model.get_text_embedding(...))"
         )
-    # Serialise without the user metadata (stored in its own column), the text, and the vector
-    # (which LlamaIndex would dump float by float only to throw it away).
-    bare = node.model_copy(update={"metadata": {}, "embedding": None})
-    bookkeeping = node_to_metadata_dict(bare, remove_text=True)
     return Chunk(
         chunk_id=node.node_id,
         entity_id=node.ref_doc_id,
         content=node.get_content(metadata_mode=MetadataMode.NONE),
         embedding=embedding,
         metadata=node.metadata,
-        adapter_data={key: bookkeeping[key] for key in _BOOKKEEPING},
+        adapter_data=_bookkeeping(node),
     )
+
+
+def _bookkeeping(node: BaseNode) -> dict[str, Any]:
+    """What ``node_to_metadata_dict(node, remove_text=True)`` keeps of a node, as a JSON object.
+
+    The same dictionary LlamaIndex serialises, less the user metadata (stored in its own
+    column), the text (in ``content``) and the vector (which it would dump float by float only
+    to throw away). It is kept as an object, not as JSON text inside JSON: encoded once, not
+    twice, and readable in SQL. :func:`to_node` turns it back into LlamaIndex's form.
+    """
+    node_dict = node.model_dump(mode="json", exclude={"embedding", "metadata"})
+    node_dict["embedding"] = None
+    node_dict["metadata"] = {}
+    if "text" in node_dict:
+        node_dict["text"] = ""
+    node_dict.pop("text_resource", None)
+    return {"_node_content": node_dict, "_node_type": node.class_name()}
 
 
 def to_node(chunk: StoredChunk) -> BaseNode:
     """Rebuild the node LlamaIndex stored, or a ``TextNode`` for chunks written elsewhere."""
     if chunk.adapter_data and all(key in chunk.adapter_data for key in _BOOKKEEPING):
-        node = metadata_dict_to_node(dict(chunk.adapter_data), text=chunk.content)
+        bookkeeping = dict(chunk.adapter_data)
+        if not isinstance(bookkeeping["_node_content"], str):  # as _bookkeeping keeps it
+            bookkeeping["_node_content"] = json.dumps(bookkeeping["_node_content"])
+        node = metadata_dict_to_node(bookkeeping, text=chunk.content)
         node.metadata = dict(chunk.metadata)
         return node
     relationships = {}
