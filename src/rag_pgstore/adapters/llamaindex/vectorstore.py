@@ -11,7 +11,6 @@ the chunk's ``adapter_data``, never into the metadata users filter and read.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
@@ -43,6 +42,8 @@ from rag_pgstore.types import Chunk, HybridOptions, ScoredChunk, StoredChunk
 __all__ = ["LlamaIndexVectorStore"]
 
 _BOOKKEEPING = ("_node_content", "_node_type")
+# Left out of the node's JSON (see _bookkeeping); what LlamaIndex blanks is put back blank.
+_LEFT_OUT = {"embedding", "metadata", "text", "text_resource"}
 DEFAULT_MMR_PREFETCH = 20
 
 
@@ -331,30 +332,25 @@ def to_chunk(node: BaseNode) -> Chunk:
     )
 
 
-def _bookkeeping(node: BaseNode) -> dict[str, Any]:
-    """What ``node_to_metadata_dict(node, remove_text=True)`` keeps of a node, as a JSON object.
+def _bookkeeping(node: BaseNode) -> dict[str, str]:
+    """What ``node_to_metadata_dict(node, remove_text=True)`` keeps of a node.
 
-    The same dictionary LlamaIndex serialises, less the user metadata (stored in its own
-    column), the text (in ``content``) and the vector (which it would dump float by float only
-    to throw away). It is kept as an object, not as JSON text inside JSON: encoded once, not
-    twice, and readable in SQL. :func:`to_node` turns it back into LlamaIndex's form.
+    The same JSON text LlamaIndex writes, less the user metadata (stored in its own column),
+    the text (in ``content``) and the vector (which it would dump float by float only to
+    throw away), made by pydantic's serializer straight to JSON: building the dictionaries
+    first, on a heap that holds the caller's nodes, cost most of a write in garbage
+    collection. (pydantic writes a NaN in a relationship's metadata as null.)
     """
-    node_dict = node.model_dump(mode="json", exclude={"embedding", "metadata"})
-    node_dict["embedding"] = None
-    node_dict["metadata"] = {}
-    if "text" in node_dict:
-        node_dict["text"] = ""
-    node_dict.pop("text_resource", None)
-    return {"_node_content": node_dict, "_node_type": node.class_name()}
+    rest = node.model_dump_json(exclude=_LEFT_OUT)  # never "{}": class_name is always in it
+    text = '"text":"",' if "text" in type(node).model_fields else ""
+    content = '{"embedding":null,"metadata":{},' + text + rest[1:]
+    return {"_node_content": content, "_node_type": node.class_name()}
 
 
 def to_node(chunk: StoredChunk) -> BaseNode:
     """Rebuild the node LlamaIndex stored, or a ``TextNode`` for chunks written elsewhere."""
     if chunk.adapter_data and all(key in chunk.adapter_data for key in _BOOKKEEPING):
-        bookkeeping = dict(chunk.adapter_data)
-        if not isinstance(bookkeeping["_node_content"], str):  # as _bookkeeping keeps it
-            bookkeeping["_node_content"] = json.dumps(bookkeeping["_node_content"])
-        node = metadata_dict_to_node(bookkeeping, text=chunk.content)
+        node = metadata_dict_to_node(dict(chunk.adapter_data), text=chunk.content)
         node.metadata = dict(chunk.metadata)
         return node
     relationships = {}
