@@ -68,6 +68,19 @@ def test_bulk_benchmark_compares_the_three_ways(db: TestDatabase, tmp_path: Path
         assert f"| {way}" in text
 
 
+def test_writers_benchmark_measures_each_kind_at_each_count(
+    db: TestDatabase, tmp_path: Path
+) -> None:
+    run_benchmark(
+        db, tmp_path, "benchmarks.writers", "--rows", "300", "--dim", "16", "--repeat", "1"
+    )
+    text = (tmp_path / "results" / "writers.md").read_text()
+    for kind in ("keyword off", "keyword (BM25)", "keyword + HNSW"):
+        for writers in (1, 2, 4):
+            assert f"| {kind} | {writers} |" in text
+    assert "| keyword off | 1 | " in text and "| 1.00x |" in text
+
+
 def test_memory_benchmark_streams_through_every_door(db: TestDatabase, tmp_path: Path) -> None:
     run_benchmark(db, tmp_path, "benchmarks.memory", "4000", "16", "all")
     text = (tmp_path / "results" / "memory.md").read_text()

@@ -35,6 +35,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from rag_pgstore.chunking import TextChunk, TokenChunker
+from rag_pgstore.codec import compact_vectors
 from rag_pgstore.driver.prefetch import aprefetched, prefetched
 from rag_pgstore.driver.steps import Fetch, Plan, PlanSource, Read
 from rag_pgstore.errors import EmbeddingError, InvalidInputError
@@ -222,10 +223,10 @@ class Pipeline:
         if self.writers == 1:
             # The next batch is read and chunked while this one is embedded and written.
             for batch in prefetched(batches):
-                seen.update(batch.chunks)
+                _note(seen, batch, prune)
                 self._run(batch, embedder, tally)
         else:
-            self._run_parallel(batches, seen, embedder, tally)
+            self._run_parallel(batches, seen, prune, embedder, tally)
         if prune:
             removed, deleted = self.store.run_plan(lambda: _prune(c, prune, seen, keep))
             tally.add(notify=True, documents_removed=removed, chunks_deleted=deleted)
@@ -261,7 +262,7 @@ class Pipeline:
         running: set[asyncio.Task[None]] = set()
         try:
             async for batch in aprefetched(batches):
-                seen.update(batch.chunks)
+                _note(seen, batch, prune)
                 running.add(asyncio.ensure_future(self._arun(batch, embedder, tally)))
                 if len(running) >= self.writers:
                     done, running = await asyncio.wait(running, return_when=FIRST_COMPLETED)
@@ -312,6 +313,7 @@ class Pipeline:
         self,
         batches: Iterator[_Batch],
         seen: set[str],
+        prune: Sequence[str],
         embedder: Embedder,
         tally: _Tally,
     ) -> None:
@@ -319,7 +321,7 @@ class Pipeline:
         running: set[Future[None]] = set()
         try:
             for batch in batches:
-                seen.update(batch.chunks)
+                _note(seen, batch, prune)
                 running.add(pool.submit(self._run, batch, embedder, tally))
                 if len(running) >= self.writers:
                     done, running = wait(running, return_when=FIRST_COMPLETED)
@@ -421,15 +423,15 @@ class Pipeline:
             tally.add(unchanged=unchanged, documents=len(docs))
             return
         tally.add(unchanged=unchanged, chunks_to_write=len(wanted))
-        vectors: dict[str, list[float]] = {}
+        vectors: dict[str, Sequence[float]] = {}
         if self.embedding_cache:
             hashes = sorted({ch.content_hash for ch in wanted})
             vectors = yield _Db(cache.lookup(c.schema, model, c.dim, hashes))
             tally.add(from_cache=len(vectors))
         todo = {ch.content_hash: ch.text for ch in wanted if ch.content_hash not in vectors}
-        computed: dict[str, list[float]] = {}
+        computed: dict[str, Sequence[float]] = {}
         if todo:
-            fresh: list[list[float]] = yield _Embed(list(todo.values()))  # counts `embedded`
+            fresh: list[Sequence[float]] = yield _Embed(list(todo.values()))  # counts `embedded`
             computed = dict(zip(todo, fresh, strict=True))
             vectors.update(computed)
         records = [ch.to_chunk(vectors[ch.content_hash]) for ch in wanted]
@@ -453,8 +455,8 @@ class Pipeline:
         texts: list[str],
         docs: list[Document],
         tally: _Tally,
-    ) -> list[list[float]]:
-        vectors: list[list[float]] = []
+    ) -> list[Sequence[float]]:
+        vectors: list[Sequence[float]] = []
         for part in _slices(texts, self.embed_batch):
             delays = self._delays()
             while True:
@@ -475,10 +477,10 @@ class Pipeline:
         texts: list[str],
         docs: list[Document],
         tally: _Tally,
-    ) -> list[list[float]]:
+    ) -> list[Sequence[float]]:
         limit = asyncio.Semaphore(self.concurrency)
 
-        async def one(part: list[str]) -> list[list[float]]:
+        async def one(part: list[str]) -> list[Sequence[float]]:
             delays = self._delays()
             while True:
                 try:
@@ -498,6 +500,14 @@ class Pipeline:
 
         parts = await asyncio.gather(*(one(p) for p in _slices(texts, self.embed_batch)))
         return [v for part in parts for v in part]
+
+
+def _note(seen: set[str], batch: _Batch, prune: Sequence[str]) -> None:
+    """Remember the batch's document ids that pruning will ask about (those under ``prune``;
+    none without it: a million ids would be a large set for nothing)."""
+    prefixes = tuple(prune)
+    if prefixes:
+        seen.update(i for i in batch.chunks if i.startswith(prefixes))
 
 
 def _prune(
@@ -597,12 +607,13 @@ def _check(d: Document) -> None:
         )
 
 
-def _checked(vectors: Sequence[Sequence[float]], texts: list[str]) -> list[list[float]]:
+def _checked(vectors: Sequence[Sequence[float]], texts: list[str]) -> list[Sequence[float]]:
     if len(vectors) != len(texts):
         raise InvalidInputError(
             f"expected {len(texts)} embeddings from the model, got {len(vectors)}"
         )
-    return [list(v) for v in vectors]
+    # One conversion here; the cache's COPY and the write's check then take array rows.
+    return list(compact_vectors(vectors))
 
 
 def _failure(exc: BaseException, docs: list[Document]) -> EmbeddingError:

@@ -32,7 +32,7 @@ class LocalEmbeddings(Embeddings):
     registry record for all three).
     """
 
-    def __init__(self, batch_size: int = 32) -> None:
+    def __init__(self, batch_size: int = 16) -> None:
         self.rag_pgstore_embedder = local_embedder(batch_size)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

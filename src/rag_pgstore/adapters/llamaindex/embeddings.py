@@ -43,7 +43,7 @@ class LocalEmbedding(BaseEmbedding):
     model_name: str = LOCAL_MODEL
     _embedder: Embedder = PrivateAttr()
 
-    def __init__(self, batch_size: int = 32, **kwargs: Any) -> None:
+    def __init__(self, batch_size: int = 16, **kwargs: Any) -> None:
         super().__init__(embed_batch_size=batch_size, **kwargs)
         self._embedder = local_embedder(batch_size)
 
