@@ -603,3 +603,34 @@ def test_a_repeated_document_id_fails_before_its_batch_is_written(store: ChunkSt
     with pytest.raises(InvalidInputError, match="distinct document ids in a batch, got 'a' twice"):
         Pipeline(store, hash_embedder(DIM), CHUNKER).ingest(docs)
     assert store.count() == 0
+
+
+def test_a_batch_of_thousands_of_chunks_is_checked_before_the_cache_keeps_a_vector(
+    store: ChunkStore,
+) -> None:
+    # More records than one write batch (5,000) in one pipeline batch: still checked whole
+    # before the cache keeps anything, so an all-zero vector (cosine) is refused by name and
+    # never served from the cache afterwards.
+    import sqlalchemy as sa
+
+    from rag_pgstore.ops import cache
+
+    docs = [Document(f"d{i}", f"document number {i}") for i in range(5_200)]
+
+    def zero_for_one(texts: list[str]) -> list[list[float]]:
+        return [
+            [0.0] * DIM if t == "document number 4321" else hash_embedding(t, DIM) for t in texts
+        ]
+
+    name = f"zero-{uuid.uuid4().hex}"
+    pipeline = Pipeline(
+        store, Embedder(name, zero_for_one), CHUNKER, batch_documents=6_000, batch_chunks=6_000
+    )
+    with pytest.raises(InvalidInputError, match="non-zero embedding under cosine"):
+        pipeline.ingest(docs)
+    assert store.count() == 0
+    table = cache.cache_table(store.collection.schema)
+    assert store.engine is not None
+    with store.engine.connect() as conn:
+        cached = conn.execute(sa.select(sa.func.count()).where(table.c.model == name))
+        assert cached.scalar_one() == 0

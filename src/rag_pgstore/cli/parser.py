@@ -91,7 +91,7 @@ def _reading(sub: Any, common: argparse.ArgumentParser, model: argparse.Argument
         "--bulk",
         action="store_true",
         help="load an empty collection in one transaction, indexes built once at the end "
-        "(all or nothing; embeddings are cached either way)",
+        "(all or nothing; computed embeddings are cached either way, unless --no-cache)",
     )
     load.add_argument(
         "--writers",

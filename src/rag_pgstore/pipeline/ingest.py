@@ -200,8 +200,14 @@ class Pipeline:
         ``bulk=True`` loads an empty collection in one transaction, its indexes built once at
         the end (:meth:`ChunkStore.bulk_load`): nothing is visible until every document is in,
         and a failed run writes nothing, though the embeddings it computed are kept in the
-        cache, so a rerun does not pay for them again. It needs a second pooled connection
-        (for the cache) and refuses a collection that holds chunks.
+        cache (unless ``embedding_cache=False``), so a rerun does not pay for them again. It
+        needs a second pooled connection (for the cache) and refuses a collection that holds
+        chunks.
+
+        With one writer, ``documents`` is read (and chunked) one batch ahead on a worker
+        thread, in the caller's context, while the batch before is embedded and written: an
+        iterator that only works on the thread that made it (a ``sqlite3`` cursor) should be
+        read into a list first, or use ``aingest``.
         """
         embedder = as_embedder(self.embedder)
         report = IngestReport()
@@ -437,7 +443,8 @@ class Pipeline:
         records = [ch.to_chunk(vectors[ch.content_hash]) for ch in wanted]
         # Checked here, once (size, finite, not all zeros under cosine), before the cache keeps
         # any new vector: a bad one must not be served from the cache forever after.
-        write = writes.upsert(c, records) if records else None
+        # One batch however many records (a document of thousands of chunks): checked now.
+        write = writes.upsert(c, records, batch_size=max(len(records), 1)) if records else None
         if computed and self.embedding_cache:
             # Its own commit, so it is kept if we die; retried if it loses a deadlock.
             yield _Db(lambda: cache.remember(c.schema, model, computed))

@@ -24,6 +24,7 @@ from rag_pgstore.adapters.langchain.documents import in_order, to_document
 from rag_pgstore.adapters.langchain.retriever import PgStoreRetriever
 from rag_pgstore.codec import compact_vectors
 from rag_pgstore.errors import InvalidInputError
+from rag_pgstore.ops.writes import DEFAULT_BATCH
 from rag_pgstore.store import ChunkStore
 from rag_pgstore.types import Chunk, Filter, HybridOptions
 
@@ -258,9 +259,10 @@ class LangChainVectorStore(VectorStore):
         100k texts never form one statement: they are written by COPY in the store's batches
         (5,000 chunks), the next batch embedded while the one before is written, so a few
         batches of vectors are in memory at most. Returns the ids, generated where missing.
-        Up to ``embed_batch_size`` texts are embedded before the transaction begins (so it
-        can be retried); more are embedded as they stream, inside it, and the collection's
-        other writers wait for it meanwhile (see the guide's *Concurrent writers*).
+        A list of up to 5,000 texts is embedded before the transaction begins (so it can be
+        retried); more, or an iterator, are embedded as they stream, inside it, and the
+        collection's other writers wait for a stream of several batches meanwhile (see the
+        guide's *Concurrent writers*).
         """
         written: list[str] = []
 
@@ -358,7 +360,9 @@ class LangChainVectorStore(VectorStore):
         return documents.batches(texts, metadatas, ids, self.embed_batch_size)
 
     def _one_batch(self, texts: Iterable[str]) -> bool:
-        return isinstance(texts, Sequence) and len(texts) <= self.embed_batch_size
+        """Texts that make one write batch: embedded first, then written as a list (checked
+        whole, and retried whole if PostgreSQL aborts the transaction)."""
+        return isinstance(texts, Sequence) and len(texts) <= DEFAULT_BATCH
 
     def _chunk(
         self, chunk_id: str, text: str, metadata: dict[str, Any], vector: Sequence[float]

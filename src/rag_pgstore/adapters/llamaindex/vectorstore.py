@@ -335,11 +335,11 @@ def to_chunk(node: BaseNode) -> Chunk:
 def _bookkeeping(node: BaseNode) -> dict[str, str]:
     """What ``node_to_metadata_dict(node, remove_text=True)`` keeps of a node.
 
-    The same JSON text LlamaIndex writes, less the user metadata (stored in its own column),
-    the text (in ``content``) and the vector (which it would dump float by float only to
-    throw away), made by pydantic's serializer straight to JSON: building the dictionaries
-    first, on a heap that holds the caller's nodes, cost most of a write in garbage
-    collection. (pydantic writes a NaN in a relationship's metadata as null.)
+    The same JSON value LlamaIndex writes (keys in another order), less the user metadata
+    (stored in its own column), the text (in ``content``) and the vector (which it would dump
+    float by float only to throw away), made by pydantic's serializer straight to JSON:
+    building the dictionaries first, on a heap that holds the caller's nodes, cost most of a
+    write in garbage collection. (pydantic writes a NaN in a relationship's metadata as null.)
     """
     rest = node.model_dump_json(exclude=_LEFT_OUT)  # never "{}": class_name is always in it
     text = '"text":"",' if "text" in type(node).model_fields else ""
