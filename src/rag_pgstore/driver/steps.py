@@ -50,7 +50,8 @@ class Fetch:
     prepares a statement run five times on a connection, and PostgreSQL may then keep one
     generic plan for it, which can be wrong for later values: the write path's existence check,
     first planned on an empty table, would stay a sequential scan while its transaction fills
-    the table.
+    the table. Its parameters go to psycopg as they are, without SQLAlchemy's bind processing:
+    for plain values (text, numbers, arrays of them), not JSONB or enum types.
     """
 
     statement: Executable
