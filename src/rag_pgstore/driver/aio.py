@@ -144,20 +144,31 @@ async def _step(conn: AsyncConnection, step: Step) -> Any:
     return True
 
 
-async def _copy(conn: AsyncConnection, step: Copy) -> None:
+async def _driver(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
+    """The transaction's psycopg connection, for what SQLAlchemy has no word for (COPY, an
+    unprepared statement)."""
     if True:  # ASYNC
         raw = (await conn.get_raw_connection()).driver_connection
     else:
         raw = conn.connection.driver_connection
     assert isinstance(raw, psycopg.AsyncConnection)
+    return raw
+
+
+async def _drop_if_broken(conn: AsyncConnection, raw: psycopg.AsyncConnection[Any]) -> None:
+    if raw.broken:  # SQLAlchemy did not see this one: keep the dead connection out of the pool
+        await conn.invalidate()
+
+
+async def _copy(conn: AsyncConnection, step: Copy) -> None:
+    raw = await _driver(conn)
     try:
         async with raw.cursor() as cursor, cursor.copy(step.statement) as copy:
             copy.set_types(list(step.types))
             for row in step.rows():
                 await copy.write_row(row)
     except psycopg.Error:
-        if raw.broken:  # SQLAlchemy did not see this one: keep the dead connection out of the pool
-            await conn.invalidate()
+        await _drop_if_broken(conn, raw)
         raise
 
 
@@ -168,18 +179,13 @@ async def _unprepared(conn: AsyncConnection, step: Fetch) -> list[tuple[Any, ...
         dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
     )
     params = {**compiled.params, **(step.params or {})}
-    if True:  # ASYNC
-        raw = (await conn.get_raw_connection()).driver_connection
-    else:
-        raw = conn.connection.driver_connection
-    assert isinstance(raw, psycopg.AsyncConnection)
+    raw = await _driver(conn)
     try:
         async with raw.cursor() as cursor:
             await cursor.execute(compiled.string, params, prepare=False)
             return await cursor.fetchall()
     except psycopg.Error:
-        if raw.broken:
-            await conn.invalidate()
+        await _drop_if_broken(conn, raw)
         raise
 
 
@@ -212,8 +218,7 @@ async def _read(conn: AsyncConnection, database: str, step: Read) -> list[dict[s
             await cursor.execute(policy.form(database, step), step.params)
             return await cursor.fetchall()
     except psycopg.Error:
-        if raw.broken:
-            await conn.invalidate()
+        await _drop_if_broken(conn, raw)
         raise
     finally:
         if not raw.broken:

@@ -125,17 +125,28 @@ def _step(conn: Connection, step: Step) -> Any:
     return True
 
 
-def _copy(conn: Connection, step: Copy) -> None:
+def _driver(conn: Connection) -> psycopg.Connection[Any]:
+    """The transaction's psycopg connection, for what SQLAlchemy has no word for (COPY, an
+    unprepared statement)."""
     raw = conn.connection.driver_connection
     assert isinstance(raw, psycopg.Connection)
+    return raw
+
+
+def _drop_if_broken(conn: Connection, raw: psycopg.Connection[Any]) -> None:
+    if raw.broken:  # SQLAlchemy did not see this one: keep the dead connection out of the pool
+        conn.invalidate()
+
+
+def _copy(conn: Connection, step: Copy) -> None:
+    raw = _driver(conn)
     try:
         with raw.cursor() as cursor, cursor.copy(step.statement) as copy:
             copy.set_types(list(step.types))
             for row in step.rows():
                 copy.write_row(row)
     except psycopg.Error:
-        if raw.broken:  # SQLAlchemy did not see this one: keep the dead connection out of the pool
-            conn.invalidate()
+        _drop_if_broken(conn, raw)
         raise
 
 
@@ -146,15 +157,13 @@ def _unprepared(conn: Connection, step: Fetch) -> list[tuple[Any, ...]]:
         dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
     )
     params = {**compiled.params, **(step.params or {})}
-    raw = conn.connection.driver_connection
-    assert isinstance(raw, psycopg.Connection)
+    raw = _driver(conn)
     try:
         with raw.cursor() as cursor:
             cursor.execute(compiled.string, params, prepare=False)
             return cursor.fetchall()
     except psycopg.Error:
-        if raw.broken:
-            conn.invalidate()
+        _drop_if_broken(conn, raw)
         raise
 
 
@@ -181,8 +190,7 @@ def _read(conn: Connection, database: str, step: Read) -> list[dict[str, Any]]:
             cursor.execute(policy.form(database, step), step.params)
             return cursor.fetchall()
     except psycopg.Error:
-        if raw.broken:
-            conn.invalidate()
+        _drop_if_broken(conn, raw)
         raise
     finally:
         if not raw.broken:

@@ -50,10 +50,10 @@ def upsert(
         return _upsert(collection, aprefetched(_abatches(collection, chunks, batch_size)))
     if isinstance(chunks, (str, bytes, Chunk)) or not isinstance(chunks, Iterable):
         raise InvalidInputError(f"expected an iterable of Chunk, got {type(chunks).__name__}")
-    if isinstance(chunks, Sequence) and len(chunks) <= batch_size:
-        batch = _check(collection, chunks)  # once: a retry writes the same checked batch
-        return lambda: _upsert(collection, iter([batch]))
-    if isinstance(chunks, Sequence):
+    if isinstance(chunks, Sequence):  # can be read again: a retry starts afresh
+        if len(chunks) <= batch_size:
+            batch = _check(collection, chunks)  # once: a retry writes the same checked batch
+            return lambda: _upsert(collection, iter([batch]))
         return lambda: _upsert(collection, prefetched(_batches(collection, chunks, batch_size)))
     return _upsert(collection, prefetched(_batches(collection, chunks, batch_size)))
 

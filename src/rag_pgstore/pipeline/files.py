@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag_pgstore.errors import InvalidInputError
-from rag_pgstore.pipeline.ingest import Document
+from rag_pgstore.pipeline.batches import Document
 
 __all__ = ["FileSet", "Skipped", "document_id", "find_files", "read_document"]
 

@@ -25,7 +25,6 @@ from collections.abc import (
     Generator,
     Iterable,
     Iterator,
-    Mapping,
     Sequence,
 )
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -40,6 +39,7 @@ from rag_pgstore.driver.prefetch import aprefetched, prefetched
 from rag_pgstore.driver.steps import Fetch, Plan, PlanSource, Read
 from rag_pgstore.errors import EmbeddingError, InvalidInputError
 from rag_pgstore.ops import cache, registry, writes
+from rag_pgstore.pipeline.batches import Batch, Document, abatches_of, batches_of
 from rag_pgstore.pipeline.embedders import Embedder, as_embedder
 from rag_pgstore.schema import Collection
 from rag_pgstore.sql.search import any_of, compiled
@@ -48,15 +48,6 @@ from rag_pgstore.store import ChunkStore
 from rag_pgstore.types import Chunk
 
 __all__ = ["Document", "IngestReport", "Pipeline", "documents_under"]
-
-
-@dataclass(frozen=True)
-class Document:
-    """A source document: ``id`` becomes every chunk's ``entity_id``."""
-
-    id: str
-    text: str
-    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,14 +100,6 @@ class _Store:
 
 
 _Effect = _Db | _Embed | _Existing | _Store
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """Documents that are written together, already checked and chunked (by document id)."""
-
-    documents: list[Document]
-    chunks: dict[str, list[TextChunk]]
 
 
 class _Tally:
@@ -217,7 +200,7 @@ class Pipeline:
         if self.embedding_cache:
             self.store.run_plan(cache.setup(c.schema))
         self.store.run_plan(self._claim(embedder))
-        batches = self._batches(iter(documents))
+        batches = batches_of(iter(documents), self.chunker, self.batch_documents, self.batch_chunks)
         if bulk:
             self.store.run_plan(lambda: _refuse_unless_empty(c))
             records = self._records(batches, embedder, tally)
@@ -256,7 +239,7 @@ class Pipeline:
         if self.embedding_cache:
             await self.store.arun_plan(cache.setup(c.schema))
         await self.store.arun_plan(self._claim(embedder))
-        batches = self._abatches(documents)
+        batches = abatches_of(documents, self.chunker, self.batch_documents, self.batch_chunks)
         if bulk:
             await self.store.arun_plan(lambda: _refuse_unless_empty(c))
             records = self._arecords(batches, embedder, tally)
@@ -293,7 +276,7 @@ class Pipeline:
 
     def _run(
         self,
-        batch: _Batch,
+        batch: Batch,
         embedder: Embedder,
         tally: _Tally,
         bulk: list[Chunk] | None = None,
@@ -317,7 +300,7 @@ class Pipeline:
 
     def _run_parallel(
         self,
-        batches: Iterator[_Batch],
+        batches: Iterator[Batch],
         seen: set[str],
         prune: Sequence[str],
         embedder: Embedder,
@@ -343,7 +326,7 @@ class Pipeline:
 
     async def _arun(
         self,
-        batch: _Batch,
+        batch: Batch,
         embedder: Embedder,
         tally: _Tally,
         bulk: list[Chunk] | None = None,
@@ -365,7 +348,7 @@ class Pipeline:
                 reply = await self.store.arun_plan(_plan(self.store.collection, effect))
 
     def _records(
-        self, batches: Iterator[_Batch], embedder: Embedder, tally: _Tally
+        self, batches: Iterator[Batch], embedder: Embedder, tally: _Tally
     ) -> Iterator[Chunk]:
         """A bulk load's chunks, one batch of documents at a time."""
         for batch in batches:
@@ -374,7 +357,7 @@ class Pipeline:
             yield from chunks
 
     async def _arecords(
-        self, batches: AsyncIterator[_Batch], embedder: Embedder, tally: _Tally
+        self, batches: AsyncIterator[Batch], embedder: Embedder, tally: _Tally
     ) -> AsyncIterator[Chunk]:
         """Async :meth:`_records`."""
         async for batch in batches:
@@ -389,29 +372,7 @@ class Pipeline:
 
     # -- the steps, once ---------------------------------------------------------------------
 
-    def _batches(self, documents: Iterator[Document]) -> Iterator[_Batch]:
-        filling = _Filling(self)
-        for doc in documents:
-            if full := filling.add(doc):
-                yield full
-        if rest := filling.rest():
-            yield rest
-
-    async def _abatches(
-        self, documents: Iterable[Document] | AsyncIterable[Document]
-    ) -> AsyncIterator[_Batch]:
-        if not isinstance(documents, AsyncIterable):
-            for ready in self._batches(iter(documents)):
-                yield ready
-            return
-        filling = _Filling(self)
-        async for doc in documents:
-            if full := filling.add(doc):
-                yield full
-        if rest := filling.rest():
-            yield rest
-
-    def _batch(self, batch: _Batch, model: str, tally: _Tally) -> Generator[_Effect, Any, None]:
+    def _batch(self, batch: Batch, model: str, tally: _Tally) -> Generator[_Effect, Any, None]:
         c = self.store.collection
         docs, chunked = batch.documents, batch.chunks
         existing: dict[str, tuple[Any, ...]] = yield _Existing(list(chunked))
@@ -509,7 +470,7 @@ class Pipeline:
         return [v for part in parts for v in part]
 
 
-def _note(seen: set[str], batch: _Batch, prune: Sequence[str]) -> None:
+def _note(seen: set[str], batch: Batch, prune: Sequence[str]) -> None:
     """Remember the batch's document ids that pruning will ask about (those under ``prune``;
     none without it: a million ids would be a large set for nothing)."""
     prefixes = tuple(prune)
@@ -561,57 +522,6 @@ def _refuse_unless_empty(c: Collection) -> Plan[None]:
 
 def _quiet(report: IngestReport) -> None:
     del report
-
-
-class _Filling:
-    """The batch being filled: it is full at ``batch_documents`` documents or once their
-    chunks reach ``batch_chunks`` (a document is never split: its chunks commit together).
-
-    Each document is checked and chunked as it joins, so a bad one fails before anything
-    of its batch is written.
-    """
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-        self.batch = _Batch([], {})
-        self.size = 0
-
-    def add(self, doc: Document) -> _Batch | None:
-        _check(doc)
-        if doc.id in self.batch.chunks:
-            raise InvalidInputError(
-                f"expected distinct document ids in a batch, got {doc.id!r} twice"
-            )
-        chunks = self.pipeline.chunker.chunk(doc.text, entity_id=doc.id, metadata=doc.metadata)
-        self.batch.documents.append(doc)
-        self.batch.chunks[doc.id] = chunks
-        self.size += len(chunks)
-        p = self.pipeline
-        if len(self.batch.documents) >= p.batch_documents or self.size >= p.batch_chunks:
-            return self.rest()
-        return None
-
-    def rest(self) -> _Batch | None:
-        full, self.batch, self.size = self.batch, _Batch([], {}), 0
-        return full if full.documents else None
-
-
-def _check(d: Document) -> None:
-    if not isinstance(d, Document):
-        raise InvalidInputError(f"expected rag_pgstore.Document, got {type(d).__name__}")
-    if not isinstance(d.id, str) or not d.id:
-        raise InvalidInputError(f"expected a non-empty str document id, got {d.id!r}")
-    if not isinstance(d.text, str):
-        raise InvalidInputError(
-            f"expected str text in document {d.id!r}, got {type(d.text).__name__}"
-        )
-    if "\x00" in d.text:
-        # PostgreSQL text cannot hold NUL; failing here, before anything of its batch is
-        # written, names the document rather than one of its chunks.
-        raise InvalidInputError(
-            f"expected text without NUL characters in document {d.id!r}: is it a binary "
-            "file? Decode it first, or drop the NULs"
-        )
 
 
 def _checked(vectors: Sequence[Sequence[float]], texts: list[str]) -> list[Sequence[float]]:
