@@ -201,6 +201,31 @@ class ChunkStore:
         return store
 
     @classmethod
+    def open(
+        cls, engine: Engine | None, async_engine: AsyncEngine | None = None, **options: Any
+    ) -> ChunkStore:
+        """Open an existing collection on engines you own, its dimension, distance and text
+        configuration read from the registry (:class:`CollectionNotFoundError` if it has
+        none). Keyword arguments are the constructor's, without ``dim``.
+
+        >>> store = ChunkStore.open(engine, collection="docs")
+        """
+        store = cls(engine, async_engine, dim=1, **options)  # 1: until the registry is read
+        c = store.collection
+        store.collection = store.run_plan(lambda: registry.opened(c, options))
+        return store
+
+    @classmethod
+    async def aopen(
+        cls, engine: Engine | None, async_engine: AsyncEngine | None = None, **options: Any
+    ) -> ChunkStore:
+        """Async :meth:`open`: the registry is read on the async engine."""
+        store = cls(engine, async_engine, dim=1, **options)
+        c = store.collection
+        store.collection = await store.arun_plan(lambda: registry.opened(c, options))
+        return store
+
+    @classmethod
     def list_collections(
         cls,
         url: str | URL | None,

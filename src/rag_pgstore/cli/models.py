@@ -16,8 +16,8 @@ from rag_pgstore.pipeline.embedders import (
     LOCAL_DIM,
     LOCAL_MODEL,
     Embedder,
-    hash_embedder,
-    local_embedder,
+    bundled_embedder,
+    embedder_dim,
     local_model_installed,
 )
 from rag_pgstore.store import ChunkStore
@@ -104,7 +104,7 @@ def for_collection(args: argparse.Namespace, store: ChunkStore, recorded: str | 
             f"{recorded!r}{switch}"
         )
     embedder = load(name)
-    dim = LOCAL_DIM if name.startswith("local:") else int(name.split(":", 1)[1])
+    dim = embedder_dim(name)
     if dim != store.collection.dim:
         raise SchemaError(
             f"collection {store.collection.name!r} holds {store.collection.dim}-dimensional "
@@ -116,11 +116,9 @@ def for_collection(args: argparse.Namespace, store: ChunkStore, recorded: str | 
 
 def load(name: str) -> Embedder:
     """The embedder recorded as ``name`` (the CLI can load its own two kinds)."""
-    kind, _, detail = name.partition(":")
-    if kind == "local" and detail == LOCAL_MODEL:
-        return local_embedder()
-    if kind == "hash" and detail.isdigit():
-        return hash_embedder(int(detail))
+    embedder = bundled_embedder(name)
+    if embedder is not None:
+        return embedder
     raise SchemaError(
         f"the collection was built with {name!r}, which the command line cannot load; "
         "search it from Python with that model"

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from rag_pgstore.cli import ingest, manage, search
+from rag_pgstore.cli import ingest, manage, search, serve
 
 DEFAULT_COLLECTION = "docs"
 
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     _reading(sub, common, model)
     _managing(sub, common)
+    _serving(sub, common)
     return parser
 
 
@@ -164,6 +165,65 @@ def _managing(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     action.add_parser("drop", parents=[common], help="drop it: searches become exact scans")
     p.set_defaults(run=manage.index)
+
+
+def _serving(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the HTTP API and the search page (until Ctrl-C)",
+        description="Serve the collections over HTTP: a JSON API under /v1, its docs at "
+        "/docs, a search page at /, /healthz, /readyz and /metrics. --collection is the "
+        "one the page opens first. Without an API key it listens on 127.0.0.1 only.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=8080, help="default 8080")
+    p.add_argument(
+        "--api-key",
+        action="append",
+        metavar="SCOPE:SECRET",
+        help=f"read:SECRET or write:SECRET, repeatable; prefer ${serve.KEYS_ENV} "
+        "(comma-separated), which other users of this machine cannot see in `ps`",
+    )
+    p.add_argument(
+        "--embedder",
+        choices=["local", "hash", "none"],
+        default=None,
+        help="the model for collections that have not recorded one (those that have use "
+        "theirs); default: local if installed, else none (vectors only)",
+    )
+    p.add_argument(
+        "--dim", type=_positive, default=256, help="dimensions of the hash embedder (default 256)"
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=_positive,
+        default=16 * 1024 * 1024,
+        help="largest request body (default 16 MiB)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=_positive,
+        default=1000,
+        help="most chunks or documents per write request (default 1000)",
+    )
+    p.add_argument("--max-k", type=_positive, default=1000, help="most results per search")
+    p.add_argument("--pool-size", type=_positive, default=10, help="database connections kept")
+    p.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
+    p.add_argument(
+        "--shutdown-timeout",
+        type=_positive,
+        default=30,
+        help="seconds in-flight requests get to finish at Ctrl-C/SIGTERM (default 30)",
+    )
+    p.set_defaults(run=serve.run)
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {value!r}")
+    return int(value)
 
 
 def _json_filter(value: str) -> Any:

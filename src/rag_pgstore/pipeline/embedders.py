@@ -21,6 +21,7 @@ from rag_pgstore.pipeline.hashing import hash_embedding
 __all__ = [
     "Embedder",
     "as_embedder",
+    "bundled_embedder",
     "hash_embedder",
     "local_embedder",
     "local_model_installed",
@@ -77,6 +78,27 @@ def hash_embedder(dim: int = 256) -> Embedder:
 
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 LOCAL_DIM = 384
+
+
+def bundled_embedder(name: str) -> Embedder | None:
+    """The embedder rag_pgstore itself can load for a recorded ``name``: ``hash:DIM`` or
+    ``local:all-MiniLM-L6-v2``; ``None`` for any other (a model only its owner can load)."""
+    kind, _, detail = name.partition(":")
+    if kind == "local" and detail == LOCAL_MODEL:
+        return local_embedder()
+    if kind == "hash" and detail.isdigit() and int(detail) >= 1:
+        return hash_embedder(int(detail))
+    return None
+
+
+def embedder_dim(name: str) -> int | None:
+    """The dimension of :func:`bundled_embedder`'s model ``name``, without loading it."""
+    kind, _, detail = name.partition(":")
+    if kind == "local" and detail == LOCAL_MODEL:
+        return LOCAL_DIM
+    if kind == "hash" and detail.isdigit() and int(detail) >= 1:
+        return int(detail)
+    return None
 
 
 def local_embedder(batch_size: int = 16, *, processes: int = 1) -> Embedder:
