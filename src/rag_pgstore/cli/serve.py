@@ -3,7 +3,7 @@
 Without an API key the server listens on this machine only (127.0.0.1); anything else needs
 ``--api-key``/``RAG_PGSTORE_API_KEYS``. Logs, access lines included, are JSON on stderr.
 Ctrl-C (or SIGTERM) stops taking connections, lets in-flight requests finish, then closes
-the pool.
+the pool; Ctrl-C then exits 0, SIGTERM by the signal (as uvicorn does).
 """
 
 from __future__ import annotations
@@ -89,6 +89,15 @@ def run(args: argparse.Namespace) -> int:
         f"serving {scheme}://{host}:{args.port}/ (page), /docs (API), collection "
         f"{args.collection!r}, embedder {embedder or 'none'}; {who}. Ctrl-C stops."
     )
+    try:
+        _run(uvicorn, app, args)
+    except KeyboardInterrupt:
+        # uvicorn raises the Ctrl-C again once it has shut down cleanly: the way to stop.
+        return 0
+    return 0
+
+
+def _run(uvicorn: Any, app: Any, args: argparse.Namespace) -> None:
     uvicorn.run(
         app,
         host=args.host,
@@ -100,7 +109,6 @@ def run(args: argparse.Namespace) -> int:
         ssl_certfile=args.ssl_certfile,
         timeout_graceful_shutdown=args.shutdown_timeout,
     )
-    return 0
 
 
 def _log_config() -> dict[str, Any]:
