@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from rag_pgstore import ChunkStore
 from rag_pgstore.pipeline import hash_embedding
 from rag_pgstore.server import Limits
 from rag_pgstore.testing import TestDatabase
+from tests.conftest import waiting_on_a_lock
 from tests.serving import READ_KEY, WRITE_KEY, serving, settings_for
 
 DIM = 32
@@ -126,6 +128,8 @@ def test_health_ready_and_offline_docs(client: httpx.Client) -> None:
     assert client.get("/_docs/swagger-ui-bundle.js").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and 'data-collection="docs"' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
     assert client.get("/page/search.js").status_code == 200
     assert "http" not in client.get("/page/search.js").text.replace("httpx", "")  # no CDN
 
@@ -522,3 +526,142 @@ async def test_concurrent_writers_and_readers_all_succeed(base: str, name: str) 
         await asyncio.gather(*(write(w) for w in range(12)), *(read(i) for i in range(24)))
         count = (await c.post(f"/v1/collections/{name}/count", json={})).json()["count"]
         assert count == 11 * 10 + 20  # ids 0..129, each once
+
+
+# -- a read-only database role -----------------------------------------------------------------
+
+
+def test_a_read_only_role_serves_searches_and_refuses_writes(
+    db: TestDatabase, client: httpx.Client, name: str, engines: tuple[Engine, AsyncEngine]
+) -> None:
+    fill(client, name)
+    role = f"reader_{name}"
+    with engines[0].begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN PASSWORD 'reader-password'")  # test's name
+        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {role}")
+        conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    reader = TestDatabase(db.url.set(username=role, password="reader-password"), "read-only role")
+    try:
+        settings = settings_for(reader, create_extension=False)
+        with serving(settings) as base, httpx.Client(base_url=base, headers=WRITE) as c:
+            url = f"/v1/collections/{name}"
+            for kind, body in (
+                ("vector", {"text": "pgvector"}),
+                ("text", {"text": "pgvector"}),
+                ("hybrid", {"text": "pgvector"}),
+                ("mmr", {"text": "pgvector"}),
+            ):
+                r = c.post(f"{url}/search/{kind}", json=body)
+                assert r.status_code == 200, r.text
+                assert r.json()["results"]
+            assert c.get(url).status_code == 200
+            error(
+                c.post(f"{url}/chunks", json={"chunks": [chunk(50, "no")]}),
+                403,
+                "database_permission_denied",
+            )
+            docs = {"documents": [{"id": "d", "text": "no"}]}
+            error(c.post(f"{url}/documents", json=docs), 403, "database_permission_denied")
+            error(
+                c.post(f"{url}/chunks/delete", json={"ids": ["c0"]}),
+                403,
+                "database_permission_denied",
+            )
+            error(
+                c.post("/v1/collections", json={"name": f"{name}_new"}),
+                403,
+                "database_permission_denied",
+            )
+            assert c.get("/readyz").status_code == 200
+        assert client.post(f"{url}/count", json={}).json()["count"] == len(TEXTS)
+    finally:
+        with engines[0].begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+
+
+# -- gates, bounds and the pool ----------------------------------------------------------------
+
+
+def test_no_key_is_refused_before_the_body_is_read(base: str) -> None:
+    with httpx.Client(base_url=base) as anonymous:
+        r = anonymous.post(
+            "/v1/collections/x/chunks",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
+        assert error(r, 401, "unauthorized").startswith("expected an API key")
+
+
+def test_without_keys_only_this_machine_by_a_local_name(db: TestDatabase) -> None:
+    with serving(settings_for(db, keys=())) as base, httpx.Client(base_url=base) as c:
+        assert c.get("/v1/collections").status_code == 200  # no key needed
+        assert c.get("/v1/collections", headers={"Host": "localhost:8080"}).status_code == 200
+        assert c.get("/v1/collections", headers={"Host": "[::1]:8080"}).status_code == 200
+        rebound = c.get("/v1/collections", headers={"Host": "attacker.example:8080"})
+        assert "only requests from this machine" in error(rebound, 403, "local_only")
+        error(c.get("/", headers={"Host": "attacker.example"}), 403, "local_only")
+
+
+def test_unknown_methods_share_one_metric_label(client: httpx.Client) -> None:
+    for method in ("FOO1", "BAR2"):
+        client.request(method, "/healthz")
+    body = client.get("/metrics").text
+    assert 'method="other"' in body
+    assert "FOO1" not in body and "BAR2" not in body
+
+
+def test_hybrid_legs_are_bounded_too(client: httpx.Client, name: str) -> None:
+    url = f"/v1/collections/{name}/search/hybrid"
+    error(client.post(url, json={"text": "x", "vector_k": 101}), 422, "k_too_large")
+    error(client.post(url, json={"text": "x", "text_k": 10**12}), 422, "k_too_large")
+    error(client.post(url, json={"text": "x" * 10_001}), 422, "invalid_request")
+
+
+def test_models_are_recorded_only_where_they_fit(
+    client: httpx.Client, collection_name: str
+) -> None:
+    other = f"{collection_name}_d7"
+    try:
+        made = client.post("/v1/collections", json={"name": other, "dim": 7})
+        assert made.status_code == 201 and made.json()["embedder"] is None  # hash:32 does not fit
+        docs = {"documents": [{"id": "a", "text": "some text"}]}
+        r = client.post(f"/v1/collections/{other}/chunks", json={"chunks": [chunk(1, "text")]})
+        assert "expected 7 dimensions" in error(r, 422, "dimension_mismatch")
+        r = client.post(f"/v1/collections/{other}/documents", json=docs)
+        assert "making 32" in error(r, 422, "dimension_mismatch")
+        assert client.get(f"/v1/collections/{other}").json()["embedder"] is None  # nothing recorded
+        bad = {"name": f"{collection_name}_x", "dim": 32, "embedder": "hash:16"}
+        error(client.post("/v1/collections", json=bad), 422, "dimension_mismatch")
+    finally:
+        client.delete(f"/v1/collections/{other}")
+
+
+def test_an_exhausted_pool_is_a_503_not_a_hang(
+    db: TestDatabase, collection_name: str, engines: tuple[Engine, AsyncEngine]
+) -> None:
+    settings = settings_for(db, pool_size=1, max_overflow=0, pool_timeout=0.5)
+    with serving(settings) as base, httpx.Client(base_url=base, headers=WRITE, timeout=60) as c:
+        assert c.post("/v1/collections", json={"name": collection_name}).status_code == 201
+        answers: list[httpx.Response] = []
+        with engines[0].connect() as lock:
+            lock.exec_driver_sql(f'LOCK TABLE "{collection_name}" IN ACCESS EXCLUSIVE MODE')
+            body = {"chunks": [chunk(1, "held")]}
+            writer = threading.Thread(
+                target=lambda: answers.append(
+                    c.post(f"/v1/collections/{collection_name}/chunks", json=body)
+                )
+            )
+            writer.start()
+            while not waiting_on_a_lock(lock):
+                pass
+            busy = c.post(f"/v1/collections/{collection_name}/count", json={})
+            assert error(busy, 503, "database_unavailable").startswith(
+                "the database is unavailable"
+            )
+            assert busy.headers["retry-after"]
+            lock.rollback()
+            writer.join(30)
+        assert answers[0].status_code == 200
+        assert c.post(f"/v1/collections/{collection_name}/count", json={}).json() == {"count": 1}
+        c.delete(f"/v1/collections/{collection_name}")

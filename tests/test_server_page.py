@@ -86,7 +86,7 @@ def test_search_from_the_page(site: str, browser: object, shot: Path) -> None:
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.goto(site + "/")
     # Without a key the API says so, and the page shows it.
-    page.wait_for_function("document.getElementById('status').textContent.includes('401')")
+    page.wait_for_selector("#status:has-text('401')")
     page.click("#more summary")
     page.fill("#key", READ_KEY)
     page.dispatch_event("#key", "change")
@@ -126,20 +126,20 @@ def test_search_from_the_page(site: str, browser: object, shot: Path) -> None:
     page.check("input[name=kind][value=text]")
     page.fill("#query", "connection pool")
     page.click("#go")
-    page.wait_for_function("document.getElementById('status').textContent.includes('(text')")
+    page.wait_for_selector("#status:has-text('(text')")
     assert page.query_selector_all("#results li.hit")
 
     page.click("#more summary")
     page.fill("#filter", '{"page": {"$in": ["pipeline"]}')  # not JSON: a brace is missing
     page.click("#go")
-    page.wait_for_function("document.getElementById('status').textContent.includes('not JSON')")
+    page.wait_for_selector("#status:has-text('not JSON')")
     page.fill("#filter", '{"page": {"$near": 1}}')
     page.click("#go")
-    page.wait_for_function("document.getElementById('status').textContent.includes('bad_filter')")
+    page.wait_for_selector("#status:has-text('bad_filter')")
     assert page.query_selector_all("#results li.hit") == []
     page.fill("#filter", '{"page": "pipeline"}')
     page.click("#go")
-    page.wait_for_function("document.getElementById('status').textContent.includes('(text')")
+    page.wait_for_selector("#status:has-text('(text')")
     entities = {e.inner_text() for e in page.query_selector_all("#results .entity")}
     assert entities == {"docs/pipeline.md"}
     assert problems == []

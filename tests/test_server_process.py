@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ from rag_pgstore.testing import TestDatabase
 from tests.conftest import waiting_on_a_lock
 from tests.serving import serving, settings_for
 
+ROOT = Path(__file__).parent.parent
 KEY = "operator-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
@@ -149,7 +151,7 @@ def test_serve_logs_json_and_finishes_in_flight_requests(
     assert {(r["method"], r["route"], r["status"]) for r in access} >= {
         ("POST", "/v1/collections", 201),
         ("POST", "/v1/collections/{name}/chunks", 200),
-        ("GET", "/v1/collections", 401),
+        ("GET", "key_check", 401),
     }
     assert all(isinstance(r["duration_ms"], float) for r in access)
     assert any(
@@ -169,6 +171,9 @@ def test_readyz_follows_the_database(tmp_path: Path, collection_name: str) -> No
             down = c.get("/readyz")
             assert down.status_code == 503
             assert down.json()["error"]["code"] == "database_unavailable"
+            # What libpq said (socket paths, ports, role names) stays in the log.
+            assert down.json()["error"]["message"].startswith("the database is unavailable")
+            assert "socket" not in down.text and "postgres" not in down.text
             assert int(down.headers["retry-after"]) > 0
             assert "Traceback" not in down.text
             assert c.get("/healthz").status_code == 200  # the process itself is fine
@@ -180,3 +185,26 @@ def test_readyz_follows_the_database(tmp_path: Path, collection_name: str) -> No
 
 
 AUTH_READ = {"X-API-Key": "read-key-0123456789abcdef"}
+
+
+def test_the_readme_recipe_runs_as_written(tmp_path: Path) -> None:
+    """The README's "Serve it over HTTP" commands, in bash, on an embedded server of its own."""
+    if shutil.which("curl") is None:
+        pytest.skip("the recipe uses curl, which this machine lacks")
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", 8080)) == 0:
+            pytest.skip("port 8080, which the recipe uses, is taken")
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("**Serve it over HTTP**") :]
+    start = section.index("```bash\n") + len("```bash\n")
+    recipe = section[start : section.index("\n```", start)]
+    env = {**os.environ, "RAG_PGSTORE_DATA_DIR": str(tmp_path / "pg")}
+    env.pop("DATABASE_URL", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    done = subprocess.run(
+        ["bash", "-e", "-c", recipe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["kind"] == "hybrid" and len(answer["results"]) == 3
+    assert all(hit["entity_id"].startswith(str(ROOT / "docs")) for hit in answer["results"])

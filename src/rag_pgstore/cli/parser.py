@@ -208,7 +208,18 @@ def _serving(sub: Any, common: argparse.ArgumentParser) -> None:
         help="most chunks or documents per write request (default 1000)",
     )
     p.add_argument("--max-k", type=_positive, default=1000, help="most results per search")
-    p.add_argument("--pool-size", type=_positive, default=10, help="database connections kept")
+    p.add_argument(
+        "--max-offset", type=_positive, default=10_000, help="most results skipped (paging)"
+    )
+    p.add_argument(
+        "--pool-size", type=_positive, default=10, help="database connections kept (default 10)"
+    )
+    p.add_argument(
+        "--max-overflow",
+        type=_count,
+        default=10,
+        help="connections opened beyond the pool under load (default 10)",
+    )
     p.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     p.add_argument(

@@ -73,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             max_batch=args.max_batch,
             max_k=args.max_k,
+            max_offset=args.max_offset,
         ),
         pool_size=args.pool_size,
+        max_overflow=args.max_overflow,
         create_extension=args.create_extension,
     )
     app = create_app(settings)

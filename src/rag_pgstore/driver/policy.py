@@ -47,7 +47,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-DRIVER_ERRORS = (sa_exc.DBAPIError, psycopg.Error)
+# sa_exc.TimeoutError: no pooled connection came free in time (not a DBAPIError).
+DRIVER_ERRORS = (sa_exc.DBAPIError, psycopg.Error, sa_exc.TimeoutError)
 
 # -- plans -----------------------------------------------------------------------------------
 
@@ -97,6 +98,8 @@ def lost(exc: BaseException) -> bool:
     """
     if isinstance(exc, sa_exc.DBAPIError):
         return exc.connection_invalidated
+    if isinstance(exc, sa_exc.TimeoutError):
+        return False  # the pool is busy, not dead: emptying it would only add to the wait
     sqlstate = getattr(exc, "sqlstate", None)
     # No sqlstate: the socket died. 08: connection exceptions. 57P01-03: the server shut down
     # or restarted (not 57014, a cancelled statement, which must not be repeated).
@@ -122,6 +125,12 @@ def translate(exc: BaseException) -> RagPgStoreError:
     The message is the server's primary message (or the first line of the driver's) with the
     SQLSTATE; ``detail`` and ``hint`` keep the rest, and the driver's error is ``__cause__``.
     """
+    if isinstance(exc, sa_exc.TimeoutError):
+        return DatabaseUnavailableError(
+            "no database connection came free within the pool's timeout: every pooled "
+            "connection is busy; raise pool_size / max_overflow (engine_options), or send "
+            "fewer requests at once"
+        )
     orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
     sqlstate = getattr(orig, "sqlstate", None)
     diag = getattr(orig, "diag", None)

@@ -23,7 +23,7 @@ from rag_pgstore import embedded
 from rag_pgstore.connect import make_async_engine
 from rag_pgstore.server import errors
 from rag_pgstore.server.metrics import Metrics
-from rag_pgstore.server.middleware import BodyLimit, Observe
+from rag_pgstore.server.middleware import BodyLimit, KeyGate, LocalOnly, Observe
 from rag_pgstore.server.routes import chunks, collections, documents, health, search
 from rag_pgstore.server.settings import Keys, ServerSettings
 from rag_pgstore.server.state import Collections
@@ -54,6 +54,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             {
                 "pool_size": settings.pool_size,
                 "max_overflow": settings.max_overflow,
+                "pool_timeout": settings.pool_timeout,
                 "connect_args": {"connect_timeout": CONNECT_TIMEOUT},
             },
         )
@@ -87,8 +88,12 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     for module in (health, collections, chunks, documents, search):
         app.include_router(module.router)
     _page(app, settings)
-    # The last added runs first: every request is observed, even one the body limit refuses.
+    # The last added runs first: every request is observed, even one a gate refuses.
     app.add_middleware(BodyLimit, limit=settings.limits.max_body_bytes)
+    if settings.keys:
+        app.add_middleware(KeyGate, keys=app.state.keys)
+    else:
+        app.add_middleware(LocalOnly)
     app.add_middleware(Observe, metrics=metrics)
     return app
 
@@ -101,9 +106,18 @@ def _page(app: FastAPI, settings: ServerSettings) -> None:
 
     @app.get("/", include_in_schema=False)
     async def search_page() -> HTMLResponse:
-        return HTMLResponse(index, headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(index, headers=_PAGE_HEADERS)
 
     app.mount("/page", StaticFiles(packages=[("rag_pgstore.server", "page")]), name="page")
+
+
+# The page runs its own script and style only: no inline code, no framing, no referrer.
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def _version() -> str:

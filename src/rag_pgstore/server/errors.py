@@ -100,13 +100,31 @@ def classify(exc: RagPgStoreError) -> tuple[int, str]:
     return 500, "internal_error"
 
 
+# What a client is told of a failure on our side: the library's message names hosts, roles
+# and the driver's words, which are for the operator (they go to the log).
+_PUBLIC = {
+    "database_unavailable": "the database is unavailable or every connection is busy; "
+    "retry shortly",
+    "database_overloaded": "the database is overloaded; retry shortly",
+    "database_error": "the database refused the operation; the server's log has the details",
+    "embedding_failed": "the embedding model failed; the server's log has the details",
+    "internal_error": "the server failed; its log has the details",
+}
+
+
 async def _library(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RagPgStoreError)
     status, code = classify(exc)
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
     if status >= 500:
         log.warning("%s %s: %s: %s", request.method, request.url.path, code, exc)
-    return error_response(status, code, str(exc), headers)
+    name = request.path_params.get("name")
+    if name and isinstance(exc, (SchemaError, DimensionError)):
+        # The collection may have been dropped or made again elsewhere: read it afresh.
+        collections = getattr(request.app.state, "collections", None)
+        if collections is not None:
+            collections.forget(name)
+    return error_response(status, code, _PUBLIC.get(code, str(exc)), headers)
 
 
 async def _api(request: Request, exc: Exception) -> JSONResponse:
@@ -140,7 +158,7 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "the server failed; its log has the details")
+    return error_response(500, "internal_error", _PUBLIC["internal_error"])
 
 
 def install(app: FastAPI) -> None:

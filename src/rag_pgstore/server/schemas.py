@@ -15,6 +15,7 @@ from rag_pgstore.pipeline.ingest import IngestReport
 from rag_pgstore.types import CollectionInfo, CollectionSummary, ScoredChunk, StoredChunk
 
 JsonFilter = dict[str, Any]
+MAX_QUERY = 10_000  # characters of a query text: a question, not a document
 
 
 class Request(BaseModel):
@@ -235,7 +236,9 @@ class _Search(Request):
 
 class _ByVectorOrText(_Search):
     vector: list[float] | None = None
-    text: str | None = Field(None, description="embedded with the collection's model")
+    text: str | None = Field(
+        None, max_length=MAX_QUERY, description="embedded with the collection's model"
+    )
 
     @model_validator(mode="after")
     def _one(self) -> _ByVectorOrText:
@@ -250,13 +253,13 @@ class VectorSearch(_ByVectorOrText):
 
 
 class TextSearch(_Search):
-    text: str
+    text: str = Field(max_length=MAX_QUERY)
     offset: int = Field(0, ge=0)
     mode: Literal["any", "websearch"] = "any"
 
 
 class HybridSearch(_Search):
-    text: str
+    text: str = Field(max_length=MAX_QUERY)
     vector: list[float] | None = Field(None, description="default: the text, embedded")
     offset: int = Field(0, ge=0)
     vector_weight: float = Field(0.5, ge=0.0, le=1.0)

@@ -118,8 +118,9 @@ class ServerSettings:
     ``"local:all-MiniLM-L6-v2"``, any model :func:`~rag_pgstore.pipeline.as_embedder`
     accepts, or ``None``: such collections take vectors only); a collection that recorded
     a model is always embedded with that one. ``keys``: empty means no authentication,
-    which :mod:`rag_pgstore.cli` allows on 127.0.0.1 only. ``pool_size``/``max_overflow``:
-    the async engine's connection pool.
+    which :mod:`rag_pgstore.cli` allows on 127.0.0.1 only (and the app then answers only
+    this machine). ``pool_size``/``max_overflow``: the async engine's connection pool;
+    ``pool_timeout``: seconds a request waits for a free connection before a 503.
     """
 
     database_url: str | URL | None = None
@@ -130,6 +131,7 @@ class ServerSettings:
     limits: Limits = field(default_factory=Limits)
     pool_size: int = 10
     max_overflow: int = 10
+    pool_timeout: float = 10.0
     embed_threads: int = 2
     create_extension: bool = True
     data_dir: str | None = None
@@ -145,5 +147,9 @@ class ServerSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"expected {name} to be an int >= 1, got {value!r}")
+        if isinstance(self.pool_timeout, bool) or not (
+            isinstance(self.pool_timeout, (int, float)) and self.pool_timeout > 0
+        ):
+            raise InvalidInputError(f"expected pool_timeout > 0, got {self.pool_timeout!r}")
         if not isinstance(self.max_overflow, int) or self.max_overflow < 0:
             raise InvalidInputError(f"expected max_overflow >= 0, got {self.max_overflow!r}")

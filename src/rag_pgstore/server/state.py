@@ -25,6 +25,7 @@ from rag_pgstore.driver.steps import Plan, PlanSource
 from rag_pgstore.errors import (
     DimensionError,
     EmbeddingError,
+    MissingDependencyError,
     RagPgStoreError,
     SchemaError,
 )
@@ -44,6 +45,8 @@ from rag_pgstore.types import Chunk
 __all__ = ["Collections", "Opened"]
 
 QUERY_CACHE_SIZE = 1024  # query texts whose vectors are kept, per server
+QUERY_CACHE_TEXT = 1000  # characters: a longer query is embedded every time, not kept
+REOPEN_SECONDS = 30.0
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Opened:
 
     store: ChunkStore
     embedder: str | None
+    opened_at: float = 0.0
 
 
 class Collections:
@@ -74,14 +78,19 @@ class Collections:
         self.create_extension = create_extension
         self._open: dict[str, Opened] = {}
         self._models: dict[str, Embedder] = {}
+        self._dims: dict[str, int] = {}
         self._queries: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
         # The model is CPU-bound: more threads than cores only queue inside it.
         self._embedding = anyio.CapacityLimiter(embed_threads)
 
     async def get(self, name: str) -> Opened:
-        """The collection ``name``; :class:`CollectionNotFoundError` if it does not exist."""
+        """The collection ``name``; :class:`CollectionNotFoundError` if it does not exist.
+
+        Its registry row is read again after ``REOPEN_SECONDS``: another process may have
+        recorded a model, or dropped and made the collection again with other settings.
+        """
         found = self._open.get(name)
-        if found is not None:
+        if found is not None and time.monotonic() - found.opened_at < REOPEN_SECONDS:
             return found
         check_name(name, "collection")
         store = await ChunkStore.aopen(
@@ -93,7 +102,7 @@ class Collections:
         )
         c = store.collection
         row = await store.arun_plan(lambda: registry.registered(c.schema, c.name))
-        opened = Opened(store, None if row is None else row.get("embedder"))
+        opened = Opened(store, None if row is None else row.get("embedder"), time.monotonic())
         self._open[name] = opened
         return opened
 
@@ -104,7 +113,12 @@ class Collections:
         self, name: str, *, dim: int, embedder: str | None, **options: Any
     ) -> tuple[Opened, bool]:
         """Create collection ``name``, or find it made with the same settings
-        (:class:`SchemaError` if not); ``True`` if it was created now."""
+        (:class:`SchemaError` if not); ``True`` if it was created now.
+
+        ``embedder`` is recorded as its model; without one, a new collection records the
+        server's default model when their dimensions agree (an existing one is left as it
+        is: its vectors may come from any model).
+        """
         store = ChunkStore(
             None,
             self.engine,
@@ -117,6 +131,9 @@ class Collections:
         c = store.collection
         before = await store.arun_plan(lambda: registry.registered(c.schema, c.name))
         await store.asetup()  # checks an existing collection's settings against these
+        default = self.default
+        if embedder is None and before is None and default is not None:
+            embedder = default.name if await self.dim_of(default) == dim else None
         if embedder is not None:
             await store.arun_plan(lambda: registry.claim_embedder(c, embedder))
         self.forget(name)
@@ -147,7 +164,10 @@ class Collections:
             return self.default
         if self.default is not None and self.default.name == name:
             return self.default
-        model = self._models.get(name) or bundled_embedder(name)
+        try:
+            model = self._models.get(name) or bundled_embedder(name)
+        except MissingDependencyError:  # a local model, without the extra installed here
+            model = None
         if model is None:
             raise ApiError(
                 422,
@@ -171,11 +191,12 @@ class Collections:
         return out
 
     async def dim_of(self, model: Embedder) -> int:
-        """How many dimensions ``model`` makes (embedding one word, unless it is ours)."""
-        known = embedder_dim(model.name)
+        """How many dimensions ``model`` makes (embedding one word, once, unless it is ours)."""
+        known = embedder_dim(model.name) or self._dims.get(model.name)
         if known is not None:
             return known
         (vector,) = await self._embed(model, ["dimension"])
+        self._dims[model.name] = len(vector)
         return len(vector)
 
     async def _embed(self, model: Embedder, texts: Sequence[str]) -> list[list[float]]:
@@ -214,9 +235,10 @@ class Collections:
             self._queries.move_to_end(key)
             return cached
         (vector,) = await self.embed(model, [text], opened.store.collection.dim)
-        self._queries[key] = vector
-        if len(self._queries) > QUERY_CACHE_SIZE:
-            self._queries.popitem(last=False)
+        if len(text) <= QUERY_CACHE_TEXT:
+            self._queries[key] = vector
+            if len(self._queries) > QUERY_CACHE_SIZE:
+                self._queries.popitem(last=False)
         return vector
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from rag_pgstore import driver
-from rag_pgstore.errors import InvalidInputError
+from rag_pgstore.errors import DimensionError, InvalidInputError
 from rag_pgstore.ops import registry
 from rag_pgstore.pipeline.embedders import embedder_dim
 from rag_pgstore.server import schemas as s
@@ -34,22 +34,24 @@ async def create_collection(
 ) -> s.CollectionDetail:
     """Create a collection (201), or find it made with the same settings (200)."""
     cols = collections(request)
-    embedder = body.embedder
-    if embedder is None and cols.default is not None:
-        embedder = cols.default.name
-    dim = body.dim
+    model_dim = None
+    if body.embedder is not None:
+        model_dim = embedder_dim(body.embedder)
+    elif cols.default is not None:
+        model_dim = await cols.dim_of(cols.default)
+    dim = body.dim or model_dim
     if dim is None:
-        dim = embedder_dim(embedder) if embedder is not None else None
-        if dim is None and cols.default is not None and embedder == cols.default.name:
-            dim = await cols.dim_of(cols.default)
-        if dim is None:
-            raise InvalidInputError(
-                "expected dim: the server has no embedding model whose dimension it could use"
-            )
+        raise InvalidInputError(
+            "expected dim: the server has no embedding model whose dimension it could use"
+        )
+    if body.embedder is not None and model_dim is not None and model_dim != dim:
+        raise DimensionError(
+            f"expected dim {model_dim} for embedder {body.embedder!r}, got dim {dim}"
+        )
     opened, created = await cols.create(
         body.name,
         dim=dim,
-        embedder=embedder,
+        embedder=body.embedder,
         distance=body.distance,
         keyword=body.keyword,
         text_config=body.text_config,

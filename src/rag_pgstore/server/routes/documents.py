@@ -13,6 +13,7 @@ import sys
 from fastapi import APIRouter, Request
 
 from rag_pgstore.chunking import TokenChunker
+from rag_pgstore.errors import DimensionError
 from rag_pgstore.pipeline import Document, Pipeline
 from rag_pgstore.pipeline.embedders import Embedder
 from rag_pgstore.server import schemas as s
@@ -31,6 +32,13 @@ async def ingest_documents(name: str, body: s.Ingest, request: Request) -> s.Ing
     opened = await cols.get(name)
     model = cols.model_for(opened, writing=True)
     dim = opened.store.collection.dim
+    made = await cols.dim_of(model)
+    if made != dim:
+        # Checked before the pipeline records the model (its first, own transaction).
+        raise DimensionError(
+            f"expected a model making {dim} dimensions for collection {name!r}, got "
+            f"{model.name!r} making {made}: send documents to a collection made for it"
+        )
 
     async def embed(texts: list[str]) -> list[list[float]]:
         return await cols.embed(model, texts, dim)

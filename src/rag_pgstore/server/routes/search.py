@@ -63,7 +63,11 @@ async def text_search(name: str, body: s.TextSearch, request: Request) -> s.Resu
 async def hybrid_search(name: str, body: s.HybridSearch, request: Request) -> s.Results:
     """Keywords and meaning, fused; ``sizes`` reports the candidates and index settings
     each leg ran with."""
-    check_k(settings(request).limits, body.k, body.offset)
+    limits = settings(request).limits
+    check_k(limits, body.k, body.offset)
+    for leg, size in (("vector_k", body.vector_k), ("text_k", body.text_k)):
+        if size is not None:
+            check_k(limits, size, name=leg)
     opened = await collections(request).get(name)
     vector, embedded = await _vector(request, opened, body.vector, body.text)
     options = HybridOptions(
