@@ -124,3 +124,15 @@ def test_keyword_benchmark_on_a_small_dictionary(db: TestDatabase, tmp_path: Pat
     )
     page = (tmp_path / "out" / "results" / "keyword.md").read_text()
     assert "| 3 |" in page and "BM25 recall@10" in page and "| 3 | bm25 |" in page
+
+
+def test_server_load_benchmark_quick(db: TestDatabase, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    run_benchmark(
+        db, tmp_path, "benchmarks.server_load", "--corpus", "docs", "--entries", "200",
+        "--clients", "3", "--seconds", "2",
+    )  # fmt: skip
+    text = (tmp_path / "results" / "server-load.md").read_text()
+    assert "**0 errors**" in text
+    assert "| in-process, one at a time |" in text
+    assert (tmp_path / "benchmarks" / "server-load.png").stat().st_size > 0

@@ -665,3 +665,85 @@ def test_an_exhausted_pool_is_a_503_not_a_hang(
         assert answers[0].status_code == 200
         assert c.post(f"/v1/collections/{collection_name}/count", json={}).json() == {"count": 1}
         c.delete(f"/v1/collections/{collection_name}")
+
+
+# -- the model's failures, and an outdated schema ----------------------------------------------
+
+
+def test_model_errors_have_their_codes(
+    db: TestDatabase, collection_name: str, engines: tuple[Engine, AsyncEngine]
+) -> None:
+    def flaky(texts: list[str]) -> list[list[float]]:
+        if any("boom" in t for t in texts):
+            raise RuntimeError("the model server said no (token sk-secret)")
+        return [hash_embedding(t, DIM) for t in texts]
+
+    with (
+        serving(settings_for(db, embedder=flaky)) as base,
+        httpx.Client(base_url=base, headers=WRITE) as c,
+    ):
+        assert c.post("/v1/collections", json={"name": collection_name}).status_code == 201
+        url = f"/v1/collections/{collection_name}"
+        r = c.post(f"{url}/chunks", json={"chunks": [chunk(1, "fine"), chunk(2, "boom")]})
+        message = error(r, 502, "embedding_failed")
+        assert "sk-secret" not in r.text and "log" in message
+        assert c.post(f"{url}/count", json={}).json() == {"count": 0}
+        assert c.post(f"{url}/chunks", json={"chunks": [chunk(1, "fine")]}).status_code == 200
+        # A collection whose model this server cannot load takes vectors only.
+        store = ChunkStore.open(engines[0], collection=collection_name)
+        c_ = store.collection
+        from rag_pgstore.ops import registry
+
+        store.run_plan(lambda: registry.claim_embedder(c_, "langchain:SomeModel", replace=True))
+    with (
+        serving(settings_for(db, embedder=flaky)) as base,
+        httpx.Client(base_url=base, headers=WRITE) as c,
+    ):
+        url = f"/v1/collections/{collection_name}"
+        r = c.post(f"{url}/search/vector", json={"text": "fine"})
+        assert "langchain:SomeModel" in error(r, 422, "embedder_unavailable")
+        assert c.post(f"{url}/search/vector", json={"vector": [0.1] * DIM}).status_code == 200
+    with (
+        serving(settings_for(db, embedder=None)) as base,
+        httpx.Client(base_url=base, headers=WRITE) as c,
+    ):
+        other = f"{collection_name}_novec"
+        assert c.post("/v1/collections", json={"name": other, "dim": DIM}).status_code == 201
+        r = c.post(f"/v1/collections/{other}/chunks", json={"chunks": [chunk(1, "text")]})
+        assert "send each chunk's embedding" in error(r, 422, "no_embedder")
+        assert c.delete(f"/v1/collections/{other}").status_code == 204
+        assert c.delete(f"/v1/collections/{collection_name}").status_code == 204
+
+
+def test_readyz_reports_an_outdated_schema(
+    db: TestDatabase, collection_name: str, engines: tuple[Engine, AsyncEngine]
+) -> None:
+    from sqlalchemy import update
+
+    from rag_pgstore.schema import SCHEMA_VERSION, registry_table
+
+    store = ChunkStore(engines[0], collection=collection_name, dim=DIM)
+    store.setup()
+    registry = registry_table("public")
+    try:
+        with engines[0].begin() as conn:
+            conn.execute(
+                update(registry)
+                .where(registry.c.name == collection_name)
+                .values(schema_version=SCHEMA_VERSION - 1)
+            )
+        with (
+            serving(settings_for(db, collection=collection_name)) as base,
+            httpx.Client(base_url=base) as c,
+        ):
+            r = c.get("/readyz")
+            assert "setup()" in error(r, 503, "schema_outdated")
+            assert r.headers["retry-after"]
+            store.setup()  # the upgrade
+            assert c.get("/readyz").json() == {
+                "status": "ready",
+                "collection": collection_name,
+                "schema_version": SCHEMA_VERSION,
+            }
+    finally:
+        store.drop()

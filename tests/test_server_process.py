@@ -99,7 +99,7 @@ def test_no_keys_means_this_machine_only(db: TestDatabase, collection_name: str)
 
 @pytest.mark.parametrize(
     ("stop", "exit_status"),
-    [(signal.SIGINT, 0), (signal.SIGTERM, -signal.SIGTERM)],
+    [(signal.SIGINT, 0), (signal.SIGTERM, 128 + signal.SIGTERM)],
     ids=["ctrl-c", "sigterm"],
 )
 def test_serve_logs_json_and_finishes_in_flight_requests(
@@ -201,9 +201,19 @@ def test_the_readme_recipe_runs_as_written(tmp_path: Path) -> None:
     env = {**os.environ, "RAG_PGSTORE_DATA_DIR": str(tmp_path / "pg")}
     env.pop("DATABASE_URL", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    done = subprocess.run(
-        ["bash", "-e", "-c", recipe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+    try:
+        done = subprocess.run(
+            ["bash", "-e", "-c", recipe],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        # The recipe's own processes are gone; the server they shared must not outlive them.
+        if (tmp_path / "pg").exists():
+            embedded.start(tmp_path / "pg").stop()
     assert done.returncode == 0, done.stderr[-3000:]
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["kind"] == "hybrid" and len(answer["results"]) == 3

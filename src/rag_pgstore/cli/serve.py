@@ -3,7 +3,7 @@
 Without an API key the server listens on this machine only (127.0.0.1); anything else needs
 ``--api-key``/``RAG_PGSTORE_API_KEYS``. Logs, access lines included, are JSON on stderr.
 Ctrl-C (or SIGTERM) stops taking connections, lets in-flight requests finish, then closes
-the pool; Ctrl-C then exits 0, SIGTERM by the signal (as uvicorn does).
+the pool; Ctrl-C then exits 0, SIGTERM 143.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import copy
 import importlib.util
 import os
+import signal
 from typing import Any
 
 from rag_pgstore.cli import output
@@ -91,12 +92,19 @@ def run(args: argparse.Namespace) -> int:
         f"serving {scheme}://{host}:{args.port}/ (page), /docs (API), collection "
         f"{args.collection!r}, embedder {embedder or 'none'}; {who}. Ctrl-C stops."
     )
+    # uvicorn shuts down cleanly at Ctrl-C or SIGTERM, then raises the signal again. Ours
+    # turns SIGTERM into a normal exit (143, 128 + 15), so exit handlers still run: the
+    # embedded server this process started is released as at Ctrl-C.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         _run(uvicorn, app, args)
-    except KeyboardInterrupt:
-        # uvicorn raises the Ctrl-C again once it has shut down cleanly: the way to stop.
+    except KeyboardInterrupt:  # Ctrl-C: the way to stop
         return 0
     return 0
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _run(uvicorn: Any, app: Any, args: argparse.Namespace) -> None:

@@ -108,7 +108,9 @@ class BodyLimit:
     """Refuse a body over ``limit`` bytes with a 413, before any of it is parsed.
 
     The declared ``Content-Length`` is checked first; a body sent in chunks is counted as it
-    arrives and refused as soon as it passes the limit.
+    arrives and refused as soon as it passes the limit. (Starlette's own body limit answers
+    in plain text and without reading what is still in flight, which a client sees as a
+    reset connection rather than a 413.)
     """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
