@@ -15,6 +15,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+pytest.importorskip("langchain_core", reason="the imports are read back through LangChain")
+pytest.importorskip("llama_index.core", reason="and through LlamaIndex")
+pytestmark = pytest.mark.frameworks
+
 import sqlalchemy as sa
 from langchain_core.embeddings import Embeddings
 from pgvector.sqlalchemy import VECTOR
