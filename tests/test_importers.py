@@ -467,3 +467,131 @@ def test_llamaindex_persist_dir(tmp_path: Path, make_store: Any) -> None:
         # Scores differ on purpose: ours are relevance in [0, 1] (docs/migrating.md).
     reloaded = StorageContext.from_defaults(persist_dir=str(tmp_path / "index"))
     assert len(reloaded.vector_store.data.embedding_dict) == len(TEXTS)  # type: ignore[attr-defined]
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_the_import_command(
+    db: Any, engines: tuple[Engine, AsyncEngine], schema: str, collection_name: str, tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    fill_pgvector(engines[0], schema)
+    url = db.url.render_as_string(hide_password=False)
+
+    def rag(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "rag_pgstore.cli", *args, "--database-url", url],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert "Traceback" not in done.stderr, done.stderr
+        return done
+
+    into = f"{collection_name}_cli"
+    first = rag(
+        "import",
+        "langchain-postgres",
+        "--collection-name",
+        "my_docs",
+        "--schema",
+        schema,
+        "--into",
+        into,
+        "--json",
+        "--batch",
+        "3",
+    )
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert (report["rows"], report["verified"], report["collection"]) == (8, True, into)
+    again = rag(
+        "import",
+        "langchain-postgres",
+        "--collection-name",
+        "my_docs",
+        "--schema",
+        schema,
+        "--into",
+        into,
+    )
+    assert again.returncode == 0 and "after 8 from an earlier run" in again.stdout
+    assert "verified  yes: 8 of 8 source rows found" in again.stdout
+    missing = rag(
+        "import", "llama-index", "--table", "data_nothing", "--schema", schema, "--into", into
+    )
+    assert missing.returncode == 1 and "expected a table" in missing.stderr
+    stats = json.loads(rag("stats", "--collection", into, "--json").stdout)
+    assert stats["chunks"] == 8 and stats["dim"] == DIM
+    assert rag("drop", into, "--yes").returncode == 0
+    # Made again, the collection imports everything again: the drop forgot the old place.
+    remade = rag(
+        "import",
+        "langchain-postgres",
+        "--collection-name",
+        "my_docs",
+        "--schema",
+        schema,
+        "--into",
+        into,
+        "--json",
+    )
+    assert json.loads(remade.stdout)["rows"] == 8
+    rag("drop", into, "--yes")
+
+    from langchain_core.documents import Document
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    dump = InMemoryVectorStore(embedding=VecEmbeddings())
+    dump.add_documents([Document(page_content=t) for t in TEXTS[:3]], ids=["a", "b", "c"])
+    dump.dump(str(tmp_path / "dump.json"))
+    from_file = rag("import", "file", str(tmp_path / "dump.json"), "--into", f"{into}_f", "--json")
+    assert from_file.returncode == 0, from_file.stderr
+    assert json.loads(from_file.stdout)["verified"] is True
+    broken = rag("import", "file", str(tmp_path), "--into", f"{into}_f")
+    assert broken.returncode == 1 and "rag-pgstore:" in broken.stderr
+    rag("drop", f"{into}_f", "--yes")
+
+
+def test_keys_must_be_unique_and_halfvec_verifies(
+    engines: tuple[Engine, AsyncEngine], make_store: Any, schema: str, tmp_path: Path
+) -> None:
+    from langchain_core.documents import Document
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    from rag_pgstore.importers import langchain_dump
+
+    table = sa.Table(
+        "no_key",
+        sa.MetaData(schema=schema),
+        sa.Column("my_id", sa.Text),  # neither unique nor NOT NULL
+        sa.Column("content", sa.Text),
+        sa.Column("embedding", VECTOR(DIM)),
+        sa.Column("langchain_metadata", sa.JSON),
+    )
+    table.metadata.create_all(engines[0])
+    with pytest.raises(SchemaError, match="unique, non-null key"):
+        langchain_pgvectorstore(engines[0], "no_key", schema=schema, id_column="my_id")
+
+    wide = 2048  # above 2,000 dimensions the collection keeps halfvec: float16
+
+    class Wide(Embeddings):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return [vec(t, wide) for t in texts]
+
+        def embed_query(self, text: str) -> list[float]:
+            return vec(text, wide)
+
+    dump = InMemoryVectorStore(embedding=Wide())
+    dump.add_documents([Document(page_content=t) for t in TEXTS[:4]], ids=["w1", "w2", "w3", "w4"])
+    dump.dump(str(tmp_path / "wide.json"))
+    store = make_store(dim=wide)
+    assert store.collection.vector_type == "halfvec"
+    report = import_chunks(store, langchain_dump(tmp_path / "wide.json"))
+    assert report.verified and report.collection_rows == 4
+    unchecked = import_chunks(
+        store, langchain_dump(tmp_path / "wide.json"), verify=False, restart=True
+    )
+    assert not unchecked.checked and not unchecked.verified

@@ -20,7 +20,7 @@ def normalize_url(url: str | URL) -> URL:
     """Accept ``postgresql+psycopg://``, and the plain ``postgres(ql)://`` of ``DATABASE_URL``."""
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError as exc:
+    except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         raise UnsupportedError(
             f"expected a PostgreSQL URL, got something unparsable: {exc}"
         ) from None

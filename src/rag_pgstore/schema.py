@@ -225,6 +225,23 @@ ENCODERS = tuple(spec.encode for spec in WRITTEN if spec.encode is not None)
 READ_COLUMNS = tuple(spec.name for spec in COLUMNS if spec.read)
 
 
+IMPORTS_NAME = "rag_pgstore_imports"
+
+
+def imports_table(schema: str) -> sa.Table:
+    """Where each import into a collection stands: the source's last key written, and rows."""
+    return sa.Table(
+        IMPORTS_NAME,
+        sa.MetaData(),
+        sa.Column("collection", sa.Text, primary_key=True),
+        sa.Column("source", sa.Text, primary_key=True),
+        sa.Column("last_key", sa.Text, nullable=False),
+        sa.Column("rows", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+        schema=schema,
+    )
+
+
 def registry_table(schema: str, metadata: sa.MetaData | None = None) -> sa.Table:
     return sa.Table(
         REGISTRY_NAME,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import Any
 
-from rag_pgstore.cli import ingest, manage, search, serve
+from rag_pgstore.cli import imports, ingest, manage, search, serve
 
 DEFAULT_COLLECTION = "docs"
 
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     _reading(sub, common, model)
     _managing(sub, common)
     _serving(sub, common)
+    _importing(sub, common)
     return parser
 
 
@@ -229,6 +231,61 @@ def _serving(sub: Any, common: argparse.ArgumentParser) -> None:
         help="seconds in-flight requests get to finish at Ctrl-C/SIGTERM (default 30)",
     )
     p.set_defaults(run=serve.run)
+
+
+def _importing(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "import",
+        help="import vectors from another store (no embedding); resumable, verified",
+        description="Import chunks with their vectors from langchain-postgres, LlamaIndex's "
+        "PGVectorStore, or a LangChain / LlamaIndex file, into --into (created if missing). "
+        "An interrupted import continues where it stopped; each run ends by checking counts "
+        "and a checksum of ids and vectors against the source.",
+    )
+    kinds = p.add_subparsers(required=True, metavar="SOURCE", dest="kind")
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument(
+        "--into", dest="collection", default=DEFAULT_COLLECTION, help="the target collection"
+    )
+    shared.add_argument("--batch", type=_positive, default=1000, help="rows per transaction")
+    shared.add_argument(
+        "--restart", action="store_true", help="read the source from its start again"
+    )
+    tables = argparse.ArgumentParser(add_help=False)
+    tables.add_argument(
+        "--from-url", help="the source database (default: --database-url, the target's)"
+    )
+    tables.add_argument("--schema", default="public", help="the source tables' schema")
+    k = kinds.add_parser(
+        "langchain-postgres",
+        parents=[common, shared, tables],
+        help="PGVector's langchain_pg_collection / langchain_pg_embedding tables",
+    )
+    k.add_argument("--collection-name", required=True, help="the PGVector collection")
+    k = kinds.add_parser(
+        "langchain-pgvectorstore",
+        parents=[common, shared, tables],
+        help="a PGVectorStore table (langchain-postgres v2)",
+    )
+    k.add_argument("--table", required=True)
+    k.add_argument("--id-column", default="langchain_id")
+    k.add_argument("--content-column", default="content")
+    k.add_argument("--embedding-column", default="embedding")
+    k.add_argument("--metadata-json-column", default="langchain_metadata")
+    k.add_argument("--metadata-columns", help="comma-separated metadata columns")
+    k = kinds.add_parser(
+        "llama-index",
+        parents=[common, shared, tables],
+        help="a LlamaIndex PGVectorStore data_* table (plain or hybrid)",
+    )
+    k.add_argument("--table", required=True, help="e.g. data_my_index")
+    k = kinds.add_parser(
+        "file",
+        parents=[common, shared],
+        help="a LangChain InMemoryVectorStore dump, or a LlamaIndex persist directory",
+    )
+    k.add_argument("path", type=Path)
+    p.set_defaults(run=imports.run)
 
 
 def _port(value: str) -> int:

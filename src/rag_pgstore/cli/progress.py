@@ -30,7 +30,7 @@ from rag_pgstore.pipeline import IngestReport
 PLAIN_EVERY = 5.0  # seconds between two plain progress lines
 
 
-class _Rate(ProgressColumn):
+class RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
         return Text(f"{speed:,.0f}/s" if speed else "", style="progress.data.speed")
@@ -54,7 +54,7 @@ class IngestProgress:
                 TextColumn("{task.description:>8}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                _Rate(),
+                RateColumn(),
                 TimeElapsedColumn(),
                 TextColumn("eta"),
                 TimeRemainingColumn(),

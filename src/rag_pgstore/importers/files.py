@@ -57,7 +57,7 @@ def langchain_dump(
     try:
         # The embedding is never called: the vectors come from the file.
         store = InMemoryVectorStore.load(str(file), embedding=DeterministicFakeEmbedding(size=1))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InvalidInputError(f"{file} is not an InMemoryVectorStore dump: {exc}") from None
     entries: dict[str, dict[str, Any]] = store.store
 
@@ -98,7 +98,12 @@ def llamaindex_persist_dir(path: str | os.PathLike[str]) -> _FileSource:
             f"expected a StorageContext.persist() directory (with default__vector_store.json), "
             f"got {str(folder)!r}"
         )
-    context = StorageContext.from_defaults(persist_dir=str(folder))
+    try:
+        context = StorageContext.from_defaults(persist_dir=str(folder))
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a missing or broken JSON file
+        raise InvalidInputError(
+            f"{folder} is not a complete StorageContext.persist() directory: {exc}"
+        ) from None
     vectors: dict[str, list[float]] = context.vector_store.data.embedding_dict  # type: ignore[attr-defined]
     docstore = context.docstore
 

@@ -18,12 +18,11 @@ from rag_pgstore.driver.steps import Execute, Fetch, Plan, PlanSource
 from rag_pgstore.errors import InvalidInputError
 from rag_pgstore.importers.source import Page, Source, fingerprint
 from rag_pgstore.ops import writes
-from rag_pgstore.schema import Collection
+from rag_pgstore.schema import Collection, imports_table
 from rag_pgstore.store import ChunkStore
 
 __all__ = ["ImportReport", "import_chunks"]
 
-IMPORTS = "rag_pgstore_imports"
 _CHECKSUM_MOD = 2**64
 
 
@@ -33,9 +32,11 @@ class ImportReport:
 
     ``rows`` were read and written by this run (``written`` of them changed the collection;
     an unchanged row is not rewritten); ``resumed_after`` rows were imported by earlier
-    runs. The verification reads the whole source again: ``source_rows`` rows, of which
-    ``found`` are in the collection, with checksums (ids and float32 vectors) of both sides;
-    ``verified`` when they agree.
+    runs. The verification (``checked``; skipped with ``verify=False``) reads the whole
+    source again: ``source_rows`` rows, of which ``found`` are in the collection, with a
+    checksum of each side over every row's id, document, text and vector (as the collection
+    stores it: float32, or float16 above 2,000 dimensions); ``verified`` when they agree.
+    ``collection_rows`` is everything the collection holds, imported or not.
     """
 
     source: str
@@ -47,23 +48,16 @@ class ImportReport:
     found: int
     source_checksum: str
     collection_checksum: str
+    collection_rows: int
+    checked: bool
 
     @property
     def verified(self) -> bool:
-        return self.found == self.source_rows and self.source_checksum == self.collection_checksum
-
-
-def imports_table(schema: str) -> sa.Table:
-    return sa.Table(
-        IMPORTS,
-        sa.MetaData(),
-        sa.Column("collection", sa.Text, primary_key=True),
-        sa.Column("source", sa.Text, primary_key=True),
-        sa.Column("last_key", sa.Text, nullable=False),
-        sa.Column("rows", sa.BigInteger, nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
-        schema=schema,
-    )
+        return (
+            self.checked
+            and self.found == self.source_rows
+            and self.source_checksum == self.collection_checksum
+        )
 
 
 def import_chunks(
@@ -107,6 +101,8 @@ def import_chunks(
         found=found,
         source_checksum=f"{theirs:016x}",
         collection_checksum=f"{ours:016x}",
+        collection_rows=store.count(),
+        checked=verify,
     )
 
 
@@ -152,14 +148,18 @@ def _page(c: Collection, table: sa.Table, source: str, page: Page, before: int) 
 def _verify(store: ChunkStore, source: Source, size: int) -> tuple[int, int, int, int]:
     """Read the source again, and each page's ids from the collection: how many rows, how
     many found, and the checksum of each side."""
+    element = "<f2" if store.collection.vector_type == "halfvec" else "<f4"
     count = found = theirs = ours = 0
     for page in source.pages(None, size):
         count += len(page.chunks)
         for chunk in page.chunks:
-            theirs = (theirs + fingerprint(chunk.chunk_id, chunk.embedding)) % _CHECKSUM_MOD
+            entity = chunk.entity_id or chunk.chunk_id  # what the store makes of no entity
+            one = fingerprint(chunk.chunk_id, entity, chunk.content, chunk.embedding, element)
+            theirs = (theirs + one) % _CHECKSUM_MOD
         stored = store.get([ch.chunk_id for ch in page.chunks], with_embeddings=True)
         found += len(stored)
         for row in stored:
             assert row.embedding is not None
-            ours = (ours + fingerprint(row.chunk_id, row.embedding)) % _CHECKSUM_MOD
+            one = fingerprint(row.chunk_id, row.entity_id, row.content, row.embedding, element)
+            ours = (ours + one) % _CHECKSUM_MOD
     return count, found, theirs, ours

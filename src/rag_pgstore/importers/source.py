@@ -36,9 +36,15 @@ class Source(Protocol):
         ...
 
 
-def fingerprint(chunk_id: str, vector: Sequence[float]) -> int:
-    """A row's part of the checksum: its id and its vector as float32 (what pgvector keeps),
-    so a source in float64 JSON and the imported ``vector`` column agree."""
-    digest = hashlib.sha256(chunk_id.encode("utf-8", "surrogatepass") + b"\0")
-    digest.update(np.asarray(vector, dtype="<f4").tobytes())
+def fingerprint(
+    chunk_id: str, entity_id: str, content: str, vector: Sequence[float], element: str
+) -> int:
+    """A row's part of the checksum: its id, document, text and vector, the vector rounded to
+    the collection's element type (``<f4`` for ``vector``, ``<f2`` for ``halfvec``), so a
+    source in float64 JSON and the imported column agree. Metadata is not in it (JSON
+    numbers may come back in another form); counts and ids are."""
+    digest = hashlib.sha256()
+    for text in (chunk_id, entity_id, content):
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    digest.update(np.asarray(vector, dtype=element).tobytes())
     return int.from_bytes(digest.digest()[:8], "big")

@@ -21,8 +21,15 @@ from sqlalchemy.engine import URL, Engine
 
 from rag_pgstore import driver
 from rag_pgstore.connect import make_engine
+from rag_pgstore.driver.policy import database
 from rag_pgstore.driver.steps import Fetch, Plan
-from rag_pgstore.errors import InvalidInputError, MissingDependencyError, SchemaError, show
+from rag_pgstore.errors import (
+    CollectionNotFoundError,
+    InvalidInputError,
+    MissingDependencyError,
+    SchemaError,
+    show,
+)
 from rag_pgstore.types import Chunk
 
 __all__ = ["langchain_pgvector", "langchain_pgvectorstore", "llamaindex_pgvector"]
@@ -49,6 +56,12 @@ class _TableSource:
     key_value: Callable[[str], Any] = str  # a recorded key as the key column compares it
 
     def pages(self, after: str | None, size: int) -> Iterator[TablePage]:
+        try:
+            yield from self._pages(after, size)
+        except CollectionNotFoundError as exc:  # 42P01: the source table went away
+            raise SchemaError(f"the source of {self.name} is gone: {exc}") from exc
+
+    def _pages(self, after: str | None, size: int) -> Iterator[TablePage]:
         while True:
             statement = (
                 self.select
@@ -93,7 +106,9 @@ def _check_layout(
     """The table's columns (name -> type), after checking ``wanted`` are among them."""
     found = driver.run(engine, lambda: _columns(schema, table))
     if not found:
-        raise SchemaError(f"expected a table {schema}.{table} ({what}), found none")
+        raise SchemaError(
+            f"expected a table {schema}.{table} ({what}), found none (or this role cannot read it)"
+        )
     missing = [c for c in wanted if c not in found]
     if missing:
         raise SchemaError(
@@ -126,6 +141,46 @@ def _key(
     if udt in _STRINGS:
         return sa.type_coerce(column, _STRINGS[udt]), str
     return sa.cast(column, sa.Text), str
+
+
+def _unique_key(engine: Engine, schema: str, table: str, column: str) -> None:
+    """Refuse a key that could repeat or be NULL: pages continue after the last key, so two
+    rows of one key across a page boundary, or a NULL, would be skipped without a sign."""
+    attribute = sa.table(
+        "pg_attribute",
+        sa.column("attrelid"),
+        sa.column("attname"),
+        sa.column("attnum"),
+        sa.column("attnotnull"),
+        schema="pg_catalog",
+    )
+    index = sa.table(
+        "pg_index",
+        sa.column("indrelid"),
+        sa.column("indisunique"),
+        sa.column("indnkeyatts"),
+        sa.column("indkey", pg.ARRAY(sa.SmallInteger)),
+        sa.column("indpred"),
+        schema="pg_catalog",
+    )
+    relation = sa.func.to_regclass(f"{schema}.{table}")
+    unique = sa.exists().where(
+        index.c.indrelid == relation,
+        index.c.indisunique,
+        index.c.indnkeyatts == 1,
+        index.c.indkey[0] == attribute.c.attnum,
+        index.c.indpred.is_(None),
+    )
+    statement = sa.select(attribute.c.attnotnull, unique.label("unique")).where(
+        attribute.c.attrelid == relation, attribute.c.attname == column
+    )
+    rows = driver.run(engine, functools.partial(_rows, statement))
+    if not rows or not (rows[0]["attnotnull"] and rows[0]["unique"]):
+        raise SchemaError(
+            f"expected {column!r} of {schema}.{table} to be a unique, non-null key (a primary "
+            "key or a unique index of its own): rows are read in its order, so a repeated or "
+            "missing key would be skipped"
+        )
 
 
 def _engine(source: Engine | str | URL) -> Engine:
@@ -211,9 +266,9 @@ def langchain_pgvector(
             metadata=metadata,
         )
 
-    return _TableSource(
-        f"langchain-postgres:{schema}.{collection_name}", bound, select, rows.c.id, to_chunk
-    )
+    _unique_key(bound, schema, "langchain_pg_embedding", "id")
+    name = f"langchain-postgres:{database(bound)}/{schema}.{collection_name}"
+    return _TableSource(name, bound, select, rows.c.id, to_chunk)
 
 
 def langchain_pgvectorstore(
@@ -257,9 +312,9 @@ def langchain_pgvectorstore(
             metadata=metadata,
         )
 
-    return _TableSource(
-        f"langchain-pgvectorstore:{schema}.{table}", bound, select, key, to_chunk, key_value
-    )
+    _unique_key(bound, schema, table, id_column)
+    name = f"langchain-pgvectorstore:{database(bound)}/{schema}.{table}"
+    return _TableSource(name, bound, select, key, to_chunk, key_value)
 
 
 def llamaindex_pgvector(
@@ -327,4 +382,6 @@ def llamaindex_pgvector(
         node.embedding = _vector(row, str(row["node_id"]))
         return node_chunk(node)
 
-    return _TableSource(f"llama-index:{schema}.{table}", bound, select, t.c.id, to_chunk, int)
+    _unique_key(bound, schema, table, "id")
+    name = f"llama-index:{database(bound)}/{schema}.{table}"
+    return _TableSource(name, bound, select, t.c.id, to_chunk, int)

@@ -21,6 +21,7 @@ from rag_pgstore.schema import (
     Collection,
     analyze_table,
     ann_index,
+    imports_table,
     keyword_add,
     keyword_drop,
     keyword_function,
@@ -197,6 +198,10 @@ def _drop(c: Collection) -> Plan[None]:
     exists = yield Fetch(sa.select(sa.func.to_regclass(f"{c.schema}.{registry.name}")))
     if exists[0][0] is not None:
         yield Execute(sa.delete(registry).where(registry.c.name == c.name))
+    imports = imports_table(c.schema)  # a collection made again later imports from the start
+    exists = yield Fetch(sa.select(sa.func.to_regclass(f"{c.schema}.{imports.name}")))
+    if exists[0][0] is not None:
+        yield Execute(sa.delete(imports).where(imports.c.collection == c.name))
     yield Forget(c.schema, c.name)
 
 
