@@ -275,20 +275,20 @@ def _v1_create_table(collection: Collection) -> list[Executable]:
     steps: list[Executable] = [sa.schema.CreateTable(table, if_not_exists=True)]
     if collection.plain_storage:
         steps.append(
-            _ddl("ALTER TABLE %(fullname)s ALTER COLUMN embedding SET STORAGE PLAIN", table)
+            ddl("ALTER TABLE %(fullname)s ALTER COLUMN embedding SET STORAGE PLAIN", table)
         )
     steps.extend(sa.schema.CreateIndex(index, if_not_exists=True) for index in table.indexes)
     steps.extend(keyword_add(collection, collection.keyword or KeywordSearch.BM25))
     return steps
 
 
-def _ddl(statement: str, table: sa.Table) -> Executable:
+def ddl(statement: str, table: sa.Table) -> Executable:
     """``statement`` with ``%(fullname)s`` / ``%(schema)s`` filled with the table's quoted
     names by SQLAlchemy. Only fixed text and names go in: never a value from a caller."""
     return sa.DDL(statement).against(table)  # type: ignore[no-untyped-call]
 
 
-def _literal(value: str) -> str:
+def sql_literal(value: str) -> str:
     """A SQL string literal for DDL that cannot take bind parameters, quoted by SQLAlchemy
     (``text_config`` is a checked identifier and a configuration the server has)."""
     compiled = sa.literal(value, sa.Text).compile(
@@ -324,7 +324,7 @@ def keyword_function(collection: Collection) -> Executable:
     """The trigger function BM25 collections share in a schema: one analysis of the content
     gives both the lexemes (``tsv``) and the document length in tokens (``dl``), which a
     generated column cannot (it may not read another generated column)."""
-    return _ddl(  # fixed text: no caller's value in it
+    return ddl(  # fixed text: no caller's value in it
         f"CREATE OR REPLACE FUNCTION %(schema)s.{KEYWORD_FUNCTION}() RETURNS trigger "  # noqa: S608
         "LANGUAGE plpgsql AS $$ BEGIN "
         "NEW.tsv := to_tsvector(TG_ARGV[0]::regconfig, NEW.content); "
@@ -339,14 +339,14 @@ def keyword_add(collection: Collection, mode: KeywordSearch) -> list[Executable]
     if mode is KeywordSearch.OFF:
         return []
     table = collection.table
-    config = _literal(collection.text_config)
-    gin = _ddl(
+    config = sql_literal(collection.text_config)
+    gin = ddl(
         f"CREATE INDEX IF NOT EXISTS {collection.tsv_index_name} ON %(fullname)s USING gin (tsv)",
         table,
     )
     if mode is KeywordSearch.TS_RANK:
         return [
-            _ddl(
+            ddl(
                 "ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS tsv tsvector "
                 f"GENERATED ALWAYS AS (to_tsvector({config}::regconfig, content)) STORED",
                 table,
@@ -354,13 +354,13 @@ def keyword_add(collection: Collection, mode: KeywordSearch) -> list[Executable]
             gin,
         ]
     return [
-        _ddl(
+        ddl(
             "ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS tsv tsvector, "
             "ADD COLUMN IF NOT EXISTS dl integer",
             table,
         ),
-        _ddl(f"DROP TRIGGER IF EXISTS {KEYWORD_TRIGGER} ON %(fullname)s", table),
-        _ddl(
+        ddl(f"DROP TRIGGER IF EXISTS {KEYWORD_TRIGGER} ON %(fullname)s", table),
+        ddl(
             f"CREATE TRIGGER {KEYWORD_TRIGGER} BEFORE INSERT OR UPDATE OF content ON "
             f"%(fullname)s FOR EACH ROW EXECUTE FUNCTION %(schema)s.{KEYWORD_FUNCTION}({config})",
             table,
@@ -368,7 +368,7 @@ def keyword_add(collection: Collection, mode: KeywordSearch) -> list[Executable]
         # Fill the rows written before, through the trigger (none in a new table).
         sa.update(table).where(table.c.dl.is_(None)).values(content=table.c.content),
         gin,
-        _ddl(f"ALTER TABLE %(fullname)s ALTER COLUMN tsv SET STATISTICS {TSV_STATISTICS}", table),
+        ddl(f"ALTER TABLE %(fullname)s ALTER COLUMN tsv SET STATISTICS {TSV_STATISTICS}", table),
     ]
 
 
@@ -381,21 +381,21 @@ def registry_column(collection: Collection, name: str) -> Executable:
     """Give a registry made before ``name`` existed that column (one of ADDED_REGISTRY_COLUMNS)."""
     if name not in ADDED_REGISTRY_COLUMNS:
         raise ValueError(f"expected one of {ADDED_REGISTRY_COLUMNS}, got {name!r}")
-    return _ddl(
+    return ddl(
         f"ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS {name} text", collection.registry
     )
 
 
 def analyze_table(collection: Collection) -> Executable:
-    return _ddl("ANALYZE %(fullname)s", collection.table)
+    return ddl("ANALYZE %(fullname)s", collection.table)
 
 
 def keyword_drop(collection: Collection) -> list[Executable]:
     """Remove every mode's keyword columns, trigger and index (the index goes with ``tsv``)."""
     table = collection.table
     return [
-        _ddl(f"DROP TRIGGER IF EXISTS {KEYWORD_TRIGGER} ON %(fullname)s", table),
-        _ddl("ALTER TABLE %(fullname)s DROP COLUMN IF EXISTS dl, DROP COLUMN IF EXISTS tsv", table),
+        ddl(f"DROP TRIGGER IF EXISTS {KEYWORD_TRIGGER} ON %(fullname)s", table),
+        ddl("ALTER TABLE %(fullname)s DROP COLUMN IF EXISTS dl, DROP COLUMN IF EXISTS tsv", table),
     ]
 
 
@@ -441,7 +441,7 @@ def ann_index(collection: Collection, using: str, options: dict[str, int]) -> sa
 def _v2_adapter_data(collection: Collection) -> list[Executable]:
     """Add ``adapter_data`` to tables created by version 1 (new tables already have it)."""
     return [
-        _ddl(
+        ddl(
             "ALTER TABLE %(fullname)s ADD COLUMN IF NOT EXISTS adapter_data jsonb", collection.table
         )
     ]

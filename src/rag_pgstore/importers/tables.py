@@ -32,7 +32,14 @@ from rag_pgstore.errors import (
 )
 from rag_pgstore.types import Chunk
 
-__all__ = ["langchain_pgvector", "langchain_pgvectorstore", "llamaindex_pgvector"]
+__all__ = [
+    "check_layout",
+    "langchain_pgvector",
+    "langchain_pgvectorstore",
+    "llamaindex_pgvector",
+    "typed_key",
+    "unique_key",
+]
 
 Row = Mapping[str, Any]
 
@@ -100,7 +107,7 @@ def _columns(schema: str, table: str) -> Plan[dict[str, str]]:
     return {name: udt for name, udt in rows}
 
 
-def _check_layout(
+def check_layout(
     engine: Engine, schema: str, table: str, wanted: Sequence[str], what: str
 ) -> dict[str, str]:
     """The table's columns (name -> type), after checking ``wanted`` are among them."""
@@ -127,7 +134,7 @@ _STRINGS = {
 }
 
 
-def _key(
+def typed_key(
     table: sa.TableClause, name: str, udt: str
 ) -> tuple[sa.ColumnElement[Any], Callable[[str], Any]]:
     """The key column as it orders and compares, and a recorded key as it compares.
@@ -143,7 +150,7 @@ def _key(
     return sa.cast(column, sa.Text), str
 
 
-def _unique_key(engine: Engine, schema: str, table: str, column: str) -> None:
+def unique_key(engine: Engine, schema: str, table: str, column: str) -> None:
     """Refuse a key that could repeat or be NULL: pages continue after the last key, so two
     rows of one key across a page boundary, or a NULL, would be skipped without a sign."""
     attribute = sa.table(
@@ -217,8 +224,8 @@ def langchain_pgvector(
     ``metadata[entity_key]`` (when a string) its document, as ``LangChainVectorStore`` does.
     """
     bound = _engine(engine)
-    _check_layout(bound, schema, "langchain_pg_collection", ("uuid", "name"), "PGVector")
-    _check_layout(
+    check_layout(bound, schema, "langchain_pg_collection", ("uuid", "name"), "PGVector")
+    check_layout(
         bound,
         schema,
         "langchain_pg_embedding",
@@ -266,7 +273,7 @@ def langchain_pgvector(
             metadata=metadata,
         )
 
-    _unique_key(bound, schema, "langchain_pg_embedding", "id")
+    unique_key(bound, schema, "langchain_pg_embedding", "id")
     name = f"langchain-postgres:{database(bound)}/{schema}.{collection_name}"
     return _TableSource(name, bound, select, rows.c.id, to_chunk)
 
@@ -289,9 +296,9 @@ def langchain_pgvectorstore(
     bound = _engine(engine)
     extra = [metadata_json_column] if metadata_json_column else []
     wanted = [id_column, content_column, embedding_column, *extra, *metadata_columns]
-    found = _check_layout(bound, schema, table, wanted, "PGVectorStore")
+    found = check_layout(bound, schema, table, wanted, "PGVectorStore")
     t = sa.table(table, *(sa.column(c) for c in dict.fromkeys(wanted)), schema=schema)
-    key, key_value = _key(t, id_column, found[id_column])
+    key, key_value = typed_key(t, id_column, found[id_column])
     select = sa.select(
         key.label("key"),
         t.c[content_column].label("content"),
@@ -312,7 +319,7 @@ def langchain_pgvectorstore(
             metadata=metadata,
         )
 
-    _unique_key(bound, schema, table, id_column)
+    unique_key(bound, schema, table, id_column)
     name = f"langchain-pgvectorstore:{database(bound)}/{schema}.{table}"
     return _TableSource(name, bound, select, key, to_chunk, key_value)
 
@@ -339,7 +346,7 @@ def llamaindex_pgvector(
         ) from exc
     bound = _engine(engine)
     wanted = ("id", "text", "metadata_", "node_id", "embedding")
-    _check_layout(bound, schema, table, wanted, "LlamaIndex PGVectorStore")
+    check_layout(bound, schema, table, wanted, "LlamaIndex PGVectorStore")
     t = sa.table(
         table,
         sa.column("id", sa.BigInteger),
@@ -382,6 +389,6 @@ def llamaindex_pgvector(
         node.embedding = _vector(row, str(row["node_id"]))
         return node_chunk(node)
 
-    _unique_key(bound, schema, table, "id")
+    unique_key(bound, schema, table, "id")
     name = f"llama-index:{database(bound)}/{schema}.{table}"
     return _TableSource(name, bound, select, t.c.id, to_chunk, int)

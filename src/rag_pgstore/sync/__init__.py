@@ -1,0 +1,34 @@
+"""Keep an application table embedded and in sync, with plain PostgreSQL objects.
+
+>>> from rag_pgstore.sync import TableSync, add_sync, backfill, drain, sync_status
+>>> add_sync(store, TableSync("products", table="shop.products", id="id",
+...                           text=("title", "description"), collection="product_chunks"))
+>>> backfill(store, "products", embedder); drain(store, "products", embedder)
+
+A row trigger on the source table queues the ids of rows whose watched columns changed; a
+worker (``drain``, or ``rag-pgstore sync run``) applies them. See docs/sync.md.
+"""
+
+from rag_pgstore.sync.run import (
+    DrainReport,
+    SyncStatus,
+    add_sync,
+    backfill,
+    drain,
+    remove_sync,
+    sync_status,
+    watch,
+)
+from rag_pgstore.sync.spec import TableSync
+
+__all__ = [
+    "DrainReport",
+    "SyncStatus",
+    "TableSync",
+    "add_sync",
+    "backfill",
+    "drain",
+    "remove_sync",
+    "sync_status",
+    "watch",
+]

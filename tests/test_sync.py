@@ -1,0 +1,260 @@
+"""Table sync against a real table with real triggers: the backfill, the changes a trigger
+queues (only for watched columns), two workers on one queue, failures retried then parked,
+and the layouts and privileges a sync refuses."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("tiktoken", reason="a sync chunks rows with tiktoken")
+pytestmark = pytest.mark.extras
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from rag_pgstore import ChunkStore, EmbeddingError, SchemaError
+from rag_pgstore.pipeline import Embedder, hash_embedding
+from rag_pgstore.sync import TableSync, add_sync, backfill, drain, remove_sync, sync_status
+
+DIM = 16
+
+
+class Counting:
+    """A hash embedder that counts the texts it embeds, and fails on request."""
+
+    def __init__(
+        self, fail_on: str | None = None, fail_after: int | None = None, name: str | None = None
+    ) -> None:
+        self.texts: list[str] = []
+        self.fail_on = fail_on
+        self.fail_after = fail_after
+        self.lock = threading.Lock()
+        self.name = name or uuid.uuid4().hex
+
+    def embedder(self) -> Embedder:
+        # A name of its own: the embedding cache (shared by the schema) must not answer for it.
+        return Embedder(f"counting:{self.name}", self.embed)
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        with self.lock:
+            if self.fail_on and any(self.fail_on in t for t in texts):
+                raise RuntimeError("the model refused")
+            if self.fail_after is not None and len(self.texts) + len(texts) > self.fail_after:
+                raise RuntimeError("the model is down")
+            self.texts.extend(texts)
+        return [hash_embedding(t, DIM) for t in texts]
+
+
+@pytest.fixture
+def source(engines: tuple[Engine, AsyncEngine], collection_name: str) -> Iterator[sa.Table]:
+    schema = f"shop_{collection_name}"
+    table = sa.Table(
+        "products",
+        sa.MetaData(schema=schema),
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("title", sa.Text),
+        sa.Column("description", sa.Text),
+        sa.Column("category", sa.Text),
+        sa.Column("price", sa.Numeric(10, 2)),
+        sa.Column("stock", sa.Integer),
+    )
+    with engines[0].begin() as conn:
+        conn.execute(sa.schema.CreateSchema(schema))
+    table.metadata.create_all(engines[0])
+    with engines[0].begin() as conn:
+        conn.execute(
+            sa.insert(table),
+            [
+                {"id": i, "title": f"Product {i}", "description": f"A thing number {i} for sale",
+                 "category": "even" if i % 2 == 0 else "odd", "price": i + 0.5, "stock": 10}
+                for i in range(1, 31)
+            ],
+        )  # fmt: skip
+    yield table
+    with engines[0].begin() as conn:
+        conn.execute(sa.schema.DropSchema(schema, cascade=True))
+
+
+def sync_of(table: sa.Table, store: ChunkStore) -> TableSync:
+    return TableSync(
+        f"s_{store.collection.name}",
+        table=f"{table.schema}.products",
+        id="id",
+        text=("title", "description"),
+        metadata=("category", "price"),
+        collection=store.collection.name,
+    )
+
+
+def texts(store: ChunkStore) -> dict[str, str]:
+    return {c.entity_id: c.content for c in store.get_where()}
+
+
+def test_backfill_then_changes(
+    engines: tuple[Engine, AsyncEngine], make_store: Any, source: sa.Table
+) -> None:
+    store = make_store(dim=DIM)
+    spec = sync_of(source, store)
+    add_sync(store, spec)
+    model = Counting()
+    assert backfill(store, spec.name, model.embedder(), batch_size=7) == 30
+    stored = texts(store)
+    assert len(stored) == 30 and stored["3"] == "Product 3\n\nA thing number 3 for sale"
+    chunk = store.get(["4#0"])[0]
+    assert chunk.metadata == {"category": "even", "price": 4.5}
+    assert len(model.texts) == 30
+    (status,) = sync_status(store, spec.name)
+    assert status.backfill_done and status.pending == 0
+    with engines[0].begin() as conn:
+        conn.execute(sa.update(source).values(stock=0))  # not a watched column: nothing queued
+        conn.execute(sa.update(source).where(source.c.id == 3).values(title="Renamed"))
+        conn.execute(sa.delete(source).where(source.c.id == 5))
+        conn.execute(
+            sa.insert(source).values(
+                id=99, title="New", description="Brand new", category="odd", price=1
+            )
+        )
+        conn.execute(sa.update(source).where(source.c.id == 7).values(id=1007))
+        conn.execute(
+            sa.update(source).where(source.c.id == 8).values(price=9.99)
+        )  # metadata: watched
+    assert sync_status(store, spec.name)[0].pending == 6  # 3, 5, 99, 7 (gone), 1007, 8
+    report = drain(store, spec.name, model.embedder())
+    assert (report.applied, report.failed) == (6, 0)
+    stored = texts(store)
+    assert stored["3"].startswith("Renamed") and "5" not in stored and "7" not in stored
+    assert stored["99"] == "New\n\nBrand new" and stored["1007"].startswith("Product 7")
+    assert store.get(["8#0"])[0].metadata["price"] == 9.99
+    assert len(model.texts) == 30 + 2  # Renamed, New; 1007's and 8's texts are cached
+    with engines[0].begin() as conn:
+        conn.execute(sa.update(source).where(source.c.id == 3).values(title="Product 3"))
+    drain(store, spec.name, model.embedder())
+    assert texts(store)["3"].startswith("Product 3") and len(model.texts) == 32  # the cache
+    assert sync_status(store, spec.name)[0].pending == 0
+    remove_sync(store, spec.name)
+    with engines[0].begin() as conn:
+        conn.execute(sa.update(source).where(source.c.id == 1).values(title="After removal"))
+    assert sync_status(store) == [] or all(s.name != spec.name for s in sync_status(store))
+
+
+def test_an_interrupted_backfill_continues_without_embedding_twice(
+    make_store: Any, source: sa.Table
+) -> None:
+    store = make_store(dim=DIM)
+    spec = sync_of(source, store)
+    add_sync(store, spec)
+    failing = Counting(fail_after=12, name="resume")
+    with pytest.raises(EmbeddingError):
+        backfill(store, spec.name, failing.embedder(), batch_size=5)
+    assert not sync_status(store, spec.name)[0].backfill_done
+    assert len(texts(store)) == 10  # two whole pages
+    model = Counting(name="resume")
+    assert backfill(store, spec.name, model.embedder(), batch_size=5) == 20
+    assert len(texts(store)) == 30
+    assert len(failing.texts) + len(model.texts) == 30  # every text embedded once
+    assert backfill(store, spec.name, model.embedder()) == 0  # done
+
+
+def test_two_workers_share_one_queue(
+    engines: tuple[Engine, AsyncEngine], make_store: Any, source: sa.Table
+) -> None:
+    store = make_store(dim=DIM)
+    spec = sync_of(source, store)
+    add_sync(store, spec)
+    model = Counting()
+    backfill(store, spec.name, model.embedder())
+    with engines[0].begin() as conn:
+        for round_ in range(4):  # four changes to each row: each worker must see only the last
+            conn.execute(
+                sa.update(source).values(
+                    description=sa.literal(f"round {round_} of ") + source.c.title
+                )
+            )
+    assert sync_status(store, spec.name)[0].pending == 120
+    before = len(model.texts)
+    reports: list[Any] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        other = ChunkStore(engines[0], collection=store.collection.name, dim=DIM)
+        try:
+            reports.append(drain(other, spec.name, model.embedder(), batch_size=4))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert sync_status(store, spec.name)[0].pending == 0
+    stored = texts(store)
+    assert all(stored[str(i)].endswith(f"round 3 of Product {i}") for i in range(1, 31))
+    embedded = model.texts[before:]
+    assert len(embedded) == len(set(embedded)) == 30  # no row was done twice at once
+    assert sum(r.applied for r in reports) == 30
+
+
+def test_failures_are_retried_then_parked(
+    engines: tuple[Engine, AsyncEngine], make_store: Any, source: sa.Table
+) -> None:
+    store = make_store(dim=DIM)
+    spec = sync_of(source, store)
+    add_sync(store, spec)
+    backfill(store, spec.name, Counting(name="same model").embedder())
+    with engines[0].begin() as conn:
+        conn.execute(sa.update(source).where(source.c.id == 2).values(title="poison pill"))
+        conn.execute(sa.update(source).where(source.c.id == 4).values(title="fine"))
+    model = Counting(fail_on="poison", name="same model")
+    report = drain(store, spec.name, model.embedder(), backoff=0.0, max_attempts=2)
+    assert report.failed >= 1 and texts(store)["4"].startswith("fine")  # the good row landed
+    status = sync_status(store, spec.name)[0]
+    assert status.parked + status.pending == 1 and "model" in (status.last_error or "")
+    drain(store, spec.name, model.embedder(), backoff=0.0, max_attempts=2)
+    status = sync_status(store, spec.name)[0]
+    assert (status.parked, status.pending) == (1, 0)
+    assert "the model refused" in (status.last_error or "")
+    assert texts(store)["2"].startswith("Product 2")  # the old text stays until it can change
+
+
+def test_what_a_sync_refuses(
+    engines: tuple[Engine, AsyncEngine], make_store: Any, source: sa.Table
+) -> None:
+    store = make_store(dim=DIM)
+    spec = sync_of(source, store)
+    bad = TableSync(
+        "s_bad",
+        table=f"{source.schema}.products",
+        id="id",
+        text=("title", "nope"),
+        collection=store.collection.name,
+    )
+    with pytest.raises(SchemaError, match=r"expected columns \['nope'\]"):
+        add_sync(store, bad)
+    no_key = TableSync(
+        "s_bad",
+        table=f"{source.schema}.products",
+        id="category",
+        text=("title",),
+        collection=store.collection.name,
+    )
+    with pytest.raises(SchemaError, match="unique, non-null key"):
+        add_sync(store, no_key)
+    add_sync(store, spec)
+    with pytest.raises(SchemaError, match="exists"):
+        add_sync(store, spec)
+    with pytest.raises(SchemaError, match="expected a sync named 'nope'"):
+        drain(store, "nope", Counting().embedder())
+    from rag_pgstore import InvalidInputError
+
+    with pytest.raises(InvalidInputError):
+        TableSync("x", table="a.b.c d", id="id", text=("t",), collection="c")
+    with pytest.raises(InvalidInputError):
+        TableSync("x", table="t", id="id", text=(), collection="c")
