@@ -258,3 +258,55 @@ def test_what_a_sync_refuses(
         TableSync("x", table="a.b.c d", id="id", text=("t",), collection="c")
     with pytest.raises(InvalidInputError):
         TableSync("x", table="t", id="id", text=(), collection="c")
+
+
+def test_the_sync_commands(
+    db: Any, engines: tuple[Engine, AsyncEngine], source: sa.Table, collection_name: str
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    url = db.url.render_as_string(hide_password=False)
+
+    def rag(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "rag_pgstore.cli", *args, "--database-url", url],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert "Traceback" not in done.stderr, done.stderr
+        return done
+
+    name, into = f"cli_{collection_name}", f"{collection_name}_cli"
+    added = rag(
+        "sync", "add", name, "--table", f"{source.schema}.products", "--id", "id",
+        "--text", "title, description", "--metadata", "category, price",
+        "--collection", into, "--embedder", "hash", "--dim", "32",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    ran = rag("sync", "run", name, "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == {
+        "sync": name,
+        "backfilled": 30,
+        "changes_applied": 0,
+        "failed": 0,
+        "pending": 0,
+        "parked": 0,
+    }
+    with engines[0].begin() as conn:
+        conn.execute(sa.update(source).where(source.c.id == 1).values(title="Changed"))
+    status = json.loads(rag("sync", "status", name, "--json").stdout)
+    assert status[0]["pending"] == 1 and status[0]["backfill"] == "done"
+    again = json.loads(rag("sync", "run", name, "--json").stdout)
+    assert (again["backfilled"], again["changes_applied"]) == (0, 1)
+    store = ChunkStore.from_url(db.url, collection=into)
+    try:
+        assert store.get(["1#0"])[0].content.startswith("Changed")
+        assert store.count() == 30
+    finally:
+        store.close()
+    assert rag("sync", "remove", name).returncode == 0
+    missing = rag("sync", "run", name)
+    assert missing.returncode == 1 and "expected a sync named" in missing.stderr
+    rag("drop", into, "--yes")

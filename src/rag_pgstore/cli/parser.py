@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rag_pgstore.cli import imports, ingest, manage, search, serve
+from rag_pgstore.cli import imports, ingest, manage, search, serve, sync
 
 DEFAULT_COLLECTION = "docs"
 
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _managing(sub, common)
     _serving(sub, common)
     _importing(sub, common)
+    _syncing(sub, common, model)
     return parser
 
 
@@ -286,6 +287,40 @@ def _importing(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     k.add_argument("path", type=Path)
     p.set_defaults(run=imports.run)
+
+
+def _syncing(sub: Any, common: argparse.ArgumentParser, model: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "sync",
+        help="keep an application table embedded: add, run, status, remove",
+        description="Keep a table's rows embedded in a collection as they change: a "
+        "trigger queues changed rows, `sync run` backfills and applies them.",
+    )
+    action = p.add_subparsers(required=True, metavar="ACTION", dest="action")
+    a = action.add_parser(
+        "add", parents=[common, model], help="install the trigger; creates the collection"
+    )
+    a.add_argument("name", help="the sync's name")
+    a.add_argument("--table", required=True, help="schema.table or table")
+    a.add_argument("--id", required=True, help="its unique, non-null key column")
+    a.add_argument("--text", required=True, help="columns that make the text, comma-separated")
+    a.add_argument("--metadata", help="columns kept as metadata, comma-separated")
+    a.add_argument("--max-tokens", type=_positive, default=256, help="chunk size (default 256)")
+    a.set_defaults(run=sync.add)
+    r = action.add_parser(
+        "run", parents=[common, model], help="backfill, then apply the queued changes"
+    )
+    r.add_argument("name")
+    r.add_argument("--watch", action="store_true", help="keep applying changes until Ctrl-C")
+    r.add_argument("--poll", type=float, default=1.0, help="seconds between looks (--watch)")
+    r.add_argument("--batch", type=_positive, default=100, help="rows per batch (default 100)")
+    r.set_defaults(run=sync.run)
+    s = action.add_parser("status", parents=[common], help="backfill, queue, failures, lag")
+    s.add_argument("name", nargs="?")
+    s.set_defaults(run=sync.status)
+    d = action.add_parser("remove", parents=[common], help="drop the trigger and the queue")
+    d.add_argument("name")
+    d.set_defaults(run=sync.remove)
 
 
 def _port(value: str) -> int:

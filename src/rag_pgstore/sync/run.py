@@ -21,7 +21,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.engine import Engine
 
+from rag_pgstore import driver
 from rag_pgstore.chunking import TokenChunker
 from rag_pgstore.driver.steps import Execute, Fetch, Plan
 from rag_pgstore.errors import DatabaseUnavailableError, RagPgStoreError, SchemaError
@@ -66,6 +68,17 @@ class SyncStatus:
 class DrainReport:
     applied: int  # source rows whose changes reached the collection
     failed: int  # rows that failed this time (retried later, or parked)
+
+
+Target = ChunkStore | Engine
+
+
+def _on(target: Target, schema: str | None) -> tuple[Callable[[Any], Any], str]:
+    """How to run a plan on ``target`` and in which schema: a store's own, or an engine's
+    (``schema``, default ``public``)."""
+    if isinstance(target, ChunkStore):
+        return target.run_plan, schema or target.collection.schema
+    return functools.partial(driver.run, target), schema or "public"
 
 
 def _tables(store: ChunkStore) -> tuple[sa.Table, sa.Table]:
@@ -123,21 +136,24 @@ def add_sync(store: ChunkStore, sync: TableSync) -> None:
     store.run_plan(plan)
 
 
-def remove_sync(store: ChunkStore, name: str) -> None:
-    """Drop the sync's trigger, its queued changes and its record; the collection stays."""
-    syncs, queue = _tables(store)
-    spec = _spec(store, name)
+def remove_sync(target: Target, name: str, *, schema: str | None = None) -> None:
+    """Drop the sync's trigger, its queued changes and its record; the collection stays.
+    ``target`` is a store of the sync's schema, or an engine (``schema``: its schema)."""
+    run, schema = _on(target, schema)
+    syncs, queue = ob.syncs_table(schema), ob.queue_table(schema)
+    spec = _spec(target, name, schema)
 
     def plan() -> Plan[None]:
         yield Execute(ob.drop_trigger(name, spec["source_schema"], spec["source_table"]))
         yield Execute(sa.delete(queue).where(queue.c.sync == name))
         yield Execute(sa.delete(syncs).where(syncs.c.name == name))
 
-    store.run_plan(plan)
+    run(plan)
 
 
-def _spec(store: ChunkStore, name: str) -> Mapping[str, Any]:
-    syncs, _ = _tables(store)
+def _spec(target: Target, name: str, schema: str | None = None) -> Mapping[str, Any]:
+    run, schema = _on(target, schema)
+    syncs = ob.syncs_table(schema)
 
     def plan() -> Plan[Mapping[str, Any] | None]:
         exists = yield Fetch(sa.select(sa.func.to_regclass(f"{syncs.schema}.{syncs.name}")))
@@ -146,15 +162,19 @@ def _spec(store: ChunkStore, name: str) -> Mapping[str, Any]:
         rows = yield Fetch(sa.select(syncs).where(syncs.c.name == name))
         return rows[0]._mapping if rows else None
 
-    found = store.run_plan(plan)
+    found: Mapping[str, Any] | None = run(plan)
     if found is None:
         raise SchemaError(f"expected a sync named {name!r}, found none; `sync add` makes one")
     return found
 
 
-def sync_status(store: ChunkStore, name: str | None = None) -> list[SyncStatus]:
-    """The state of every sync of the store's schema (or of ``name``)."""
-    syncs, queue = _tables(store)
+def sync_status(
+    target: Target, name: str | None = None, *, schema: str | None = None
+) -> list[SyncStatus]:
+    """The state of every sync of the schema (or of ``name``); ``target`` is a store of the
+    schema, or an engine (``schema``: its schema, default ``public``)."""
+    run, schema = _on(target, schema)
+    syncs, queue = ob.syncs_table(schema), ob.queue_table(schema)
 
     def plan() -> Plan[list[SyncStatus]]:
         exists = yield Fetch(sa.select(sa.func.to_regclass(f"{syncs.schema}.{syncs.name}")))
@@ -197,7 +217,8 @@ def sync_status(store: ChunkStore, name: str | None = None) -> list[SyncStatus]:
             )
         return out
 
-    return store.run_plan(plan)
+    found: list[SyncStatus] = run(plan)
+    return found
 
 
 # -- reading the source ------------------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""``rag-pgstore sync add | run | status | remove``: keep an application table embedded.
+
+``add`` installs the trigger (and creates the collection, with the embedder's dimension,
+when it does not exist); ``run`` backfills what is not yet embedded, then applies the queued
+changes (``--watch``: and keeps doing so until Ctrl-C); ``status`` shows each sync's
+backfill, queue, parked failures and lag; ``remove`` drops the trigger and the queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from rag_pgstore import embedded
+from rag_pgstore.cli import models, output
+from rag_pgstore.cli.progress import RateColumn
+from rag_pgstore.connect import make_engine
+from rag_pgstore.errors import CollectionNotFoundError, SchemaError
+from rag_pgstore.ops import registry
+from rag_pgstore.store import ChunkStore
+from rag_pgstore.sync import TableSync, add_sync, backfill, drain, remove_sync, sync_status
+
+PLAIN_EVERY = 5.0
+
+
+def add(args: argparse.Namespace) -> int:
+    sync = TableSync(
+        args.name,
+        table=args.table,
+        id=args.id,
+        text=args.text,
+        metadata=args.metadata or (),
+        collection=args.collection,
+        max_tokens=args.max_tokens,
+    )
+    try:
+        store = models.open_store(args)
+    except CollectionNotFoundError:
+        name, dim = models.for_new_collection(args)
+        store = models.open_store(args, create_dim=dim)
+        c = store.collection
+        # Recorded now, so `sync run` embeds with the model this command was given.
+        store.run_plan(lambda: registry.claim_embedder(c, name))
+    try:
+        add_sync(store, sync)
+    finally:
+        store.close()
+    output.note(
+        f"sync {sync.name!r}: {sync.table} -> collection {sync.collection!r}; "
+        f"`rag-pgstore sync run {sync.name}` backfills it and applies changes"
+    )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    store = _store_of(args)
+    try:
+        embedder = models.for_collection(args, store, models.recorded_embedder(store))
+        rows = _counting(args, "backfill", lambda show: backfill(
+            store, args.name, embedder, batch_size=args.batch, progress=show
+        ))  # fmt: skip
+        applied = failed = 0
+        while True:
+            report = drain(store, args.name, embedder, batch_size=args.batch)
+            applied, failed = applied + report.applied, failed + report.failed
+            if not args.watch:
+                break
+            time.sleep(args.poll)
+        (status,) = sync_status(store, args.name)
+    finally:
+        store.close()
+    output.fields(
+        {
+            "sync": args.name,
+            "backfilled": rows,
+            "changes_applied": applied,
+            "failed": failed,
+            "pending": status.pending,
+            "parked": status.parked,
+        },
+        as_json=args.json,
+    )
+    return 0 if not status.parked else 3
+
+
+def status(args: argparse.Namespace) -> int:
+    engine = make_engine(args.database_url or embedded.start().url)
+    try:
+        found = sync_status(engine, args.name)
+    finally:
+        engine.dispose()
+    if args.name and not found:
+        raise SchemaError(f"expected a sync named {args.name!r}, found none")
+    rows = [
+        {
+            "sync": s.name,
+            "collection": s.collection,
+            "source": s.source,
+            "backfill": "done" if s.backfill_done else "not done",
+            "pending": s.pending,
+            "in_flight": s.in_flight,
+            "parked": s.parked,
+            "lag_s": "-" if s.lag_seconds is None else f"{s.lag_seconds:.1f}",
+            "last_error": s.last_error or "-",
+        }
+        for s in found
+    ]
+    if not rows and not args.json:
+        output.note("no syncs yet; `rag-pgstore sync add NAME --table T --id ID --text COLS`")
+    output.table(rows, as_json=args.json)
+    return 0
+
+
+def remove(args: argparse.Namespace) -> int:
+    engine = make_engine(args.database_url or embedded.start().url)
+    try:
+        remove_sync(engine, args.name)
+    finally:
+        engine.dispose()
+    output.note(f"sync {args.name!r} removed (its collection stays)")
+    return 0
+
+
+def _store_of(args: argparse.Namespace) -> ChunkStore:
+    """The collection the named sync writes."""
+    engine = make_engine(args.database_url or embedded.start().url)
+    try:
+        found = sync_status(engine, args.name)
+    finally:
+        engine.dispose()
+    if not found:
+        raise SchemaError(f"expected a sync named {args.name!r}, found none; `sync add` makes it")
+    args.collection = found[0].collection
+    return models.open_store(args)
+
+
+def _counting(args: argparse.Namespace, what: str, work: object) -> int:
+    """Run ``work(progress)``: a live count on a terminal, a line every few seconds
+    otherwise, nothing with ``--json``."""
+    assert callable(work)
+    if args.json:
+        return int(work(None))
+    if not sys.stderr.isatty():
+        last = [time.monotonic()]
+
+        def plain(rows: int) -> None:
+            if time.monotonic() - last[0] >= PLAIN_EVERY:
+                last[0] = time.monotonic()
+                output.note(f"{what}: {rows:,} rows")
+
+        return int(work(plain))
+    bars = Progress(
+        SpinnerColumn(),
+        TextColumn(f"{what} {{task.completed:,.0f}} rows"),
+        RateColumn(),
+        TimeElapsedColumn(),
+        console=output.console("stderr"),
+        transient=True,
+    )
+    with bars:
+        task = bars.add_task(what, total=None)
+        return int(work(lambda rows: bars.update(task, completed=rows)))
