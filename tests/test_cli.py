@@ -383,7 +383,7 @@ def test_ctrl_c_stops_within_seconds_and_says_how_to_resume(
     ingest.send_signal(signal.SIGINT)
     _, err = ingest.communicate(timeout=30)
     assert time.monotonic() - sent < 3.0
-    assert ingest.returncode == 130
+    assert ingest.returncode == 130, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("rag-pgstore: interrupted; ") and last.endswith(

@@ -20,7 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rag_pgstore import ChunkStore, EmbeddingError, SchemaError
 from rag_pgstore.pipeline import Embedder, hash_embedding
-from rag_pgstore.sync import TableSync, add_sync, backfill, drain, remove_sync, sync_status
+from rag_pgstore.sync import (
+    DrainReport,
+    TableSync,
+    add_sync,
+    backfill,
+    drain,
+    remove_sync,
+    sync_status,
+)
 
 DIM = 16
 
@@ -150,13 +158,18 @@ def test_an_interrupted_backfill_continues_without_embedding_twice(
     spec = sync_of(source, store)
     add_sync(store, spec)
     failing = Counting(fail_after=12, name="resume")
-    with pytest.raises(EmbeddingError):
+    with pytest.raises(EmbeddingError):  # the model goes down after 12 texts: page 4 fails whole
         backfill(store, spec.name, failing.embedder(), batch_size=5)
-    assert not sync_status(store, spec.name)[0].backfill_done
-    assert len(texts(store)) == 10  # two whole pages
+    status = sync_status(store, spec.name)[0]
+    assert not status.backfill_done
+    assert len(texts(store)) == 12  # pages 1-2, and rows 11-12 of page 3 written one by one
+    assert status.pending == 3 and "down" in (status.last_error or "")  # rows 13-15, queued
     model = Counting(name="resume")
-    assert backfill(store, spec.name, model.embedder(), batch_size=5) == 20
-    assert len(texts(store)) == 30
+    assert drain(store, spec.name, model.embedder()) == DrainReport(0, 0)  # waits for the backfill
+    assert backfill(store, spec.name, model.embedder(), batch_size=5) == 15  # page 4 on
+    assert len(texts(store)) == 27
+    drain(store, spec.name, model.embedder(), backoff=0.0)
+    assert len(texts(store)) == 30 and sync_status(store, spec.name)[0].pending == 0
     assert len(failing.texts) + len(model.texts) == 30  # every text embedded once
     assert backfill(store, spec.name, model.embedder()) == 0  # done
 
@@ -250,6 +263,15 @@ def test_what_a_sync_refuses(
     add_sync(store, spec)
     with pytest.raises(SchemaError, match="exists"):
         add_sync(store, spec)
+    second = TableSync(
+        "s_second",
+        table=f"{source.schema}.products",
+        id="id",
+        text=("title",),
+        collection=store.collection.name,
+    )
+    with pytest.raises(SchemaError, match="which sync 's_"):
+        add_sync(store, second)
     with pytest.raises(SchemaError, match="expected a sync named 'nope'"):
         drain(store, "nope", Counting().embedder())
     from rag_pgstore import InvalidInputError
@@ -258,6 +280,10 @@ def test_what_a_sync_refuses(
         TableSync("x", table="a.b.c d", id="id", text=("t",), collection="c")
     with pytest.raises(InvalidInputError):
         TableSync("x", table="t", id="id", text=(), collection="c")
+    with pytest.raises(InvalidInputError, match="without"):
+        TableSync("x", table="t", id="id", text=("100%",), collection="c")
+    with pytest.raises(InvalidInputError, match="at most 46"):
+        TableSync("x" * 47, table="t", id="id", text=("a",), collection="c")
 
 
 def test_the_sync_commands(
@@ -307,6 +333,23 @@ def test_the_sync_commands(
     finally:
         store.close()
     assert rag("sync", "remove", name).returncode == 0
+    refused = rag(
+        "sync",
+        "add",
+        f"{name}_x",
+        "--table",
+        f"{source.schema}.products",
+        "--id",
+        "category",
+        "--text",
+        "title",
+        "--collection",
+        f"{into}_x",
+        "--embedder",
+        "hash",
+    )
+    assert refused.returncode == 1 and "unique, non-null key" in refused.stderr
+    assert f"{into}_x" not in rag("collections").stdout  # nothing left behind
     missing = rag("sync", "run", name)
     assert missing.returncode == 1 and "expected a sync named" in missing.stderr
     rag("drop", into, "--yes")

@@ -36,16 +36,22 @@ def add(args: argparse.Namespace) -> int:
         collection=args.collection,
         max_tokens=args.max_tokens,
     )
+    created = False
     try:
         store = models.open_store(args)
     except CollectionNotFoundError:
         name, dim = models.for_new_collection(args)
         store = models.open_store(args, create_dim=dim)
+        created = True
         c = store.collection
         # Recorded now, so `sync run` embeds with the model this command was given.
         store.run_plan(lambda: registry.claim_embedder(c, name))
     try:
         add_sync(store, sync)
+    except BaseException:
+        if created:  # a refused sync leaves nothing behind, the new collection included
+            store.drop()
+        raise
     finally:
         store.close()
     output.note(

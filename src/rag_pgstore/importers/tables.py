@@ -170,7 +170,9 @@ def unique_key(engine: Engine, schema: str, table: str, column: str) -> None:
         sa.column("indpred"),
         schema="pg_catalog",
     )
-    relation = sa.func.to_regclass(f"{schema}.{table}")
+    preparer = pg.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+    # Quoted as the catalog needs it: a mixed-case name would otherwise be folded.
+    relation = sa.func.to_regclass(f"{preparer.quote_schema(schema)}.{preparer.quote(table)}")
     unique = sa.exists().where(
         index.c.indrelid == relation,
         index.c.indisunique,

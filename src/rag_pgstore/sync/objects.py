@@ -51,6 +51,8 @@ def syncs_table(schema: str) -> sa.Table:
         sa.Column("max_tokens", sa.Integer, nullable=False),
         sa.Column("backfill_after", sa.Text),
         sa.Column("backfill_done", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("backfill_owner", sa.Text),  # the worker backfilling, until backfill_until
+        sa.Column("backfill_until", sa.DateTime(timezone=True)),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
         schema=schema,
     )
@@ -68,6 +70,7 @@ def queue_table(schema: str) -> sa.Table:
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("due_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
         sa.Column("leased_until", sa.DateTime(timezone=True)),
+        sa.Column("lease_token", sa.Text),  # the claim holding the lease
         sa.Column("last_error", sa.Text),
         sa.Column("parked", sa.Boolean, nullable=False, server_default=sa.false()),
         schema=schema,

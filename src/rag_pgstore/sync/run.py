@@ -14,7 +14,7 @@ import decimal
 import functools
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -126,9 +126,18 @@ def add_sync(store: ChunkStore, sync: TableSync) -> None:
         yield Execute(sa.schema.CreateTable(queue, if_not_exists=True))
         for index in queue.indexes:
             yield Execute(sa.schema.CreateIndex(index, if_not_exists=True))
-        existing = yield Fetch(sa.select(syncs.c.name).where(syncs.c.name == sync.name))
-        if existing:
-            raise SchemaError(f"expected a new sync name, got {sync.name!r}, which exists")
+        existing = yield Fetch(
+            sa.select(syncs.c.name, syncs.c.collection).where(
+                sa.or_(syncs.c.name == sync.name, syncs.c.collection == c.name)
+            )
+        )
+        for other, collection in existing:
+            if other == sync.name:
+                raise SchemaError(f"expected a new sync name, got {sync.name!r}, which exists")
+            raise SchemaError(
+                f"expected a collection no sync writes, got {collection!r}, which sync "
+                f"{other!r} writes (its documents are that table's rows); use another collection"
+            )
         yield Execute(ob.trigger_function(c.schema))
         yield Execute(ob.create_trigger(c.schema, sync.name, (schema, table), sync.id, watched))
         yield Execute(sa.insert(syncs).values(**row))
@@ -237,20 +246,22 @@ class _Source:
         self.columns = [self.table.c[n] for n in names]
 
     def page(self, after: str | None, size: int) -> sa.Select[Any]:
-        statement = sa.select(self.key.label("rag_key"), *self.columns).order_by(self.key)
+        statement = sa.select(self.key.label("rag_pgstore_key"), *self.columns).order_by(self.key)
         if after is not None:
             statement = statement.where(self.key > self.key_value(after))
         return statement.limit(size)
 
     def rows(self, ids: Sequence[str]) -> sa.Select[Any]:
         values = [self.key_value(i) for i in ids]
-        return sa.select(self.key.label("rag_key"), *self.columns).where(self.key.in_(values))
+        return sa.select(self.key.label("rag_pgstore_key"), *self.columns).where(
+            self.key.in_(values)
+        )
 
     def document(self, row: Mapping[str, Any]) -> Document:
         texts = [row[c] for c in self.spec["text_columns"]]
         text = "\n\n".join(str(t) for t in texts if t is not None and str(t).strip())
         metadata = {c: _json_value(row[c]) for c in self.spec["metadata_columns"]}
-        return Document(str(row["rag_key"]), text, metadata)
+        return Document(str(row["rag_pgstore_key"]), text, metadata)
 
 
 def _json_value(value: Any) -> Any:
@@ -291,13 +302,17 @@ def backfill(
     name: str,
     embedder: Any,
     *,
-    batch_size: int = 500,
+    batch_size: int = 100,
+    lease_seconds: float = 300.0,
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Embed every source row not yet backfilled, in key order; return how many were read.
 
     After each page the key it reached is recorded: an interrupted backfill continues there,
-    and the pipeline skips what an earlier attempt wrote (nothing is embedded twice).
+    and the pipeline skips what an earlier attempt wrote (nothing is embedded twice). One
+    worker backfills at a time (it holds the sync's backfill lease, renewed every page);
+    another returns 0 at once. A row that fails on its own is queued with its error, for
+    :func:`drain` to retry and, in the end, park: it does not stop the backfill.
     """
     spec = _spec(store, name)
     if spec["backfill_done"]:
@@ -305,23 +320,146 @@ def backfill(
     source = _Source(spec)
     syncs, _ = _tables(store)
     pipeline = _pipeline(store, embedder, spec, batch_size)
-    after: str | None = spec["backfill_after"]
+    me = uuid.uuid4().hex
+    after = store.run_plan(functools.partial(_lease_backfill, syncs, name, me, lease_seconds))
+    if after is False:
+        return 0  # another worker is backfilling
+    assert after is None or isinstance(after, str)
+    try:
+        return _backfill_pages(
+            store, pipeline, source, name=name, me=me, after=after, size=batch_size,
+            lease=lease_seconds, progress=progress,
+        )  # fmt: skip
+    except BaseException:
+        # Let the next run (this worker's or another's) take over at once.
+        release = (
+            sa.update(syncs)
+            .where(syncs.c.name == name, syncs.c.backfill_owner == me)
+            .values(backfill_until=None, backfill_owner=None)
+        )
+        store.run_plan(functools.partial(_execute, release))
+        raise
+
+
+def _backfill_pages(
+    store: ChunkStore,
+    pipeline: Pipeline,
+    source: _Source,
+    *,
+    name: str,
+    me: str,
+    after: str | None,
+    size: int,
+    lease: float,
+    progress: Callable[[int], None] | None,
+) -> int:
+    syncs, queue = _tables(store)
+    batch_size, lease_seconds = size, lease
     done = 0
     while True:
         rows = store.run_plan(functools.partial(_fetch, source.page(after, batch_size)))
         if rows:
-            pipeline.ingest([source.document(r) for r in rows])
-            after = str(rows[-1]["rag_key"])
+            try:
+                pipeline.ingest([source.document(r) for r in rows])
+            except DatabaseUnavailableError:
+                raise
+            except RagPgStoreError as exc:
+                _fatal(exc)
+                _one_by_one(store, pipeline, source, queue=queue, name=name, rows=rows)
+            after = str(rows[-1]["rag_pgstore_key"])
             done += len(rows)
         finished = len(rows) < batch_size
-        record = sa.update(syncs).where(syncs.c.name == name)
-        store.run_plan(
-            functools.partial(_execute, record.values(backfill_after=after, backfill_done=finished))
+        moved = store.run_plan(
+            functools.partial(
+                _advance, syncs, name, me, after=after, finished=finished, lease=lease_seconds
+            )
         )
+        if not moved:
+            raise SchemaError(
+                f"sync {name!r} lost its backfill lease (a page took longer than "
+                f"{lease_seconds:g} s, or the sync was removed); run it again"
+            )
         if progress is not None:
             progress(done)
         if finished:
             return done
+
+
+def _lease_backfill(syncs: sa.Table, name: str, me: str, lease: float) -> Plan[str | bool | None]:
+    """Take the backfill lease; where to start, or ``False`` if another worker holds it."""
+    rows = yield Fetch(
+        sa.update(syncs)
+        .where(
+            syncs.c.name == name,
+            ~syncs.c.backfill_done,
+            sa.or_(syncs.c.backfill_until.is_(None), syncs.c.backfill_until < sa.func.now()),
+        )
+        .values(backfill_owner=me, backfill_until=ob.lease_for(lease))
+        .returning(syncs.c.backfill_after)
+    )
+    return rows[0][0] if rows else False
+
+
+def _advance(
+    syncs: sa.Table, name: str, me: str, *, after: str | None, finished: bool, lease: float
+) -> Plan[bool]:
+    """Record the page (only while this worker holds the lease), and renew the lease."""
+    rows = yield Fetch(
+        sa.update(syncs)
+        .where(syncs.c.name == name, syncs.c.backfill_owner == me)
+        .values(
+            backfill_after=after,
+            backfill_done=finished,
+            backfill_until=None if finished else ob.lease_for(lease),
+        )
+        .returning(syncs.c.name)
+    )
+    return bool(rows)
+
+
+def _one_by_one(
+    store: ChunkStore,
+    pipeline: Pipeline,
+    source: _Source,
+    *,
+    queue: sa.Table,
+    name: str,
+    rows: Sequence[Mapping[str, Any]],
+) -> None:
+    """A page that failed, row by row: the rows that fail alone go to the queue with their
+    error (as a first failed attempt), the others are written. When every row of a page of
+    several fails, it is the model or the store, not the rows: stop (the page is not done)."""
+    failures: list[tuple[Mapping[str, Any], RagPgStoreError]] = []
+    for row in rows:
+        try:
+            pipeline.ingest([source.document(row)])
+        except DatabaseUnavailableError:
+            raise
+        except RagPgStoreError as exc:
+            _fatal(exc)
+            failures.append((row, exc))
+    if len(failures) == len(rows) > 1:
+        raise failures[-1][1]
+    for row, error in failures:
+        failure = _queued_failure(queue, name, str(row["rag_pgstore_key"]), error)
+        store.run_plan(functools.partial(_execute, failure))
+
+
+def _queued_failure(queue: sa.Table, name: str, source_id: str, exc: Exception) -> Any:
+    return sa.insert(queue).values(
+        sync=name, source_id=source_id, attempts=1, last_error=_error(exc)
+    )
+
+
+def _error(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _fatal(exc: RagPgStoreError) -> None:
+    """Errors no row causes (the collection gone, another model recorded): stop, rather
+    than fail, retry and park every row in turn."""
+    if isinstance(exc, SchemaError):
+        raise exc
 
 
 def _execute(statement: Any) -> Plan[None]:
@@ -346,55 +484,72 @@ def drain(
     state now, not at the change), re-ingested if it exists, its chunks deleted if not.
 
     Several workers, in processes or on machines of their own, can drain one sync at once:
-    a claim takes due rows ``FOR UPDATE SKIP LOCKED`` and leases them, and never takes a
-    source row another worker holds. A row that fails is retried after ``backoff * 2**n``
-    seconds, and parked with its error after ``max_attempts``; ``sync_status`` shows it. A
-    worker that dies leaves its lease to expire after ``lease_seconds``.
+    a claim takes due rows ``FOR UPDATE SKIP LOCKED`` and leases them under a token of its
+    own, and never takes a source row another worker holds. Until the backfill is done it
+    applies nothing (a change to a row the backfill is reading could otherwise be undone by
+    it), and returns at once. A row that fails is retried after ``backoff * 2**n`` seconds,
+    and parked with its error after ``max_attempts``; ``sync_status`` shows it. A worker
+    that dies leaves its lease to expire after ``lease_seconds``; a batch must take less.
+    A configuration error (the collection gone, another model) stops the drain instead, and
+    so does a model that fails every row of a batch.
     """
     spec = _spec(store, name)
+    if not spec["backfill_done"]:
+        return DrainReport(0, 0)
     source = _Source(spec)
     _, queue = _tables(store)
     pipeline = _pipeline(store, embedder, spec, batch_size)
     applied = failed = 0
     while True:
-        claimed = store.run_plan(lambda: _claim(queue, name, batch_size, lease_seconds))
+        me = uuid.uuid4().hex
+        claimed = store.run_plan(
+            functools.partial(_claim, queue, name, batch_size, lease_seconds, me)
+        )
         if not claimed:
             return DrainReport(applied, failed)
         by_source: dict[str, list[tuple[int, int]]] = {}
         for queue_id, source_id, attempts in claimed:
             by_source.setdefault(source_id, []).append((queue_id, attempts))
-        groups = [list(by_source)]
         try:
-            _apply(store, pipeline, source, groups[0])
+            _apply(store, pipeline, source, list(by_source))
         except DatabaseUnavailableError:
             raise
-        except RagPgStoreError:
-            groups = [[one] for one in by_source]  # find the row that fails, apply the rest
+        except RagPgStoreError as exc:
+            _fatal(exc)
+            alone = list(by_source)  # find the rows that fail, apply the rest
         else:
-            groups = []
-            store.run_plan(
-                functools.partial(_done, queue, [q for rows in by_source.values() for q, _ in rows])
-            )
+            alone = []
+            for source_id, rows in by_source.items():
+                store.run_plan(functools.partial(_done, queue, name, source_id, rows, me))
             applied += len(by_source)
-        for (source_id,) in groups:
+        errors: list[RagPgStoreError] = []
+        for source_id in alone:
             rows = by_source[source_id]
             try:
                 _apply(store, pipeline, source, [source_id])
             except DatabaseUnavailableError:
                 raise
             except RagPgStoreError as exc:
-                store.run_plan(functools.partial(_failed, queue, rows, exc, max_attempts, backoff))
+                _fatal(exc)
+                errors.append(exc)
+                store.run_plan(
+                    functools.partial(
+                        _failed, queue, rows, exc, max_attempts=max_attempts, backoff=backoff, me=me
+                    )
+                )
                 failed += 1
             else:
-                store.run_plan(functools.partial(_done, queue, [q for q, _ in rows]))
+                store.run_plan(functools.partial(_done, queue, name, source_id, rows, me))
                 applied += 1
+        if len(alone) > 1 and len(errors) == len(alone):
+            raise errors[-1]  # every row failed: the model or the store, not the rows
         if progress is not None:
             progress(applied)
 
 
 def _apply(store: ChunkStore, pipeline: Pipeline, source: _Source, ids: Sequence[str]) -> None:
-    rows = store.run_plan(lambda: _fetch(source.rows(ids)))
-    present = {str(r["rag_key"]) for r in rows}
+    rows = store.run_plan(functools.partial(_fetch, source.rows(ids)))
+    present = {str(r["rag_pgstore_key"]) for r in rows}
     if rows:
         pipeline.ingest([source.document(r) for r in rows])
     gone = [i for i in ids if i not in present]
@@ -403,16 +558,11 @@ def _apply(store: ChunkStore, pipeline: Pipeline, source: _Source, ids: Sequence
 
 
 def _claim(
-    queue: sa.Table, name: str, limit: int, lease: float
+    queue: sa.Table, name: str, limit: int, lease: float, me: str
 ) -> Plan[list[tuple[int, str, int]]]:
     # Claims of one sync take turns (a short lock), so a claim sees every lease before it.
-    yield Fetch(
-        sa.select(
-            sa.func.pg_advisory_xact_lock(
-                sa.func.hashtext(sa.literal(f"rag_pgstore_sync:{name}", sa.Text))
-            )
-        )
-    )
+    turn = sa.func.hashtext(sa.literal(f"rag_pgstore_sync:{name}", sa.Text))
+    yield Fetch(sa.select(sa.func.pg_advisory_xact_lock(turn)))
     rows = yield Fetch(ob.claim(queue, name, limit * 4))
     picked = list(dict.fromkeys(source_id for _, source_id, _ in rows))[:limit]
     if not picked:
@@ -425,34 +575,51 @@ def _claim(
             q.sync == name,
             q.source_id.in_(picked),
             ~q.parked,
+            q.due_at <= sa.func.now(),
             sa.or_(q.leased_until.is_(None), q.leased_until < sa.func.now()),
         )
-        .values(leased_until=ob.lease_for(lease))
+        .values(leased_until=ob.lease_for(lease), lease_token=me)
         .returning(q.id, q.source_id, q.attempts)
     )
     return [(int(i), str(s), int(a)) for i, s, a in taken]
 
 
-def _done(queue: sa.Table, ids: Iterable[int]) -> Plan[None]:
-    yield Execute(sa.delete(queue).where(queue.c.id.in_(list(ids))))
+def _done(
+    queue: sa.Table, name: str, source_id: str, rows: Sequence[tuple[int, int]], me: str
+) -> Plan[None]:
+    """The row is applied as it is now: its leased changes go, and so do its older failed or
+    parked ones (newer ones, queued meanwhile, stay for the next pass)."""
+    newest = max(queue_id for queue_id, _ in rows)
+    q = queue.c
+    yield Execute(
+        sa.delete(queue).where(
+            q.sync == name,
+            q.source_id == source_id,
+            q.id <= newest,
+            sa.or_(q.lease_token == me, q.leased_until.is_(None), q.parked),
+        )
+    )
 
 
 def _failed(
     queue: sa.Table,
     rows: Sequence[tuple[int, int]],
     exc: Exception,
+    *,
     max_attempts: int,
     backoff: float,
+    me: str,
 ) -> Plan[None]:
     for queue_id, attempts in rows:
         delay = backoff * 2**attempts
         yield Execute(
             sa.update(queue)
-            .where(queue.c.id == queue_id)
+            .where(queue.c.id == queue_id, queue.c.lease_token == me)
             .values(
                 attempts=attempts + 1,
-                last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                last_error=_error(exc),
                 leased_until=None,
+                lease_token=None,
                 due_at=sa.func.now() + sa.literal(_seconds(delay), sa.Interval),
                 parked=attempts + 1 >= max_attempts,
             )

@@ -9,7 +9,8 @@ from rag_pgstore.errors import InvalidInputError
 
 __all__ = ["TableSync"]
 
-_UNSAFE = frozenset('"\\,{}')
+_UNSAFE = frozenset('"\\,{}%')  # they would break the trigger's text[] argument or DDL
+MAX_NAME = 63 - len("rag_pgstore_sync_")  # the trigger's name must fit PostgreSQL's 63
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class TableSync:
 
     def __post_init__(self) -> None:
         check_name(self.name, "sync name")
+        if len(self.name) > MAX_NAME:
+            raise InvalidInputError(
+                f"expected a sync name of at most {MAX_NAME} characters, got {len(self.name)}"
+            )
         check_name(self.collection, "collection")
         object.__setattr__(self, "text", _columns(self.text, "text"))
         object.__setattr__(self, "metadata", _columns(self.metadata, "metadata", empty=True))
