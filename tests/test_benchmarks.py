@@ -136,3 +136,13 @@ def test_server_load_benchmark_quick(db: TestDatabase, tmp_path: Path) -> None:
     assert "**0 errors**" in text
     assert "| in-process, one at a time |" in text
     assert (tmp_path / "benchmarks" / "server-load.png").stat().st_size > 0
+
+
+def test_sync_benchmark_quick(db: TestDatabase, tmp_path: Path) -> None:
+    pytest.importorskip("tiktoken", reason="a sync chunks rows with tiktoken")
+    run_benchmark(
+        db, tmp_path, "benchmarks.sync", "--corpus", "docs", "--rows", "200",
+        "--updates", "50", "--workers", "1", "2",
+    )  # fmt: skip
+    text = (tmp_path / "results" / "sync.md").read_text()
+    assert "| 200 |" in text and "## Draining updates" in text
