@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
-import time
-from collections.abc import Callable
 from typing import Any
-
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from rag_pgstore import embedded
 from rag_pgstore.cli import models, output
-from rag_pgstore.cli.progress import RateColumn
+from rag_pgstore.cli.progress import counting
 from rag_pgstore.errors import CollectionNotFoundError, InvalidInputError
 from rag_pgstore.importers import (
     import_chunks,
@@ -29,11 +24,8 @@ from rag_pgstore.importers import (
     llamaindex_persist_dir,
     llamaindex_pgvector,
 )
-from rag_pgstore.importers.run import ImportReport
 from rag_pgstore.importers.source import Source
 from rag_pgstore.store import ChunkStore
-
-PLAIN_EVERY = 5.0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,11 +34,12 @@ def run(args: argparse.Namespace) -> int:
     # A collection made now has imported nothing, whatever an earlier one of its name did.
     restart = args.restart or created
     try:
-        report = _with_progress(
-            args,
+        report = counting(
+            "import",
             lambda show: import_chunks(
                 store, source, batch_size=args.batch, restart=restart, progress=show
             ),
+            quiet=args.json,
         )
     finally:
         store.close()
@@ -123,32 +116,3 @@ def _target(args: argparse.Namespace, source: Source) -> tuple[ChunkStore, bool]
         create_extension=args.create_extension,
     )
     return store, True
-
-
-def _with_progress(
-    args: argparse.Namespace, work: Callable[[Callable[[int], None] | None], ImportReport]
-) -> ImportReport:
-    """Run ``work`` with a progress callback: a live line on a terminal, a plain line every
-    few seconds otherwise, none with ``--json``."""
-    if args.json:
-        return work(None)
-    if not sys.stderr.isatty():
-        last = [time.monotonic()]
-
-        def plain(rows: int) -> None:
-            if time.monotonic() - last[0] >= PLAIN_EVERY:
-                last[0] = time.monotonic()
-                output.note(f"imported {rows:,} rows")
-
-        return work(plain)
-    bars = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.completed:,.0f} rows"),
-        RateColumn(),
-        TimeElapsedColumn(),
-        console=output.console("stderr"),
-        transient=True,
-    )
-    with bars:
-        task = bars.add_task("import", total=None)
-        return work(lambda rows: bars.update(task, completed=rows))

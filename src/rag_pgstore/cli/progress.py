@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from types import TracebackType
+from typing import TypeVar
 
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    SpinnerColumn,
     Task,
     TaskID,
     TextColumn,
@@ -94,3 +97,35 @@ class IngestProgress:
     ) -> None:
         if self._bars is not None:
             self._bars.stop()
+
+
+T = TypeVar("T")
+RowsSeen = Callable[[int], None]
+
+
+def counting(what: str, work: Callable[[RowsSeen | None], T], *, quiet: bool) -> T:
+    """Run ``work(progress)``, where ``progress(rows)`` reports rows done so far: a live
+    count with its rate on a terminal, a plain line every few seconds otherwise (logs, CI),
+    nothing when ``quiet`` (``--json``). For work whose total is not known up front."""
+    if quiet:
+        return work(None)
+    if not sys.stderr.isatty():
+        last = [time.monotonic()]
+
+        def plain(rows: int) -> None:
+            if time.monotonic() - last[0] >= PLAIN_EVERY:
+                last[0] = time.monotonic()
+                output.note(f"{what}: {rows:,} rows")
+
+        return work(plain)
+    bars = Progress(
+        SpinnerColumn(),
+        TextColumn(f"{what} {{task.completed:,.0f}} rows"),
+        RateColumn(),
+        TimeElapsedColumn(),
+        console=output.console("stderr"),
+        transient=True,
+    )
+    with bars:
+        task = bars.add_task(what, total=None)
+        return work(lambda rows: bars.update(task, completed=rows))

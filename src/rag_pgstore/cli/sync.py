@@ -9,21 +9,16 @@ backfill, queue, parked failures and lag; ``remove`` drops the trigger and the q
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from rag_pgstore import embedded
 from rag_pgstore.cli import models, output
-from rag_pgstore.cli.progress import RateColumn
+from rag_pgstore.cli.progress import counting
 from rag_pgstore.connect import make_engine
 from rag_pgstore.errors import CollectionNotFoundError, SchemaError
 from rag_pgstore.ops import registry
 from rag_pgstore.store import ChunkStore
 from rag_pgstore.sync import TableSync, add_sync, backfill, drain, remove_sync, sync_status
-
-PLAIN_EVERY = 5.0
 
 
 def add(args: argparse.Namespace) -> int:
@@ -65,9 +60,11 @@ def run(args: argparse.Namespace) -> int:
     store = _store_of(args)
     try:
         embedder = models.for_collection(args, store, models.recorded_embedder(store))
-        rows = _counting(args, "backfill", lambda show: backfill(
-            store, args.name, embedder, batch_size=args.batch, progress=show
-        ))  # fmt: skip
+        rows = counting(
+            "backfill",
+            lambda show: backfill(store, args.name, embedder, batch_size=args.batch, progress=show),
+            quiet=args.json,
+        )
         applied = failed = 0
         while True:
             report = drain(store, args.name, embedder, batch_size=args.batch)
@@ -141,31 +138,3 @@ def _store_of(args: argparse.Namespace) -> ChunkStore:
         raise SchemaError(f"expected a sync named {args.name!r}, found none; `sync add` makes it")
     args.collection = found[0].collection
     return models.open_store(args)
-
-
-def _counting(args: argparse.Namespace, what: str, work: object) -> int:
-    """Run ``work(progress)``: a live count on a terminal, a line every few seconds
-    otherwise, nothing with ``--json``."""
-    assert callable(work)
-    if args.json:
-        return int(work(None))
-    if not sys.stderr.isatty():
-        last = [time.monotonic()]
-
-        def plain(rows: int) -> None:
-            if time.monotonic() - last[0] >= PLAIN_EVERY:
-                last[0] = time.monotonic()
-                output.note(f"{what}: {rows:,} rows")
-
-        return int(work(plain))
-    bars = Progress(
-        SpinnerColumn(),
-        TextColumn(f"{what} {{task.completed:,.0f}} rows"),
-        RateColumn(),
-        TimeElapsedColumn(),
-        console=output.console("stderr"),
-        transient=True,
-    )
-    with bars:
-        task = bars.add_task(what, total=None)
-        return int(work(lambda rows: bars.update(task, completed=rows)))

@@ -1,11 +1,9 @@
-"""Add, run, inspect and remove table syncs.
+"""The work of a table sync: the backfill, and draining the queue of changes.
 
-``add_sync`` creates the queue, the trigger function and the source table's trigger, and
-records the sync, in one transaction (a role that may not create a trigger on the table
-leaves nothing behind). ``backfill`` embeds every existing row in key order, page by page,
-recording how far it got after each page; ``drain`` works the queue of changes. Both go
-through the pipeline, so a row whose text did not change costs one read, and a text embedded
-before (a crash, a failed batch, a row changed back) comes from the embedding cache.
+``backfill`` embeds every existing row in key order, page by page, recording how far it got
+after each page; ``drain`` works the queue of changes. Both go through the pipeline, so a
+row whose text did not change costs one read, and a text embedded before (a crash, a failed
+batch, a row changed back) comes from the embedding cache.
 """
 
 from __future__ import annotations
@@ -21,216 +19,23 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.engine import Engine
 
-from rag_pgstore import driver
 from rag_pgstore.chunking import TokenChunker
 from rag_pgstore.driver.steps import Execute, Fetch, Plan
 from rag_pgstore.errors import DatabaseUnavailableError, RagPgStoreError, SchemaError
-from rag_pgstore.importers.tables import check_layout, typed_key, unique_key
+from rag_pgstore.importers.tables import typed_key
 from rag_pgstore.pipeline import Document, Pipeline
 from rag_pgstore.store import ChunkStore
 from rag_pgstore.sync import objects as ob
-from rag_pgstore.sync.spec import TableSync
+from rag_pgstore.sync.manage import spec_of, tables
 
-__all__ = [
-    "DrainReport",
-    "SyncStatus",
-    "add_sync",
-    "backfill",
-    "drain",
-    "remove_sync",
-    "sync_status",
-    "watch",
-]
-
-_ID_TYPES = ("int2", "int4", "int8", "text", "varchar", "bpchar", "uuid")
-
-
-@dataclass(frozen=True)
-class SyncStatus:
-    """Where a sync stands: its backfill, and its queue (``pending`` due or waiting for a
-    retry, ``in_flight`` leased by a worker, ``parked`` failed too often, with the last
-    error); ``lag_seconds`` is the age of the oldest change not yet applied."""
-
-    name: str
-    collection: str
-    source: str
-    backfill_done: bool
-    pending: int
-    in_flight: int
-    parked: int
-    last_error: str | None
-    lag_seconds: float | None
+__all__ = ["DrainReport", "backfill", "drain", "watch"]
 
 
 @dataclass(frozen=True)
 class DrainReport:
     applied: int  # source rows whose changes reached the collection
     failed: int  # rows that failed this time (retried later, or parked)
-
-
-Target = ChunkStore | Engine
-
-
-def _on(target: Target, schema: str | None) -> tuple[Callable[[Any], Any], str]:
-    """How to run a plan on ``target`` and in which schema: a store's own, or an engine's
-    (``schema``, default ``public``)."""
-    if isinstance(target, ChunkStore):
-        return target.run_plan, schema or target.collection.schema
-    return functools.partial(driver.run, target), schema or "public"
-
-
-def _tables(store: ChunkStore) -> tuple[sa.Table, sa.Table]:
-    schema = store.collection.schema
-    return ob.syncs_table(schema), ob.queue_table(schema)
-
-
-def add_sync(store: ChunkStore, sync: TableSync) -> None:
-    """Create the sync's trigger and queue and record it; the backfill is :func:`backfill`.
-
-    ``store`` is the collection the sync writes (``sync.collection``); the source table must
-    be in the same database, with a unique, non-null id column of an integer, text or uuid
-    type. Needs the right to create triggers on the source table (its owner, or the
-    TRIGGER privilege) and tables and functions in the collection's schema.
-    """
-    c = store.collection
-    if c.name != sync.collection:
-        raise SchemaError(f"expected a store of collection {sync.collection!r}, got {c.name!r}")
-    assert store.engine is not None, "a sync needs the store's sync engine"
-    schema, table = sync.source
-    wanted = (sync.id, *sync.text, *sync.metadata)
-    found = check_layout(store.engine, schema, table, wanted, "the sync's source")
-    if found[sync.id] not in _ID_TYPES:
-        raise SchemaError(
-            f"expected the id column {sync.id!r} to be an integer, text or uuid, got "
-            f"{found[sync.id]}"
-        )
-    unique_key(store.engine, schema, table, sync.id)
-    syncs, queue = _tables(store)
-    row = {
-        "name": sync.name,
-        "collection": c.name,
-        "source_schema": schema,
-        "source_table": table,
-        "id_column": sync.id,
-        "id_type": found[sync.id],
-        "text_columns": list(sync.text),
-        "metadata_columns": list(sync.metadata),
-        "max_tokens": sync.max_tokens,
-    }
-    watched = list(dict.fromkeys(wanted))
-
-    def plan() -> Plan[None]:
-        yield Execute(sa.schema.CreateTable(syncs, if_not_exists=True))
-        yield Execute(sa.schema.CreateTable(queue, if_not_exists=True))
-        for index in queue.indexes:
-            yield Execute(sa.schema.CreateIndex(index, if_not_exists=True))
-        existing = yield Fetch(
-            sa.select(syncs.c.name, syncs.c.collection).where(
-                sa.or_(syncs.c.name == sync.name, syncs.c.collection == c.name)
-            )
-        )
-        for other, collection in existing:
-            if other == sync.name:
-                raise SchemaError(f"expected a new sync name, got {sync.name!r}, which exists")
-            raise SchemaError(
-                f"expected a collection no sync writes, got {collection!r}, which sync "
-                f"{other!r} writes (its documents are that table's rows); use another collection"
-            )
-        yield Execute(ob.trigger_function(c.schema))
-        yield Execute(ob.create_trigger(c.schema, sync.name, (schema, table), sync.id, watched))
-        yield Execute(sa.insert(syncs).values(**row))
-
-    store.run_plan(plan)
-
-
-def remove_sync(target: Target, name: str, *, schema: str | None = None) -> None:
-    """Drop the sync's trigger, its queued changes and its record; the collection stays.
-    ``target`` is a store of the sync's schema, or an engine (``schema``: its schema)."""
-    run, schema = _on(target, schema)
-    syncs, queue = ob.syncs_table(schema), ob.queue_table(schema)
-    spec = _spec(target, name, schema)
-
-    def plan() -> Plan[None]:
-        yield Execute(ob.drop_trigger(name, spec["source_schema"], spec["source_table"]))
-        yield Execute(sa.delete(queue).where(queue.c.sync == name))
-        yield Execute(sa.delete(syncs).where(syncs.c.name == name))
-
-    run(plan)
-
-
-def _spec(target: Target, name: str, schema: str | None = None) -> Mapping[str, Any]:
-    run, schema = _on(target, schema)
-    syncs = ob.syncs_table(schema)
-
-    def plan() -> Plan[Mapping[str, Any] | None]:
-        exists = yield Fetch(sa.select(sa.func.to_regclass(f"{syncs.schema}.{syncs.name}")))
-        if exists[0][0] is None:
-            return None
-        rows = yield Fetch(sa.select(syncs).where(syncs.c.name == name))
-        return rows[0]._mapping if rows else None
-
-    found: Mapping[str, Any] | None = run(plan)
-    if found is None:
-        raise SchemaError(f"expected a sync named {name!r}, found none; `sync add` makes one")
-    return found
-
-
-def sync_status(
-    target: Target, name: str | None = None, *, schema: str | None = None
-) -> list[SyncStatus]:
-    """The state of every sync of the schema (or of ``name``); ``target`` is a store of the
-    schema, or an engine (``schema``: its schema, default ``public``)."""
-    run, schema = _on(target, schema)
-    syncs, queue = ob.syncs_table(schema), ob.queue_table(schema)
-
-    def plan() -> Plan[list[SyncStatus]]:
-        exists = yield Fetch(sa.select(sa.func.to_regclass(f"{syncs.schema}.{syncs.name}")))
-        if exists[0][0] is None:
-            return []
-        where = syncs.c.name == name if name is not None else sa.true()
-        specs = yield Fetch(sa.select(syncs).where(where).order_by(syncs.c.name))
-        out = []
-        for spec in specs:
-            q = queue.c
-            leased = q.leased_until >= sa.func.now()
-            [counts] = yield Fetch(
-                sa.select(
-                    sa.func.count().filter(~q.parked & ~sa.func.coalesce(leased, False)),
-                    sa.func.count().filter(~q.parked & sa.func.coalesce(leased, False)),
-                    sa.func.count().filter(q.parked),
-                    sa.func.extract(
-                        "epoch", sa.func.now() - sa.func.min(q.enqueued_at).filter(~q.parked)
-                    ),
-                ).where(q.sync == spec.name)
-            )
-            error = yield Fetch(
-                sa.select(q.last_error)
-                .where(q.sync == spec.name, q.last_error.is_not(None))
-                .order_by(q.id.desc())
-                .limit(1)
-            )
-            out.append(
-                SyncStatus(
-                    name=spec.name,
-                    collection=spec.collection,
-                    source=f"{spec.source_schema}.{spec.source_table}",
-                    backfill_done=spec.backfill_done,
-                    pending=counts[0],
-                    in_flight=counts[1],
-                    parked=counts[2],
-                    last_error=error[0][0] if error else None,
-                    lag_seconds=float(counts[3]) if counts[3] is not None else None,
-                )
-            )
-        return out
-
-    found: list[SyncStatus] = run(plan)
-    return found
-
-
-# -- reading the source ------------------------------------------------------------------------
 
 
 class _Source:
@@ -314,11 +119,11 @@ def backfill(
     another returns 0 at once. A row that fails on its own is queued with its error, for
     :func:`drain` to retry and, in the end, park: it does not stop the backfill.
     """
-    spec = _spec(store, name)
+    spec = spec_of(store, name)
     if spec["backfill_done"]:
         return 0
     source = _Source(spec)
-    syncs, _ = _tables(store)
+    syncs, _ = tables(store)
     pipeline = _pipeline(store, embedder, spec, batch_size)
     me = uuid.uuid4().hex
     after = store.run_plan(functools.partial(_lease_backfill, syncs, name, me, lease_seconds))
@@ -353,7 +158,7 @@ def _backfill_pages(
     lease: float,
     progress: Callable[[int], None] | None,
 ) -> int:
-    syncs, queue = _tables(store)
+    syncs, queue = tables(store)
     batch_size, lease_seconds = size, lease
     done = 0
     while True:
@@ -493,11 +298,11 @@ def drain(
     A configuration error (the collection gone, another model) stops the drain instead, and
     so does a model that fails every row of a batch.
     """
-    spec = _spec(store, name)
+    spec = spec_of(store, name)
     if not spec["backfill_done"]:
         return DrainReport(0, 0)
     source = _Source(spec)
-    _, queue = _tables(store)
+    _, queue = tables(store)
     pipeline = _pipeline(store, embedder, spec, batch_size)
     applied = failed = 0
     while True:
@@ -519,8 +324,7 @@ def drain(
             alone = list(by_source)  # find the rows that fail, apply the rest
         else:
             alone = []
-            for source_id, rows in by_source.items():
-                store.run_plan(functools.partial(_done, queue, name, source_id, rows, me))
+            store.run_plan(functools.partial(_done, queue, name, _newest(by_source), me))
             applied += len(by_source)
         errors: list[RagPgStoreError] = []
         for source_id in alone:
@@ -532,19 +336,26 @@ def drain(
             except RagPgStoreError as exc:
                 _fatal(exc)
                 errors.append(exc)
+                ids = [queue_id for queue_id, _ in rows]
                 store.run_plan(
                     functools.partial(
-                        _failed, queue, rows, exc, max_attempts=max_attempts, backoff=backoff, me=me
+                        _failed, queue, ids, exc, max_attempts=max_attempts, backoff=backoff, me=me
                     )
                 )
                 failed += 1
             else:
-                store.run_plan(functools.partial(_done, queue, name, source_id, rows, me))
+                store.run_plan(
+                    functools.partial(_done, queue, name, _newest({source_id: rows}), me)
+                )
                 applied += 1
         if len(alone) > 1 and len(errors) == len(alone):
             raise errors[-1]  # every row failed: the model or the store, not the rows
         if progress is not None:
             progress(applied)
+
+
+def _newest(by_source: Mapping[str, Sequence[tuple[int, int]]]) -> dict[str, int]:
+    return {source_id: max(q for q, _ in rows) for source_id, rows in by_source.items()}
 
 
 def _apply(store: ChunkStore, pipeline: Pipeline, source: _Source, ids: Sequence[str]) -> None:
@@ -584,18 +395,26 @@ def _claim(
     return [(int(i), str(s), int(a)) for i, s, a in taken]
 
 
-def _done(
-    queue: sa.Table, name: str, source_id: str, rows: Sequence[tuple[int, int]], me: str
-) -> Plan[None]:
-    """The row is applied as it is now: its leased changes go, and so do its older failed or
-    parked ones (newer ones, queued meanwhile, stay for the next pass)."""
-    newest = max(queue_id for queue_id, _ in rows)
+def _done(queue: sa.Table, name: str, done: Mapping[str, int], me: str) -> Plan[None]:
+    """The rows are applied as they are now: each one's changes up to the newest it was
+    leased (``done``: source id -> queue id) go, its older failed or parked ones too; newer
+    ones, queued meanwhile, stay for the next pass. One statement for the whole batch."""
+    if not done:
+        return
+    applied = (
+        sa.func.unnest(
+            sa.literal(list(done), pg.ARRAY(sa.Text)),
+            sa.literal(list(done.values()), pg.ARRAY(sa.BigInteger)),
+        )
+        .table_valued("source_id", "newest")
+        .render_derived()
+    )
     q = queue.c
     yield Execute(
         sa.delete(queue).where(
             q.sync == name,
-            q.source_id == source_id,
-            q.id <= newest,
+            q.source_id == applied.c.source_id,
+            q.id <= applied.c.newest,
             sa.or_(q.lease_token == me, q.leased_until.is_(None), q.parked),
         )
     )
@@ -603,33 +422,29 @@ def _done(
 
 def _failed(
     queue: sa.Table,
-    rows: Sequence[tuple[int, int]],
+    ids: Sequence[int],
     exc: Exception,
     *,
     max_attempts: int,
     backoff: float,
     me: str,
 ) -> Plan[None]:
-    for queue_id, attempts in rows:
-        delay = backoff * 2**attempts
-        yield Execute(
-            sa.update(queue)
-            .where(queue.c.id == queue_id, queue.c.lease_token == me)
-            .values(
-                attempts=attempts + 1,
-                last_error=_error(exc),
-                leased_until=None,
-                lease_token=None,
-                due_at=sa.func.now() + sa.literal(_seconds(delay), sa.Interval),
-                parked=attempts + 1 >= max_attempts,
-            )
+    """Another failed attempt for the leased rows ``ids``: due again after ``backoff *
+    2**attempts`` seconds, parked once ``max_attempts`` failed. One statement."""
+    q = queue.c
+    delay = sa.literal(backoff) * sa.func.power(2, q.attempts)
+    yield Execute(
+        sa.update(queue)
+        .where(q.id.in_(list(ids)), q.lease_token == me)
+        .values(
+            attempts=q.attempts + 1,
+            last_error=_error(exc),
+            leased_until=None,
+            lease_token=None,
+            due_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, delay),
+            parked=q.attempts + 1 >= max_attempts,
         )
-
-
-def _seconds(value: float) -> Any:
-    from datetime import timedelta
-
-    return timedelta(seconds=value)
+    )
 
 
 def watch(
@@ -639,6 +454,3 @@ def watch(
     while True:
         drain(store, name, embedder, **options)
         time.sleep(poll)
-
-
-del pg
