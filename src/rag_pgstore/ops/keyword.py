@@ -43,7 +43,8 @@ def keyword_matches(
 
     ``settings`` are ``SET LOCAL`` on the way, for the statement that uses the matches.
     """
-    [row] = yield Fetch(bm25.probe(c, text, settings))
+    probed = bm25.probe(c, text, settings)
+    [row] = yield Fetch(probed.statement, probed.params)
     probe = row._mapping
     if not probe["registered"]:
         raise missing(c)

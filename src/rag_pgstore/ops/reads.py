@@ -274,9 +274,7 @@ def hybrid_search(
     _check_k(k)
     text = _text(text)
     options = options or HybridOptions()
-    vector = st.query_param(
-        c, encode_query(query, c.dim, vector_type=c.vector_type, nonzero=c.nonzero).tolist()
-    )
+    vector = encode_query(query, c.dim, vector_type=c.vector_type, nonzero=c.nonzero).tolist()
     where = compile_filter(filter, c.table) if filter else None
     vector_k, _ = options.legs(k)
     settings = scan_settings(tuning or SearchTuning(), filtered=where is not None, wanted=vector_k)
@@ -285,7 +283,7 @@ def hybrid_search(
 
 def _hybrid_plan(
     c: Collection,
-    vector: Any,
+    vector: list[float],
     text: str,
     *,
     k: int,
@@ -301,7 +299,13 @@ def _hybrid_plan(
         candidates=options.candidates(k),
         settings=settings,
     )
-    statement = hy.fused_select(c, vector, matches, k=k, where=where, options=options)
+    if bm25.built_once(c, matches):
+        # BM25 without a filter: its statements are built once, the values are bound.
+        statement = hy.fused_template(c, matches, k=k, options=options)
+        return (yield from _hybrid(statement, {}, {**params, "query": vector}))
+    statement = hy.fused_select(
+        c, st.query_param(c, vector), matches, k=k, where=where, options=options
+    )
     return (yield from _hybrid(statement, {}, params))
 
 
@@ -327,7 +331,9 @@ def _text_plan(
     matches, params = yield from keyword_matches(
         c, text, mode=mode, where=where, candidates=max(bm25.CANDIDATES, 10 * k)
     )
-    return (yield from _hybrid(hy.text_select(c, matches, k=k), {}, params))
+    cached = bm25.built_once(c, matches)
+    statement = hy.text_template(c, matches, k=k) if cached else hy.text_select(c, matches, k=k)
+    return (yield from _hybrid(statement, {}, params))
 
 
 def _text(text: object) -> str:

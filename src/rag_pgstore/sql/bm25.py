@@ -41,7 +41,9 @@ __all__ = [
     "NO_STATS",
     "TIER_TERMS",
     "Bm25Query",
+    "Probe",
     "TermStats",
+    "built_once",
     "matches",
     "no_matches",
     "plan_query",
@@ -112,13 +114,34 @@ def _regclass(c: Collection) -> ColumnElement[Any]:
     return sa.func.to_regclass(f"{c.schema}.{c.name}")
 
 
-def probe(c: Collection, text: str, settings: Mapping[str, str] | None = None) -> sa.Select[Any]:
+def probe(c: Collection, text: str, settings: Mapping[str, str] | None = None) -> Probe:
     """One row: the query's lexemes, the collection's keyword mode as registered (and whether
     it is registered), its estimated row count and when ANALYZE last ran on it. It also
-    ``SET LOCAL``s ``settings`` (a hybrid search's scan settings), saving a round trip."""
+    ``SET LOCAL``s ``settings`` (a hybrid search's scan settings), saving a round trip.
+
+    The statement is built once per collection and set of setting names; the text and the
+    setting values are its parameters.
+    """
+    names = tuple(settings or ())
+    params: dict[str, Any] = {"probe_text": text}
+    params.update({f"probe_setting_{n}": (settings or {})[name] for n, name in enumerate(names)})
+    return Probe(_probe(c, names), params)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A :func:`probe` statement and the values of its parameters."""
+
+    statement: sa.Select[Any]
+    params: dict[str, Any]
+
+
+@functools.lru_cache(maxsize=256)
+def _probe(c: Collection, settings: tuple[str, ...]) -> sa.Select[Any]:
     config = sa.cast(sa.literal(c.text_config), pg.REGCONFIG)
     registry = c.registry
     regclass = _regclass(c)
+    text = sa.bindparam("probe_text", type_=sa.Text)
     return sa.select(
         sa.func.tsvector_to_array(sa.func.to_tsvector(config, text)).label("lexemes"),
         sa.select(registry.c.keyword)
@@ -134,7 +157,12 @@ def probe(c: Collection, text: str, settings: Mapping[str, str] | None = None) -
         .where(_PG_STAT.c.relid == regclass)
         .scalar_subquery()
         .label("analyzed_at"),
-        *(sa.func.set_config(k, v, True) for k, v in (settings or {}).items()),
+        *(
+            sa.func.set_config(
+                sa.literal(name, sa.Text), sa.bindparam(f"probe_setting_{n}", type_=sa.Text), True
+            )
+            for n, name in enumerate(settings)
+        ),
     )
 
 
@@ -287,6 +315,12 @@ def matches(
 @functools.lru_cache(maxsize=64)
 def _unfiltered(c: Collection) -> sa.Select[Any]:
     return _matches(c, None, None)
+
+
+def built_once(c: Collection, statement: sa.Select[Any]) -> bool:
+    """Whether ``statement`` is :func:`matches` without a filter: the same object for every
+    query of the collection, so statements built around it can be kept too."""
+    return statement is _unfiltered(c)
 
 
 def _matches(

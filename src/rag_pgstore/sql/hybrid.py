@@ -8,6 +8,7 @@ builders: none of them touches a connection.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,10 +16,18 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.sql.elements import ColumnElement
 
 from rag_pgstore.schema import Collection
-from rag_pgstore.sql.search import chunk_columns, distance_expr
+from rag_pgstore.sql.search import chunk_columns, distance_expr, query_placeholder
 from rag_pgstore.types import Fusion, HybridOptions
 
-__all__ = ["any_lexeme", "fused_select", "text_matches", "text_select", "websearch_query"]
+__all__ = [
+    "any_lexeme",
+    "fused_select",
+    "fused_template",
+    "text_matches",
+    "text_select",
+    "text_template",
+    "websearch_query",
+]
 
 
 def websearch_query(collection: Collection, text: str) -> ColumnElement[Any]:
@@ -143,3 +152,27 @@ def fused_select(
         .order_by(fused.c.score.desc(), fused.c.distance.asc().nulls_last(), table.c.chunk_id)
         .limit(k)
     )
+
+
+# A statement built once and run with bound values skips SQLAlchemy's construction, which for
+# the fused statement costs more client time than its vector leg takes on the server. Only
+# for a plain (unfiltered) BM25 search: ``text_matches`` is part of the key, so it must be
+# the statement built once per collection (``bm25.built_once``).
+
+
+@functools.lru_cache(maxsize=256)
+def fused_template(
+    collection: Collection, text_matches: sa.Select[Any], *, k: int, options: HybridOptions
+) -> sa.Select[Any]:
+    """:func:`fused_select` without a filter, for the query vector bound as ``query``."""
+    return fused_select(
+        collection, query_placeholder(collection), text_matches, k=k, where=None, options=options
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def text_template(
+    collection: Collection, text_matches: sa.Select[Any], *, k: int
+) -> sa.Select[Any]:
+    """:func:`text_select`, cached for a ``text_matches`` built once."""
+    return text_select(collection, text_matches, k=k)

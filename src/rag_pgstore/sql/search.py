@@ -29,6 +29,7 @@ __all__ = [
     "distance_expr",
     "nearest_read",
     "query_param",
+    "query_placeholder",
     "select_chunks",
     "vector_search",
 ]
@@ -42,6 +43,13 @@ def chunk_columns(table: sa.Table, *, with_embeddings: bool) -> list[sa.Column[A
 
 def query_param(collection: Collection, query: Sequence[float]) -> ColumnElement[Any]:
     return sa.bindparam("query", list(query), type_=collection.table.c.embedding.type)
+
+
+@functools.lru_cache(maxsize=256)
+def query_placeholder(collection: Collection) -> ColumnElement[Any]:
+    """The ``query`` vector parameter without a value, for statements built once and run with
+    ``{"query": vector}``."""
+    return sa.bindparam("query", type_=collection.table.c.embedding.type)
 
 
 def distance_expr(collection: Collection, query: ColumnElement[Any]) -> ColumnElement[float]:
