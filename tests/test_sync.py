@@ -27,6 +27,7 @@ from rag_pgstore.sync import (
     backfill,
     drain,
     remove_sync,
+    retry_parked,
     sync_status,
 )
 
@@ -235,6 +236,17 @@ def test_failures_are_retried_then_parked(
     assert (status.parked, status.pending) == (1, 0)
     assert "the model refused" in (status.last_error or "")
     assert texts(store)["2"].startswith("Product 2")  # the old text stays until it can change
+    # Once the model is fixed, a retry queues the parked change again and a drain applies it.
+    assert retry_parked(store, spec.name) == 1
+    status = sync_status(store, spec.name)[0]
+    assert (status.parked, status.pending) == (0, 1)
+    fixed = drain(store, spec.name, Counting(name="same model").embedder(), backoff=0.0)
+    assert (fixed.applied, fixed.failed) == (1, 0)
+    assert texts(store)["2"].startswith("poison pill")
+    assert sync_status(store, spec.name)[0].parked == 0
+    assert retry_parked(store, spec.name) == 0  # nothing parked: nothing to do
+    with pytest.raises(SchemaError, match="expected a sync named 'nope'"):
+        retry_parked(store, "nope")
 
 
 def test_what_a_sync_refuses(
@@ -332,6 +344,8 @@ def test_the_sync_commands(
         assert store.count() == 30
     finally:
         store.close()
+    retried = rag("sync", "retry", name)
+    assert retried.returncode == 0 and "0 parked changes" in retried.stderr, retried.stderr
     assert rag("sync", "remove", name).returncode == 0
     refused = rag(
         "sync",

@@ -12,9 +12,12 @@ import argparse
 import dataclasses
 from typing import Any
 
+from sqlalchemy.engine import Engine
+
 from rag_pgstore import embedded
 from rag_pgstore.cli import models, output
 from rag_pgstore.cli.progress import counting
+from rag_pgstore.connect import make_engine
 from rag_pgstore.errors import CollectionNotFoundError, InvalidInputError
 from rag_pgstore.importers import (
     import_chunks,
@@ -29,7 +32,18 @@ from rag_pgstore.store import ChunkStore
 
 
 def run(args: argparse.Namespace) -> int:
-    source = _source(args)
+    # The source database: --from-url, else the target's (the embedded server without one).
+    engine = None
+    if args.kind != "file":
+        engine = make_engine(args.from_url or args.database_url or embedded.start().url)
+    try:
+        return _run(args, _source(args, engine))
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
+def _run(args: argparse.Namespace, source: Source) -> int:
     store, created = _target(args, source)
     # A collection made now has imported nothing, whatever an earlier one of its name did.
     restart = args.restart or created
@@ -73,19 +87,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _source(args: argparse.Namespace) -> Source:
+def _source(args: argparse.Namespace, engine: Engine | None) -> Source:
     kind = args.kind
-    if kind == "file":
+    if kind == "file" or engine is None:
         return (
             llamaindex_persist_dir(args.path) if args.path.is_dir() else langchain_dump(args.path)
         )
-    # The source database: --from-url, else the target's (the embedded server without one).
-    url = args.from_url or args.database_url or embedded.start().url
     if kind == "langchain-postgres":
-        return langchain_pgvector(url, args.collection_name, schema=args.schema)
+        return langchain_pgvector(engine, args.collection_name, schema=args.schema)
     if kind == "langchain-pgvectorstore":
         return langchain_pgvectorstore(
-            url,
+            engine,
             args.table,
             schema=args.schema,
             id_column=args.id_column,
@@ -96,7 +108,7 @@ def _source(args: argparse.Namespace) -> Source:
                 c.strip() for c in (args.metadata_columns or "").split(",") if c.strip()
             ],
         )
-    return llamaindex_pgvector(url, args.table, schema=args.schema)
+    return llamaindex_pgvector(engine, args.table, schema=args.schema)
 
 
 def _target(args: argparse.Namespace, source: Source) -> tuple[ChunkStore, bool]:

@@ -292,7 +292,7 @@ def _importing(sub: Any, common: argparse.ArgumentParser) -> None:
 def _syncing(sub: Any, common: argparse.ArgumentParser, model: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "sync",
-        help="keep an application table embedded: add, run, status, remove",
+        help="keep an application table embedded: add, run, status, retry, remove",
         description="Keep a table's rows embedded in a collection as they change: a "
         "trigger queues changed rows, `sync run` backfills and applies them.",
     )
@@ -318,6 +318,11 @@ def _syncing(sub: Any, common: argparse.ArgumentParser, model: argparse.Argument
     s = action.add_parser("status", parents=[common], help="backfill, queue, failures, lag")
     s.add_argument("name", nargs="?")
     s.set_defaults(run=sync.status)
+    t = action.add_parser(
+        "retry", parents=[common], help="queue the parked (failed) changes again, due now"
+    )
+    t.add_argument("name")
+    t.set_defaults(run=sync.retry)
     d = action.add_parser("remove", parents=[common], help="drop the trigger and the queue")
     d.add_argument("name")
     d.set_defaults(run=sync.remove)

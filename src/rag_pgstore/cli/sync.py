@@ -1,9 +1,10 @@
-"""``rag-pgstore sync add | run | status | remove``: keep an application table embedded.
+"""``rag-pgstore sync add | run | status | retry | remove``: keep an application table embedded.
 
 ``add`` installs the trigger (and creates the collection, with the embedder's dimension,
 when it does not exist); ``run`` backfills what is not yet embedded, then applies the queued
 changes (``--watch``: and keeps doing so until Ctrl-C); ``status`` shows each sync's
-backfill, queue, parked failures and lag; ``remove`` drops the trigger and the queue.
+backfill, queue, parked failures and lag; ``retry`` queues the parked changes again;
+``remove`` drops the trigger and the queue.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from rag_pgstore.connect import make_engine
 from rag_pgstore.errors import CollectionNotFoundError, SchemaError
 from rag_pgstore.ops import registry
 from rag_pgstore.store import ChunkStore
-from rag_pgstore.sync import TableSync, add_sync, backfill, drain, remove_sync, sync_status
+from rag_pgstore.sync import (
+    TableSync,
+    add_sync,
+    backfill,
+    drain,
+    remove_sync,
+    retry_parked,
+    sync_status,
+)
 
 
 def add(args: argparse.Namespace) -> int:
@@ -114,6 +123,19 @@ def status(args: argparse.Namespace) -> int:
     if not rows and not args.json:
         output.note("no syncs yet; `rag-pgstore sync add NAME --table T --id ID --text COLS`")
     output.table(rows, as_json=args.json)
+    return 0
+
+
+def retry(args: argparse.Namespace) -> int:
+    engine = make_engine(args.database_url or embedded.start().url)
+    try:
+        count = retry_parked(engine, args.name)
+    finally:
+        engine.dispose()
+    output.note(
+        f"{count:,} parked change{'s' if count != 1 else ''} of {args.name!r} queued again; "
+        f"`rag-pgstore sync run {args.name}` applies them"
+    )
     return 0
 
 

@@ -9,7 +9,7 @@ A row trigger on the source table queues the ids of rows whose watched columns c
 worker (``drain``, or ``rag-pgstore sync run``) applies them. See docs/sync.md.
 """
 
-from rag_pgstore.sync.manage import SyncStatus, add_sync, remove_sync, sync_status
+from rag_pgstore.sync.manage import SyncStatus, add_sync, remove_sync, retry_parked, sync_status
 from rag_pgstore.sync.spec import TableSync
 from rag_pgstore.sync.worker import DrainReport, backfill, drain, watch
 
@@ -21,6 +21,7 @@ __all__ = [
     "backfill",
     "drain",
     "remove_sync",
+    "retry_parked",
     "sync_status",
     "watch",
 ]

@@ -23,7 +23,16 @@ from rag_pgstore.store import ChunkStore
 from rag_pgstore.sync import objects as ob
 from rag_pgstore.sync.spec import TableSync
 
-__all__ = ["SyncStatus", "Target", "add_sync", "remove_sync", "spec_of", "sync_status", "tables"]
+__all__ = [
+    "SyncStatus",
+    "Target",
+    "add_sync",
+    "remove_sync",
+    "retry_parked",
+    "spec_of",
+    "sync_status",
+    "tables",
+]
 
 _ID_TYPES = ("int2", "int4", "int8", "text", "varchar", "bpchar", "uuid")
 
@@ -133,6 +142,26 @@ def remove_sync(target: Target, name: str, *, schema: str | None = None) -> None
         yield Execute(sa.delete(syncs).where(syncs.c.name == name))
 
     run(plan)
+
+
+def retry_parked(target: Target, name: str, *, schema: str | None = None) -> int:
+    """Put the sync's parked changes back in the queue, due now with their attempts reset
+    (after the cause of their last error is fixed); returns how many. ``last_error`` stays
+    until a worker applies the change."""
+    run, schema = on(target, schema)
+    queue = ob.queue_table(schema)
+    spec_of(target, name, schema)
+
+    def plan() -> Plan[int]:
+        count: int = yield Execute(
+            sa.update(queue)
+            .where(queue.c.sync == name, queue.c.parked)
+            .values(parked=False, attempts=0, due_at=sa.func.now(), leased_until=None)
+        )
+        return count
+
+    retried: int = run(plan)
+    return retried
 
 
 def spec_of(target: Target, name: str, schema: str | None = None) -> Mapping[str, Any]:
