@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.engine import Engine
 
 from rag_pgstore import embedded
 from rag_pgstore.cli import models, output
@@ -28,6 +32,8 @@ from rag_pgstore.sync import (
     retry_parked,
     sync_status,
 )
+
+T = TypeVar("T")
 
 
 def add(args: argparse.Namespace) -> int:
@@ -99,11 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    engine = make_engine(args.database_url or embedded.start().url)
-    try:
-        found = sync_status(engine, args.name)
-    finally:
-        engine.dispose()
+    found = _on_database(args, lambda engine: sync_status(engine, args.name))
     if args.name and not found:
         raise SchemaError(f"expected a sync named {args.name!r}, found none")
     rows = [
@@ -127,11 +129,7 @@ def status(args: argparse.Namespace) -> int:
 
 
 def retry(args: argparse.Namespace) -> int:
-    engine = make_engine(args.database_url or embedded.start().url)
-    try:
-        count = retry_parked(engine, args.name)
-    finally:
-        engine.dispose()
+    count = _on_database(args, lambda engine: retry_parked(engine, args.name))
     output.note(
         f"{count:,} parked change{'s' if count != 1 else ''} of {args.name!r} queued again; "
         f"`rag-pgstore sync run {args.name}` applies them"
@@ -140,23 +138,24 @@ def retry(args: argparse.Namespace) -> int:
 
 
 def remove(args: argparse.Namespace) -> int:
-    engine = make_engine(args.database_url or embedded.start().url)
-    try:
-        remove_sync(engine, args.name)
-    finally:
-        engine.dispose()
+    _on_database(args, lambda engine: remove_sync(engine, args.name))
     output.note(f"sync {args.name!r} removed (its collection stays)")
     return 0
 
 
 def _store_of(args: argparse.Namespace) -> ChunkStore:
     """The collection the named sync writes."""
-    engine = make_engine(args.database_url or embedded.start().url)
-    try:
-        found = sync_status(engine, args.name)
-    finally:
-        engine.dispose()
+    found = _on_database(args, lambda engine: sync_status(engine, args.name))
     if not found:
         raise SchemaError(f"expected a sync named {args.name!r}, found none; `sync add` makes it")
     args.collection = found[0].collection
     return models.open_store(args)
+
+
+def _on_database(args: argparse.Namespace, work: Callable[[Engine], T]) -> T:
+    """``work`` on an engine of the syncs' database, closed again after."""
+    engine = make_engine(args.database_url or embedded.start().url)
+    try:
+        return work(engine)
+    finally:
+        engine.dispose()
