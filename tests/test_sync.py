@@ -4,7 +4,9 @@ and the layouts and privileges a sync refuses."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -38,19 +40,33 @@ class Counting:
     """A hash embedder that counts the texts it embeds, and fails on request."""
 
     def __init__(
-        self, fail_on: str | None = None, fail_after: int | None = None, name: str | None = None
+        self,
+        fail_on: str | None = None,
+        fail_after: int | None = None,
+        name: str | None = None,
+        *,
+        delay: float = 0.0,
+        block: bool = False,
     ) -> None:
         self.texts: list[str] = []
         self.fail_on = fail_on
         self.fail_after = fail_after
         self.lock = threading.Lock()
         self.name = name or uuid.uuid4().hex
+        self.delay = delay  # seconds each call takes
+        self.block = block  # the first call waits for `resume`
+        self.started = threading.Event()
+        self.resume = threading.Event()
 
     def embedder(self) -> Embedder:
         # A name of its own: the embedding cache (shared by the schema) must not answer for it.
         return Embedder(f"counting:{self.name}", self.embed)
 
     def embed(self, texts: list[str]) -> list[list[float]]:
+        self.started.set()
+        if self.block:
+            self.resume.wait(30)
+        time.sleep(self.delay)
         with self.lock:
             if self.fail_on and any(self.fail_on in t for t in texts):
                 raise RuntimeError("the model refused")
@@ -214,6 +230,70 @@ def test_two_workers_share_one_queue(
     embedded = model.texts[before:]
     assert len(embedded) == len(set(embedded)) == 30  # no row was done twice at once
     assert sum(r.applied for r in reports) == 30
+
+
+def test_a_batch_longer_than_its_lease_keeps_it(
+    engines: tuple[Engine, AsyncEngine], make_store: Any, source: sa.Table
+) -> None:
+    """A batch of many embedding calls, each a fifth of the lease, runs for twice the lease:
+    the heartbeat keeps its rows, and a second worker polling all along takes none."""
+    store = make_store(dim=DIM)
+    spec = dataclasses.replace(sync_of(source, store), max_tokens=8)
+    add_sync(store, spec)
+    backfill(store, spec.name, Counting(name="long").embedder())
+    with engines[0].begin() as conn:  # 10+ chunks a row: 300+ texts, three embedding calls
+        for i in range(1, 31):
+            words = " ".join(f"row{i}word{j}" for j in range(40))
+            conn.execute(sa.update(source).where(source.c.id == i).values(description=words))
+    slow = Counting(name="long", delay=0.7)
+    result: list[DrainReport] = []
+    thread = threading.Thread(
+        target=lambda: result.append(
+            drain(store, spec.name, slow.embedder(), batch_size=30, lease_seconds=1.0)
+        )
+    )
+    thread.start()
+    slow.started.wait(10)
+    other = Counting(name="long")
+    while thread.is_alive():  # a second worker, claiming all along: nothing is free to take
+        assert drain(store, spec.name, other.embedder(), lease_seconds=1.0).applied == 0
+        time.sleep(0.1)
+    thread.join()
+    assert result == [DrainReport(30, 0)] and other.texts == []
+    assert len(slow.texts) == len(set(slow.texts)) >= 300
+    first = store.get([f"{i}#0" for i in range(1, 31)])
+    assert all(c.content.startswith(f"Product {c.entity_id}\n\nrow{c.entity_id}w") for c in first)
+
+
+def test_a_stalled_worker_that_lost_its_lease_writes_nothing(
+    engines: tuple[Engine, AsyncEngine], make_store: Any, source: sa.Table
+) -> None:
+    """Worker A reads a row, then stalls past its lease; B takes the row over and writes its
+    newer state. When A wakes up it finds the lease gone and drops its batch: the older
+    text it read never overwrites B's."""
+    store = make_store(dim=DIM)
+    spec = sync_of(source, store)
+    add_sync(store, spec)
+    backfill(store, spec.name, Counting(name="stall").embedder())
+    with engines[0].begin() as conn:
+        conn.execute(sa.update(source).where(source.c.id == 1).values(title="First change"))
+    stalled = Counting(name="stall", block=True)
+    result: list[DrainReport] = []
+    thread = threading.Thread(
+        target=lambda: result.append(drain(store, spec.name, stalled.embedder(), lease_seconds=1.0))
+    )
+    thread.start()
+    assert stalled.started.wait(10)  # A has read "First change" and is embedding it
+    with engines[0].begin() as conn:
+        conn.execute(sa.update(source).where(source.c.id == 1).values(title="Second change"))
+    time.sleep(1.3)  # A's lease runs out
+    assert drain(store, spec.name, Counting(name="stall").embedder()) == DrainReport(1, 0)
+    assert texts(store)["1"].startswith("Second change")
+    stalled.resume.set()
+    thread.join(30)
+    assert result == [DrainReport(0, 0)]
+    assert texts(store)["1"].startswith("Second change")
+    assert sync_status(store, spec.name)[0].pending == 0
 
 
 def test_failures_are_retried_then_parked(

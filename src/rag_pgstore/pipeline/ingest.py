@@ -429,14 +429,16 @@ class Pipeline:
             delays = self._delays()
             while True:
                 try:
-                    vectors.extend(_checked(embedder.embed(part), part))
-                    tally.add(notify=True, embedded=len(part))
+                    got = _checked(embedder.embed(part), part)
                     break
                 except Exception as exc:
                     delay = next(delays, None)
                     if delay is None:
                         raise _failure(exc, docs) from exc
                     time.sleep(delay)
+            vectors.extend(got)
+            # Outside the try: what a progress callback raises is not the model failing.
+            tally.add(notify=True, embedded=len(part))
         return vectors
 
     async def _embed_async(
@@ -458,13 +460,14 @@ class Pipeline:
                         else:
                             # A sync-only model runs in a worker thread so the loop stays free.
                             vectors = _checked(await asyncio.to_thread(embedder.embed, part), part)
-                    tally.add(notify=True, embedded=len(part))
-                    return vectors
+                    break
                 except Exception as exc:
                     delay = next(delays, None)
                     if delay is None:
                         raise _failure(exc, docs) from exc
                     await asyncio.sleep(delay)
+            tally.add(notify=True, embedded=len(part))
+            return vectors
 
         parts = await asyncio.gather(*(one(p) for p in _slices(texts, self.embed_batch)))
         return [v for part in parts for v in part]

@@ -88,6 +88,29 @@ def _fetch(statement: sa.Select[Any]) -> Plan[list[Mapping[str, Any]]]:
     return [row._mapping for row in rows]
 
 
+class _LeaseLost(Exception):
+    """Another worker holds what this one was working on (it stalled past its lease)."""
+
+
+class _Heartbeat:
+    """Keeps a lease while work runs long: ``renew`` (one short statement, true while the
+    lease is still this worker's) runs from the pipeline's progress callback, between its
+    steps (an embedding call, a write), at most every quarter lease, and once more whenever
+    ``beat(force=True)`` asks. A lost lease stops the work before its next write."""
+
+    def __init__(self, lease: float, renew: Callable[[], bool]) -> None:
+        self._every = lease / 4
+        self._renew = renew
+        self._last = time.monotonic()
+
+    def beat(self, _report: object = None, *, force: bool = False) -> None:
+        if not force and time.monotonic() - self._last < self._every:
+            return
+        if not self._renew():
+            raise _LeaseLost
+        self._last = time.monotonic()
+
+
 def _pipeline(store: ChunkStore, embedder: Any, spec: Mapping[str, Any], size: int) -> Pipeline:
     return Pipeline(
         store,
@@ -160,17 +183,21 @@ def _backfill_pages(
 ) -> int:
     syncs, queue = tables(store)
     batch_size, lease_seconds = size, lease
+    renew = functools.partial(_renew_backfill, syncs, name, me, lease)
+    heart = _Heartbeat(lease, lambda: bool(store.run_plan(renew)))
     done = 0
     while True:
         rows = store.run_plan(functools.partial(_fetch, source.page(after, batch_size)))
         if rows:
             try:
-                pipeline.ingest([source.document(r) for r in rows])
+                pipeline.ingest([source.document(r) for r in rows], progress=heart.beat)
             except DatabaseUnavailableError:
                 raise
+            except _LeaseLost:
+                raise _lost_backfill(name, lease_seconds) from None
             except RagPgStoreError as exc:
                 _fatal(exc)
-                _one_by_one(store, pipeline, source, queue=queue, name=name, rows=rows)
+                _one_by_one(store, pipeline, source, queue=queue, name=name, rows=rows, heart=heart)
             after = str(rows[-1]["rag_pgstore_key"])
             done += len(rows)
         finished = len(rows) < batch_size
@@ -180,10 +207,7 @@ def _backfill_pages(
             )
         )
         if not moved:
-            raise SchemaError(
-                f"sync {name!r} lost its backfill lease (a page took longer than "
-                f"{lease_seconds:g} s, or the sync was removed); run it again"
-            )
+            raise _lost_backfill(name, lease_seconds)
         if progress is not None:
             progress(done)
         if finished:
@@ -203,6 +227,23 @@ def _lease_backfill(syncs: sa.Table, name: str, me: str, lease: float) -> Plan[s
         .returning(syncs.c.backfill_after)
     )
     return rows[0][0] if rows else False
+
+
+def _lost_backfill(name: str, lease: float) -> SchemaError:
+    return SchemaError(
+        f"sync {name!r} lost its backfill lease (this worker stalled for longer than {lease:g} s "
+        "and another took over, or the sync was removed); run it again"
+    )
+
+
+def _renew_backfill(syncs: sa.Table, name: str, me: str, lease: float) -> Plan[bool]:
+    rows = yield Fetch(
+        sa.update(syncs)
+        .where(syncs.c.name == name, syncs.c.backfill_owner == me)
+        .values(backfill_until=ob.lease_for(lease))
+        .returning(syncs.c.name)
+    )
+    return bool(rows)
 
 
 def _advance(
@@ -230,6 +271,7 @@ def _one_by_one(
     queue: sa.Table,
     name: str,
     rows: Sequence[Mapping[str, Any]],
+    heart: _Heartbeat,
 ) -> None:
     """A page that failed, row by row: the rows that fail alone go to the queue with their
     error (as a first failed attempt), the others are written. When every row of a page of
@@ -237,7 +279,7 @@ def _one_by_one(
     failures: list[tuple[Mapping[str, Any], RagPgStoreError]] = []
     for row in rows:
         try:
-            pipeline.ingest([source.document(row)])
+            pipeline.ingest([source.document(row)], progress=heart.beat)
         except DatabaseUnavailableError:
             raise
         except RagPgStoreError as exc:
@@ -294,7 +336,9 @@ def drain(
     applies nothing (a change to a row the backfill is reading could otherwise be undone by
     it), and returns at once. A row that fails is retried after ``backoff * 2**n`` seconds,
     and parked with its error after ``max_attempts``; ``sync_status`` shows it. A worker
-    that dies leaves its lease to expire after ``lease_seconds``; a batch must take less.
+    that dies leaves its lease to expire after ``lease_seconds``; a live one renews it as
+    its batch goes (between the pipeline's steps), and one that stalled past it and lost a
+    row to another worker drops its batch before writing.
     A configuration error (the collection gone, another model) stops the drain instead, and
     so does a model that fails every row of a batch.
     """
@@ -316,55 +360,107 @@ def drain(
         for queue_id, source_id, attempts in claimed:
             by_source.setdefault(source_id, []).append((queue_id, attempts))
         try:
-            _apply(store, pipeline, source, list(by_source))
+            done, failures = _work(
+                store,
+                pipeline,
+                source,
+                queue,
+                name,
+                by_source=by_source,
+                me=me,
+                lease=lease_seconds,
+                max_attempts=max_attempts,
+                backoff=backoff,
+            )
+        except _LeaseLost:
+            # Another worker took rows over while this one stalled: it applies them, from
+            # their state now; this one lets go of the rest and claims again.
+            store.run_plan(functools.partial(_release, queue, me))
+            continue
+        applied += done
+        failed += failures
+        if progress is not None:
+            progress(applied)
+
+
+def _work(
+    store: ChunkStore,
+    pipeline: Pipeline,
+    source: _Source,
+    queue: sa.Table,
+    name: str,
+    *,
+    by_source: Mapping[str, Sequence[tuple[int, int]]],
+    me: str,
+    lease: float,
+    max_attempts: int,
+    backoff: float,
+) -> tuple[int, int]:
+    """Apply one claimed batch: all at once, or, when that fails, row by row (the rows that
+    fail alone are retried later or parked). Returns (applied, failed)."""
+    applied = failed = 0
+    held = functools.partial(_renew_rows, queue, me, lease)
+    try:
+        _apply(store, pipeline, source, list(by_source), held=held, lease=lease)
+    except DatabaseUnavailableError:
+        raise
+    except RagPgStoreError as exc:
+        _fatal(exc)
+        alone = list(by_source)  # find the rows that fail, apply the rest
+    else:
+        alone = []
+        store.run_plan(functools.partial(_done, queue, name, _newest(by_source), me))
+        applied += len(by_source)
+    errors: list[RagPgStoreError] = []
+    for source_id in alone:
+        rows = by_source[source_id]
+        try:
+            _apply(store, pipeline, source, [source_id], held=held, lease=lease)
         except DatabaseUnavailableError:
             raise
         except RagPgStoreError as exc:
             _fatal(exc)
-            alone = list(by_source)  # find the rows that fail, apply the rest
+            errors.append(exc)
+            ids = [queue_id for queue_id, _ in rows]
+            store.run_plan(
+                functools.partial(
+                    _failed, queue, ids, exc, max_attempts=max_attempts, backoff=backoff, me=me
+                )
+            )
+            failed += 1
         else:
-            alone = []
-            store.run_plan(functools.partial(_done, queue, name, _newest(by_source), me))
-            applied += len(by_source)
-        errors: list[RagPgStoreError] = []
-        for source_id in alone:
-            rows = by_source[source_id]
-            try:
-                _apply(store, pipeline, source, [source_id])
-            except DatabaseUnavailableError:
-                raise
-            except RagPgStoreError as exc:
-                _fatal(exc)
-                errors.append(exc)
-                ids = [queue_id for queue_id, _ in rows]
-                store.run_plan(
-                    functools.partial(
-                        _failed, queue, ids, exc, max_attempts=max_attempts, backoff=backoff, me=me
-                    )
-                )
-                failed += 1
-            else:
-                store.run_plan(
-                    functools.partial(_done, queue, name, _newest({source_id: rows}), me)
-                )
-                applied += 1
-        if len(alone) > 1 and len(errors) == len(alone):
-            raise errors[-1]  # every row failed: the model or the store, not the rows
-        if progress is not None:
-            progress(applied)
+            store.run_plan(functools.partial(_done, queue, name, _newest({source_id: rows}), me))
+            applied += 1
+    if len(alone) > 1 and len(errors) == len(alone):
+        raise errors[-1]  # every row failed: the model or the store, not the rows
+    return applied, failed
 
 
 def _newest(by_source: Mapping[str, Sequence[tuple[int, int]]]) -> dict[str, int]:
     return {source_id: max(q for q, _ in rows) for source_id, rows in by_source.items()}
 
 
-def _apply(store: ChunkStore, pipeline: Pipeline, source: _Source, ids: Sequence[str]) -> None:
+def _apply(
+    store: ChunkStore,
+    pipeline: Pipeline,
+    source: _Source,
+    ids: Sequence[str],
+    *,
+    held: Callable[[Sequence[str]], Plan[set[str]]],
+    lease: float,
+) -> None:
+    """Bring the rows ``ids`` to their state now. The lease on them is renewed before they
+    are read and while the pipeline works (:class:`_Heartbeat`), so a batch may run longer
+    than the lease; one that lost a row to another worker stops before it writes."""
+    heart = _Heartbeat(lease, lambda: store.run_plan(functools.partial(held, ids)) == set(ids))
+    heart.beat(force=True)
     rows = store.run_plan(functools.partial(_fetch, source.rows(ids)))
     present = {str(r["rag_pgstore_key"]) for r in rows}
     if rows:
-        pipeline.ingest([source.document(r) for r in rows])
+        pipeline.ingest([source.document(r) for r in rows], progress=heart.beat)
     gone = [i for i in ids if i not in present]
     if gone:
+        heart.beat()
         store.delete_entities(gone)
 
 
@@ -393,6 +489,27 @@ def _claim(
         .returning(q.id, q.source_id, q.attempts)
     )
     return [(int(i), str(s), int(a)) for i, s, a in taken]
+
+
+def _renew_rows(queue: sa.Table, me: str, lease: float, ids: Sequence[str]) -> Plan[set[str]]:
+    """Extend this claim's lease on the rows ``ids``; the ids it still holds. A lease that
+    ran out is still this claim's until another takes the row (its token is ours)."""
+    q = queue.c
+    rows = yield Fetch(
+        sa.update(queue)
+        .where(q.lease_token == me, q.source_id.in_(list(ids)))
+        .values(leased_until=ob.lease_for(lease))
+        .returning(q.source_id)
+    )
+    return {str(r[0]) for r in rows}
+
+
+def _release(queue: sa.Table, me: str) -> Plan[None]:
+    """Let go of what this claim still holds: due again at once, for any worker."""
+    q = queue.c
+    yield Execute(
+        sa.update(queue).where(q.lease_token == me).values(leased_until=None, lease_token=None)
+    )
 
 
 def _done(queue: sa.Table, name: str, done: Mapping[str, int], me: str) -> Plan[None]:
