@@ -5,6 +5,8 @@ and the layouts and privileges a sync refuses."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import threading
 import time
 import uuid
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from psycopg import sql
 
 pytest.importorskip("tiktoken", reason="a sync chunks rows with tiktoken")
 pytestmark = pytest.mark.extras
@@ -20,14 +23,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from rag_pgstore import ChunkStore, EmbeddingError, SchemaError
+from rag_pgstore import ChunkStore, DatabaseError, EmbeddingError, SchemaError
+from rag_pgstore.cli import progress
 from rag_pgstore.pipeline import Embedder, hash_embedding
 from rag_pgstore.sync import (
     DrainReport,
     TableSync,
     add_sync,
     backfill,
+    backfill_remaining,
     drain,
+    objects,
     remove_sync,
     retry_parked,
     sync_status,
@@ -181,6 +187,7 @@ def test_an_interrupted_backfill_continues_without_embedding_twice(
     assert not status.backfill_done
     assert len(texts(store)) == 12  # pages 1-2, and rows 11-12 of page 3 written one by one
     assert status.pending == 3 and "down" in (status.last_error or "")  # rows 13-15, queued
+    assert backfill_remaining(store, spec.name) == 15  # page 4 on: the progress bar's total
     model = Counting(name="resume")
     assert drain(store, spec.name, model.embedder()) == DrainReport(0, 0)  # waits for the backfill
     assert backfill(store, spec.name, model.embedder(), batch_size=5) == 15  # page 4 on
@@ -189,6 +196,28 @@ def test_an_interrupted_backfill_continues_without_embedding_twice(
     assert len(texts(store)) == 30 and sync_status(store, spec.name)[0].pending == 0
     assert len(failing.texts) + len(model.texts) == 30  # every text embedded once
     assert backfill(store, spec.name, model.embedder()) == 0  # done
+    assert backfill_remaining(store, spec.name) == 0
+
+
+def test_backfill_progress_lines_have_a_total_and_an_eta(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Off a terminal, `sync run` prints plain lines: rows of the total, the rate, the ETA."""
+    monkeypatch.setattr(progress, "PLAIN_EVERY", 0.0)
+
+    def work(show: Any) -> int:
+        for rows in (0, 40, 100):
+            time.sleep(0.05)
+            show(rows)
+        return 100
+
+    assert progress.counting("backfill", work, quiet=False, total=100) == 100
+    lines = capsys.readouterr().err.splitlines()
+    assert re.search(r"backfill: 40/100 rows, [\d,]+ rows/s, eta \d+ s", lines[1]), lines
+    assert progress.counting("backfill", work, quiet=False) == 100
+    assert re.search(
+        r"backfill: 100 rows, [\d,]+ rows/s$", capsys.readouterr().err.splitlines()[-1]
+    )
 
 
 def test_two_workers_share_one_queue(
@@ -447,3 +476,157 @@ def test_the_sync_commands(
     missing = rag("sync", "run", name)
     assert missing.returncode == 1 and "expected a sync named" in missing.stderr
     rag("drop", into, "--yes")
+
+
+def _as_superuser(engine: Engine, *statements: sql.Composable) -> None:
+    with engine.begin() as conn:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        for statement in statements:
+            cursor.execute(statement)
+
+
+def test_the_documented_privileges_are_enough(
+    db: Any, engines: tuple[Engine, AsyncEngine], source: sa.Table, collection_name: str
+) -> None:
+    """Three roles with only what docs/sync.md lists: one adds the sync, the application
+    writes the source table (its trigger queues the changes), a worker backfills and drains
+    them. A role that may not create the trigger is refused and leaves nothing behind; a
+    worker that may not upgrade outdated sync objects is told who can."""
+    schema = f"lp_{collection_name}"  # the collection's own schema, not public
+    suffix = f"{os.getpid()}_{collection_name}"
+    adder, app, worker, outsider = (f"{r}_{suffix}" for r in ("adder", "app", "worker", "nobody"))
+    I = sql.Identifier  # noqa: E741
+    src = I(source.schema or "", source.name)
+    owner = ChunkStore(engines[0], collection=f"{collection_name}_lp", dim=DIM, schema=schema)
+    owner.setup()
+    c = owner.collection
+    for role in (adder, app, worker, outsider):
+        _as_superuser(engines[0], sql.SQL("CREATE ROLE {} LOGIN").format(I(role)))
+    _as_superuser(
+        engines[0],
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}, {}, {}").format(
+            I(source.schema or ""), I(adder), I(app), I(worker)
+        ),
+        # sync add: SELECT and TRIGGER on the source table, CREATE on the collection's schema.
+        sql.SQL("GRANT SELECT, TRIGGER ON {} TO {}").format(src, I(adder)),
+        sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(I(schema), I(adder)),
+        # The application: its own table, and USAGE on the collection's schema.
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(src, I(app)),
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(I(schema), I(app)),
+        # The worker: reads the source; writes the collection, its registry and the cache.
+        sql.SQL("GRANT SELECT ON {} TO {}").format(src, I(worker)),
+        sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(I(schema), I(worker)),
+        sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
+            I(schema, c.name), I(worker)
+        ),
+        sql.SQL("GRANT SELECT, UPDATE ON {} TO {}").format(I(schema, c.registry.name), I(worker)),
+        # Everything sync add needs but TRIGGER on the table.
+        sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(I(source.schema or ""), I(outsider)),
+        sql.SQL("GRANT SELECT ON {} TO {}").format(src, I(outsider)),
+        sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(I(schema), I(outsider)),
+    )
+
+    def store_as(role: str) -> ChunkStore:
+        return ChunkStore.from_url(
+            db.url.set(username=role), collection=c.name, dim=DIM, schema=schema, setup=False
+        )
+
+    spec = TableSync(
+        "lp", table=f"{source.schema}.products", id="id", text=("title",), collection=c.name
+    )
+    stores = {role: store_as(role) for role in (adder, worker, outsider)}
+    try:
+        with pytest.raises(DatabaseError) as refused:
+            add_sync(stores[outsider], spec)  # it may read the table, not put a trigger on it
+        assert refused.value.sqlstate == "42501"
+        with engines[0].connect() as conn:  # nothing of it was left behind
+            assert (
+                conn.scalar(sa.select(sa.func.to_regclass(f"{schema}.rag_pgstore_syncs"))) is None
+            )
+        add_sync(stores[adder], spec)
+        queue, syncs = I(schema, "rag_pgstore_sync_queue"), I(schema, "rag_pgstore_syncs")
+        _as_superuser(
+            engines[0],
+            sql.SQL("GRANT INSERT ON {} TO {}").format(queue, I(app)),
+            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(queue, I(worker)),
+            sql.SQL("GRANT SELECT, UPDATE ON {} TO {}").format(syncs, I(worker)),
+        )
+        model = Counting(name="lp")
+        assert backfill(stores[worker], "lp", model.embedder()) == 30
+        application = sa.create_engine(db.url.set(username=app))
+        try:
+            with application.begin() as conn:  # the trigger runs with the application's rights
+                conn.execute(sa.update(source).where(source.c.id == 2).values(title="Renamed"))
+                conn.execute(sa.delete(source).where(source.c.id == 3))
+                conn.execute(sa.insert(source).values(id=77, title="Added"))
+        finally:
+            application.dispose()
+        assert drain(stores[worker], "lp", model.embedder()) == DrainReport(3, 0)
+        stored = texts(stores[worker])
+        assert stored["2"] == "Renamed" and "3" not in stored and stored["77"] == "Added"
+        # Objects made by an older release: the worker may not upgrade them, and says who can.
+        _as_superuser(
+            engines[0],
+            sql.SQL("DROP INDEX {}").format(I(schema, "rag_pgstore_sync_queue_lease")),
+            sql.SQL("COMMENT ON TABLE {} IS NULL").format(syncs),
+        )
+        with pytest.raises(SchemaError, match="may not upgrade them.*as the role that made them"):
+            drain(stores[worker], "lp", model.embedder())
+        assert drain(stores[adder], "lp", model.embedder()) == DrainReport(0, 0)  # its owner
+        assert drain(stores[worker], "lp", model.embedder()) == DrainReport(0, 0)
+        with engines[0].connect() as conn:
+            lease = f"{schema}.rag_pgstore_sync_queue_lease"
+            assert conn.scalar(sa.select(sa.func.to_regclass(lease))) is not None
+    finally:
+        for store in stores.values():
+            store.close()
+        owner.close()
+        _as_superuser(
+            engines[0],
+            sql.SQL("DROP SCHEMA {} CASCADE").format(I(schema)),
+            *(
+                sql.SQL("DROP OWNED BY {}; DROP ROLE {}").format(I(r), I(r))
+                for r in (adder, app, worker, outsider)
+            ),
+        )
+
+
+def test_sync_objects_of_an_older_release_are_migrated_and_a_newer_one_refused(
+    engines: tuple[Engine, AsyncEngine], source: sa.Table, collection_name: str
+) -> None:
+    schema = f"mig_{collection_name}"
+    store = ChunkStore(engines[0], collection=f"{collection_name}_m", dim=DIM, schema=schema)
+    store.setup()
+    try:
+        spec = TableSync(
+            "mig", table=f"{source.schema}.products", id="id", text=("title",), collection="x"
+        )
+        add_sync(store, dataclasses.replace(spec, collection=store.collection.name))
+        syncs = sql.Identifier(schema, "rag_pgstore_syncs")
+        assert store.run_plan(lambda: objects.version_of(schema)) == objects.VERSION
+        _as_superuser(  # as version 1 left them
+            engines[0],
+            sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, "rag_pgstore_sync_queue_lease")),
+            sql.SQL("COMMENT ON TABLE {} IS NULL").format(syncs),
+        )
+        assert store.run_plan(lambda: objects.version_of(schema)) == 1
+        backfill(store, "mig", Counting().embedder())
+        assert store.run_plan(lambda: objects.version_of(schema)) == objects.VERSION
+        assert store.count() == 30
+        _as_superuser(
+            engines[0],
+            sql.SQL("COMMENT ON TABLE {} IS 'rag_pgstore sync objects, version 99'").format(syncs),
+        )
+        with pytest.raises(SchemaError, match="version <= 2, got 99: a newer rag_pgstore"):
+            drain(store, "mig", Counting().embedder())
+        other = ChunkStore(engines[0], collection=f"{collection_name}_m2", dim=DIM, schema=schema)
+        other.setup()
+        with pytest.raises(SchemaError, match="a newer rag_pgstore"):
+            add_sync(
+                other, dataclasses.replace(spec, name="mig2", collection=other.collection.name)
+            )
+        assert [s.name for s in sync_status(store)] == ["mig"]  # nothing added
+        other.close()
+    finally:
+        store.close()
+        _as_superuser(engines[0], sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

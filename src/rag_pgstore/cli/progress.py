@@ -103,29 +103,52 @@ T = TypeVar("T")
 RowsSeen = Callable[[int], None]
 
 
-def counting(what: str, work: Callable[[RowsSeen | None], T], *, quiet: bool) -> T:
-    """Run ``work(progress)``, where ``progress(rows)`` reports rows done so far: a live
-    count with its rate on a terminal, a plain line every few seconds otherwise (logs, CI),
-    nothing when ``quiet`` (``--json``). For work whose total is not known up front."""
+def counting(
+    what: str, work: Callable[[RowsSeen | None], T], *, quiet: bool, total: int | None = None
+) -> T:
+    """Run ``work(progress)``, where ``progress(rows)`` reports rows done so far: on a
+    terminal a bar with rate and ETA when the ``total`` is known (a live count with its rate
+    when not), a plain line every few seconds otherwise (logs, CI), nothing when ``quiet``
+    (``--json``)."""
     if quiet:
         return work(None)
     if not sys.stderr.isatty():
         last = [time.monotonic()]
+        started = time.monotonic()
 
         def plain(rows: int) -> None:
             if time.monotonic() - last[0] >= PLAIN_EVERY:
                 last[0] = time.monotonic()
-                output.note(f"{what}: {rows:,} rows")
+                output.note(f"{what}: {_plain_line(rows, total, last[0] - started)}")
 
         return work(plain)
-    bars = Progress(
-        SpinnerColumn(),
-        TextColumn(f"{what} {{task.completed:,.0f}} rows"),
-        RateColumn(),
-        TimeElapsedColumn(),
-        console=output.console("stderr"),
-        transient=True,
-    )
+    if total is None:
+        columns: tuple[str | ProgressColumn, ...] = (
+            SpinnerColumn(),
+            TextColumn(f"{what} {{task.completed:,.0f}} rows"),
+            RateColumn(),
+            TimeElapsedColumn(),
+        )
+    else:
+        columns = (
+            TextColumn(what),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+        )
+    bars = Progress(*columns, console=output.console("stderr"), transient=True)
     with bars:
-        task = bars.add_task(what, total=None)
+        task = bars.add_task(what, total=total)
         return work(lambda rows: bars.update(task, completed=rows))
+
+
+def _plain_line(rows: int, total: int | None, elapsed: float) -> str:
+    """``1,200/5,000 rows, 240 rows/s, eta 16 s`` (no total: ``1,200 rows, 240 rows/s``)."""
+    rate = rows / elapsed if elapsed > 0 else 0.0
+    if total is None:
+        return f"{rows:,} rows, {rate:,.0f} rows/s"
+    eta = f", eta {max(total - rows, 0) / rate:,.0f} s" if rate > 0 else ""
+    return f"{rows:,}/{total:,} rows, {rate:,.0f} rows/s{eta}"

@@ -27,6 +27,7 @@ from rag_pgstore.sync import (
     TableSync,
     add_sync,
     backfill,
+    backfill_remaining,
     drain,
     remove_sync,
     retry_parked,
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             "backfill",
             lambda show: backfill(store, args.name, embedder, batch_size=args.batch, progress=show),
             quiet=args.json,
+            total=None if args.json else backfill_remaining(store, args.name),
         )
         applied = failed = 0
         while True:

@@ -11,7 +11,7 @@ worker (``drain``, or ``rag-pgstore sync run``) applies them. See docs/sync.md.
 
 from rag_pgstore.sync.manage import SyncStatus, add_sync, remove_sync, retry_parked, sync_status
 from rag_pgstore.sync.spec import TableSync
-from rag_pgstore.sync.worker import DrainReport, backfill, drain, watch
+from rag_pgstore.sync.worker import DrainReport, backfill, backfill_remaining, drain, watch
 
 __all__ = [
     "DrainReport",
@@ -19,6 +19,7 @@ __all__ = [
     "TableSync",
     "add_sync",
     "backfill",
+    "backfill_remaining",
     "drain",
     "remove_sync",
     "retry_parked",

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from rag_pgstore import driver
 from rag_pgstore.driver.steps import Execute, Fetch, Plan
-from rag_pgstore.errors import SchemaError
+from rag_pgstore.errors import DatabaseError, SchemaError
 from rag_pgstore.importers.tables import check_layout, unique_key
 from rag_pgstore.store import ChunkStore
 from rag_pgstore.sync import objects as ob
@@ -91,7 +91,7 @@ def add_sync(store: ChunkStore, sync: TableSync) -> None:
             f"{found[sync.id]}"
         )
     unique_key(store.engine, schema, table, sync.id)
-    syncs, queue = tables(store)
+    syncs, _ = tables(store)
     row = {
         "name": sync.name,
         "collection": c.name,
@@ -106,10 +106,7 @@ def add_sync(store: ChunkStore, sync: TableSync) -> None:
     watched = list(dict.fromkeys(wanted))
 
     def plan() -> Plan[None]:
-        yield Execute(sa.schema.CreateTable(syncs, if_not_exists=True))
-        yield Execute(sa.schema.CreateTable(queue, if_not_exists=True))
-        for index in queue.indexes:
-            yield Execute(sa.schema.CreateIndex(index, if_not_exists=True))
+        yield from ob.migrate(c.schema)
         existing = yield Fetch(
             sa.select(syncs.c.name, syncs.c.collection).where(
                 sa.or_(syncs.c.name == sync.name, syncs.c.collection == c.name)
@@ -122,11 +119,31 @@ def add_sync(store: ChunkStore, sync: TableSync) -> None:
                 f"expected a collection no sync writes, got {collection!r}, which sync "
                 f"{other!r} writes (its documents are that table's rows); use another collection"
             )
-        yield Execute(ob.trigger_function(c.schema))
         yield Execute(ob.create_trigger(c.schema, sync.name, (schema, table), sync.id, watched))
         yield Execute(sa.insert(syncs).values(**row))
 
     store.run_plan(plan)
+
+
+def current(store: ChunkStore) -> None:
+    """Make sure the schema's sync objects are the version this code works with, migrating
+    older ones (a worker of a newer release runs first after an upgrade)."""
+    schema = store.collection.schema
+    found: int = store.run_plan(lambda: ob.version_of(schema))
+    if found in (0, ob.VERSION):
+        return  # none yet (``spec_of`` says so), or current
+    if found > ob.VERSION:
+        raise ob.newer(schema, found)
+    try:
+        store.run_plan(lambda: ob.migrate(schema))
+    except DatabaseError as exc:
+        if exc.sqlstate != "42501":
+            raise
+        raise SchemaError(
+            f"expected the sync objects of schema {schema!r} at version {ob.VERSION}, got "
+            f"{found}, and this role may not upgrade them ({exc}); run `rag-pgstore sync run` "
+            "once as the role that made them (it ran `sync add`)"
+        ) from exc
 
 
 def remove_sync(target: Target, name: str, *, schema: str | None = None) -> None:

@@ -1,14 +1,18 @@
-"""The SQL objects a table sync is made of, and the statements over them.
+"""The SQL objects a table sync is made of, their migrations, and the statements over them.
 
 All plain PostgreSQL, in the collection's schema: a registry of syncs, one queue table
 shared by every sync of the schema, one trigger function shared by every trigger, and one
 row trigger per synced table. Names reach the SQL through SQLAlchemy's quoting (``DDL`` with
 ``%(fullname)s``, quoted literals for trigger arguments), never pasted in.
+
+The shared objects have a version of their own, in the registry table's comment
+(``rag_pgstore sync objects, version N``; none: version 1, from before it was recorded),
+and :data:`MIGRATIONS` bring older ones up to it, the way a collection's table is migrated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -16,17 +20,23 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.sql.base import Executable
 
+from rag_pgstore.driver.steps import Execute, Fetch, Plan
+from rag_pgstore.errors import SchemaError
 from rag_pgstore.schema import ddl, sql_literal
 
 __all__ = [
+    "MIGRATIONS",
     "QUEUE_NAME",
     "SYNCS_NAME",
+    "VERSION",
     "claim",
     "create_trigger",
     "drop_trigger",
+    "migrate",
     "queue_table",
     "syncs_table",
     "trigger_function",
+    "version_of",
 ]
 
 SYNCS_NAME = "rag_pgstore_syncs"
@@ -77,6 +87,12 @@ def queue_table(schema: str) -> sa.Table:
     )
     sa.Index(f"{QUEUE_NAME}_due", table.c.sync, table.c.due_at, postgresql_where=~table.c.parked)
     sa.Index(f"{QUEUE_NAME}_source", table.c.sync, table.c.source_id)
+    # A claim's own rows: renewing its lease, releasing it, clearing what it applied.
+    sa.Index(
+        f"{QUEUE_NAME}_lease",
+        table.c.lease_token,
+        postgresql_where=table.c.lease_token.is_not(None),
+    )
     return table
 
 
@@ -143,6 +159,76 @@ def drop_trigger(name: str, source_schema: str, source_table: str) -> Executable
     trigger = preparer.quote(TRIGGER_PREFIX + name)
     return ddl(
         f"DROP TRIGGER IF EXISTS {trigger} ON %(fullname)s", _source(source_schema, source_table)
+    )
+
+
+# -- migrations --------------------------------------------------------------------------------
+
+_VERSION_NOTE = "rag_pgstore sync objects, version "
+
+
+def _v1_create(schema: str) -> list[Executable]:
+    """The registry, the queue with its indexes and the trigger function, in their latest
+    shape (later migrations bring older ones up to it)."""
+    syncs, queue = syncs_table(schema), queue_table(schema)
+    return [
+        sa.schema.CreateTable(syncs, if_not_exists=True),
+        sa.schema.CreateTable(queue, if_not_exists=True),
+        *(sa.schema.CreateIndex(index, if_not_exists=True) for index in queue.indexes),
+        trigger_function(schema),
+    ]
+
+
+def _v2_lease_index(schema: str) -> list[Executable]:
+    """The index on lease tokens: lease renewal looks a claim's rows up by token."""
+    queue = queue_table(schema)
+    lease = next(i for i in queue.indexes if i.name == f"{QUEUE_NAME}_lease")
+    return [sa.schema.CreateIndex(lease, if_not_exists=True)]
+
+
+# Migration N (1-based) brings the objects from version N-1 to N. Append, never edit.
+MIGRATIONS: tuple[Callable[[str], list[Executable]], ...] = (_v1_create, _v2_lease_index)
+VERSION = len(MIGRATIONS)
+
+
+def version_of(schema: str) -> Plan[int]:
+    """The version of the schema's sync objects: 0 when there are none."""
+    syncs = syncs_table(schema)
+    found = yield Fetch(sa.select(sa.func.to_regclass(f"{schema}.{SYNCS_NAME}")))
+    if found[0][0] is None:
+        return 0
+    comment = yield Fetch(
+        sa.select(
+            sa.func.obj_description(sa.func.to_regclass(f"{schema}.{syncs.name}"), "pg_class")
+        )
+    )
+    note = comment[0][0] or ""
+    if not note.startswith(_VERSION_NOTE):
+        return 1  # made before the version was recorded
+    return int(note.removeprefix(_VERSION_NOTE))
+
+
+def migrate(schema: str) -> Plan[int]:
+    """Create the schema's sync objects, or bring them up to :data:`VERSION`; the version
+    found. Under a lock of the schema's, so two ``sync add`` at once migrate once."""
+    turn = sa.func.hashtext(sa.literal(f"rag_pgstore_sync_objects:{schema}", sa.Text))
+    yield Fetch(sa.select(sa.func.pg_advisory_xact_lock(turn)))
+    found = yield from version_of(schema)
+    if found > VERSION:
+        raise newer(schema, found)
+    for migration in MIGRATIONS[found:]:
+        for statement in migration(schema):
+            yield Execute(statement)
+    if found < VERSION:
+        note = sql_literal(f"{_VERSION_NOTE}{VERSION}")
+        yield Execute(ddl(f"COMMENT ON TABLE %(fullname)s IS {note}", syncs_table(schema)))
+    return found
+
+
+def newer(schema: str, found: int) -> SchemaError:
+    return SchemaError(
+        f"expected the sync objects of schema {schema!r} at version <= {VERSION}, got "
+        f"{found}: a newer rag_pgstore made them; upgrade this one"
     )
 
 

@@ -27,9 +27,9 @@ from rag_pgstore.importers.tables import typed_key
 from rag_pgstore.pipeline import Document, Pipeline
 from rag_pgstore.store import ChunkStore
 from rag_pgstore.sync import objects as ob
-from rag_pgstore.sync.manage import spec_of, tables
+from rag_pgstore.sync.manage import current, spec_of, tables
 
-__all__ = ["DrainReport", "backfill", "drain", "watch"]
+__all__ = ["DrainReport", "backfill", "backfill_remaining", "drain", "watch"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,8 @@ class _Source:
         self.key, self.key_value = typed_key(self.table, spec["id_column"], spec["id_type"])
         self.columns = [self.table.c[n] for n in names]
 
-    def page(self, after: str | None, size: int) -> sa.Select[Any]:
+    def page(self, after: str | None, size: int | None) -> sa.Select[Any]:
+        """The next ``size`` rows after the key ``after`` (all of them: ``None``)."""
         statement = sa.select(self.key.label("rag_pgstore_key"), *self.columns).order_by(self.key)
         if after is not None:
             statement = statement.where(self.key > self.key_value(after))
@@ -142,6 +143,7 @@ def backfill(
     another returns 0 at once. A row that fails on its own is queued with its error, for
     :func:`drain` to retry and, in the end, park: it does not stop the backfill.
     """
+    current(store)
     spec = spec_of(store, name)
     if spec["backfill_done"]:
         return 0
@@ -167,6 +169,21 @@ def backfill(
         )
         store.run_plan(functools.partial(_execute, release))
         raise
+
+
+def backfill_remaining(store: ChunkStore, name: str) -> int:
+    """How many source rows the backfill has still to read (0 once it is done): an exact
+    count of the rows past its watermark, one scan of the source's key index, for a progress
+    bar's total and ETA."""
+    spec = spec_of(store, name)
+    if spec["backfill_done"]:
+        return 0
+    source = _Source(spec)
+    remaining = sa.select(sa.func.count()).select_from(
+        source.page(spec["backfill_after"], None).subquery()
+    )
+    rows = store.run_plan(functools.partial(_fetch, remaining))
+    return int(next(iter(rows[0].values())))
 
 
 def _backfill_pages(
@@ -342,6 +359,7 @@ def drain(
     A configuration error (the collection gone, another model) stops the drain instead, and
     so does a model that fails every row of a batch.
     """
+    current(store)
     spec = spec_of(store, name)
     if not spec["backfill_done"]:
         return DrainReport(0, 0)
@@ -497,7 +515,7 @@ def _renew_rows(queue: sa.Table, me: str, lease: float, ids: Sequence[str]) -> P
     q = queue.c
     rows = yield Fetch(
         sa.update(queue)
-        .where(q.lease_token == me, q.source_id.in_(list(ids)))
+        .where(q.lease_token == me, q.source_id.in_(list(ids)))  # the lease index
         .values(leased_until=ob.lease_for(lease))
         .returning(q.source_id)
     )
