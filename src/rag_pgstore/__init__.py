@@ -21,6 +21,7 @@ from rag_pgstore.errors import (
     SchemaError,
     UnsupportedError,
 )
+from rag_pgstore.replicas import Replica
 from rag_pgstore.store import ChunkStore
 from rag_pgstore.types import (
     Chunk,
@@ -66,6 +67,7 @@ __all__ = [
     "MissingDependencyError",
     "QueryTimeoutError",
     "RagPgStoreError",
+    "Replica",
     "SchemaError",
     "ScoredChunk",
     "SearchTuning",

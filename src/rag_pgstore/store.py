@@ -14,7 +14,7 @@ import dataclasses
 import inspect
 import os
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy.engine import URL, Engine
@@ -24,8 +24,9 @@ from rag_pgstore import driver, embedded
 from rag_pgstore.codec import check_name
 from rag_pgstore.connect import make_async_engine, make_engine, make_engines
 from rag_pgstore.embedded import EmbeddedPostgres
-from rag_pgstore.errors import UnsupportedError
+from rag_pgstore.errors import DatabaseUnavailableError, UnsupportedError
 from rag_pgstore.ops import lifecycle, reads, registry, writes
+from rag_pgstore.replicas import ReadRouting, Replica, check_standby, identity
 from rag_pgstore.schema import Collection
 from rag_pgstore.types import CollectionSummary, Distance, KeywordSearch, choice
 
@@ -43,6 +44,28 @@ def _sync(operation: Operation[P, T]) -> Callable[Concatenate[ChunkStore, P], T]
         return self.run_plan(operation(self.collection, *args, **kwargs))
 
     return _named(method, operation, operation.__name__, inspect.getdoc(operation) or "")
+
+
+def _read(operation: Operation[P, T]) -> Callable[Concatenate[ChunkStore, P], T]:
+    """The store method that runs ``operation``'s plan on a replica if the store has one fit
+    for it (else on the primary); the plan is built afresh for each engine tried."""
+
+    def method(self: ChunkStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self.run_read(lambda: operation(self.collection, *args, **kwargs))
+
+    return _named(method, operation, operation.__name__, inspect.getdoc(operation) or "")
+
+
+def _aread(
+    operation: Operation[P, T],
+) -> Callable[Concatenate[ChunkStore, P], Coroutine[Any, Any, T]]:
+    """Async :func:`_read`."""
+
+    async def method(self: ChunkStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self.arun_read(lambda: operation(self.collection, *args, **kwargs))
+
+    doc = f"Async :meth:`{operation.__name__}`.\n\n{inspect.getdoc(operation) or ''}"
+    return _named(method, operation, "a" + operation.__name__, doc)
 
 
 def _async(
@@ -83,6 +106,11 @@ class ChunkStore:
     >>> store = ChunkStore.from_url(None, collection="docs", dim=384)   # embedded Postgres
     >>> store.upsert([Chunk(chunk_id="a#0", content="...", embedding=vec)])
     >>> hits = store.search(query_vec, k=5, filter={"topic": "db"})
+
+    ``replicas`` (streaming standbys of the primary) take the reads: searches, gets, counts
+    and ``describe``, in turn; writes and every other plan go to the primary. After a write
+    through this store, reads go to the primary for ``read_your_writes`` seconds (0: never);
+    a replica whose connection fails is skipped for ``replica_retry_after`` seconds.
     """
 
     def __init__(
@@ -97,6 +125,9 @@ class ChunkStore:
         text_config: str = "english",
         keyword: KeywordSearch | str | None = None,
         create_extension: bool = True,
+        replicas: Sequence[Replica] = (),
+        read_your_writes: float = 5.0,
+        replica_retry_after: float = 30.0,
     ) -> None:
         if engine is None and async_engine is None:
             raise UnsupportedError("expected an engine, an async_engine or both, got neither")
@@ -117,7 +148,11 @@ class ChunkStore:
         self.engine = engine
         self.async_engine = async_engine
         self.create_extension = create_extension
+        self.reads = ReadRouting(
+            replicas, read_your_writes=read_your_writes, retry_after=replica_retry_after
+        )
         self._owned: tuple[Engine | None, AsyncEngine | None] = (None, None)
+        self._owned_replicas: tuple[Replica, ...] = ()
         self._server: EmbeddedPostgres | None = None
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
@@ -131,6 +166,7 @@ class ChunkStore:
         setup: bool = True,
         engine_options: Mapping[str, Any] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
+        replicas: Sequence[str | URL] = (),
         **options: Any,
     ) -> ChunkStore:
         """Connect to ``url`` (``None``: the embedded local server) and make sure the table exists.
@@ -142,6 +178,10 @@ class ChunkStore:
         ``setup=False`` skips schema creation, e.g. for a read-only role. Without ``dim`` the
         collection must exist: its dimension, distance and keyword mode are read from the
         registry (:class:`CollectionNotFoundError` if there is none), and nothing is created.
+
+        ``replicas``: URLs of streaming standbys of ``url`` that take the reads (see the
+        class); each is checked now, and one that is unreachable, a primary, or a standby of
+        another cluster is refused with a typed error before anything is written.
         """
         server = embedded.start(data_dir) if url is None else None
         store = cls._connect(
@@ -150,9 +190,11 @@ class ChunkStore:
             1 if dim is None else dim,  # 1: a placeholder until the registry is read
             engine_options,
             options,
+            replica_urls=replicas,
         )
         store._server = server
         try:
+            store._check_replicas()
             if dim is None:
                 c = store.collection
                 store.collection = store.run_plan(lambda: registry.opened(c, options))
@@ -173,6 +215,7 @@ class ChunkStore:
         setup: bool = True,
         engine_options: Mapping[str, Any] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
+        replicas: Sequence[str | URL] = (),
         **options: Any,
     ) -> ChunkStore:
         """Async :meth:`from_url`: the schema is set up on the async engine.
@@ -187,9 +230,11 @@ class ChunkStore:
             1 if dim is None else dim,  # 1: a placeholder until the registry is read
             engine_options,
             options,
+            replica_urls=replicas,
         )
         store._server = server
         try:
+            await store._acheck_replicas()
             if dim is None:
                 c = store.collection
                 store.collection = await store.arun_plan(lambda: registry.opened(c, options))
@@ -271,12 +316,53 @@ class ChunkStore:
         dim: int,
         engine_options: Mapping[str, Any] | None,
         options: dict[str, Any],
+        *,
+        replica_urls: Sequence[str | URL] = (),
     ) -> ChunkStore:
         assert url is not None
+        if isinstance(replica_urls, (str, URL)):
+            raise UnsupportedError(
+                f"expected replicas to be a list of URLs, got one: {type(replica_urls).__name__}"
+            )
         engine, async_engine = make_engines(url, engine_options)
-        store = cls(engine, async_engine, collection=collection, dim=dim, **options)
+        replicas = tuple(Replica(*make_engines(r, engine_options)) for r in replica_urls)
+        try:
+            store = cls(
+                engine, async_engine, collection=collection, dim=dim, replicas=replicas, **options
+            )
+        except BaseException:
+            for r in replicas:
+                assert r.engine is not None
+                r.engine.dispose()
+            engine.dispose()
+            raise
         store._owned = (engine, async_engine)
+        store._owned_replicas = replicas
         return store
+
+    def _check_replicas(self) -> None:
+        if not self.reads.replicas:
+            return
+        primary = self.run_plan(identity, read_only=True)
+        for replica in self.reads.replicas:
+            assert replica.engine is not None
+            try:
+                found = driver.run(replica.engine, identity)
+            except DatabaseUnavailableError as exc:
+                raise _unreachable(replica, exc) from exc
+            check_standby(replica.name, found, primary)
+
+    async def _acheck_replicas(self) -> None:
+        if not self.reads.replicas:
+            return
+        primary = await self.arun_plan(identity, read_only=True)
+        for replica in self.reads.replicas:
+            assert replica.async_engine is not None
+            try:
+                found = await driver.run_async(replica.async_engine, identity)
+            except DatabaseUnavailableError as exc:
+                raise _unreachable(replica, exc) from exc
+            check_standby(replica.name, found, primary)
 
     def __repr__(self) -> str:
         bound = self.engine or self.async_engine
@@ -290,35 +376,71 @@ class ChunkStore:
 
     # -- running plans -------------------------------------------------------------------------
 
-    def run_plan(self, plan: driver.PlanSource[T]) -> T:
-        """Run one plan from ``rag_pgstore.ops`` in a transaction on the sync engine.
+    def run_plan(self, plan: driver.PlanSource[T], *, read_only: bool = False) -> T:
+        """Run one plan from ``rag_pgstore.ops`` in a transaction on the sync engine (the
+        primary's).
 
         Every method here is one such call. Pass a function that builds the plan
         (``lambda: ...``) to have a transaction PostgreSQL aborted to break a deadlock run again
-        from a fresh plan.
+        from a fresh plan. With replicas, a plan counts as a write (reads go to the primary
+        for ``read_your_writes`` seconds after it) unless ``read_only``.
         """
         if self.engine is None:
             _discard(plan)
             raise UnsupportedError(
                 "this store has no sync engine; use the a* methods or pass engine="
             )
+        if not read_only:
+            self.reads.wrote()
         return driver.run(self.engine, plan)
 
-    async def arun_plan(self, plan: driver.PlanSource[T]) -> T:
+    def run_read(self, build: Callable[[], driver.PlanSource[T]]) -> T:
+        """Run the plan ``build()`` makes on a replica fit for it, else on the primary; a
+        replica that fails to answer (its connection) sits out and the next engine gets a
+        fresh plan. ``build`` is called once for each engine tried."""
+        for replica in self.reads.order():
+            if replica.engine is None:
+                continue
+            try:
+                return driver.run(replica.engine, build())
+            except DatabaseUnavailableError:
+                self.reads.failed(replica)
+        return self.run_plan(build(), read_only=True)
+
+    async def arun_read(self, build: Callable[[], driver.PlanSource[T]]) -> T:
+        """Async :meth:`run_read`."""
+        await self._same_loop()
+        for replica in self.reads.order():
+            if replica.async_engine is None:
+                continue
+            try:
+                return await driver.run_async(replica.async_engine, build())
+            except DatabaseUnavailableError:
+                self.reads.failed(replica)
+        return await self.arun_plan(build(), read_only=True)
+
+    async def arun_plan(self, plan: driver.PlanSource[T], *, read_only: bool = False) -> T:
         """Async :meth:`run_plan`."""
         if self.async_engine is None:
             _discard(plan)
             raise UnsupportedError(
                 "this store has no async engine; pass async_engine= to use a* methods"
             )
+        await self._same_loop()
+        if not read_only:
+            self.reads.wrote()
+        return await driver.run_async(self.async_engine, plan)
+
+    async def _same_loop(self) -> None:
         loop = asyncio.get_running_loop()
         if self._loop is not None and self._loop() is not loop:
             # Pooled async connections belong to the loop that opened them. A new loop (a second
             # asyncio.run, a framework's own loop) gets a fresh pool; closing the idle ones is
             # safe here because psycopg closes a connection without awaiting its old loop.
-            await self.async_engine.dispose()
+            for engine in (self.async_engine, *(r.async_engine for r in self.reads.replicas)):
+                if engine is not None:
+                    await engine.dispose()
         self._loop = weakref.ref(loop)
-        return await driver.run_async(self.async_engine, plan)
 
     # -- schema --------------------------------------------------------------------------------
 
@@ -366,8 +488,8 @@ class ChunkStore:
     acreate_index = _async(lifecycle.create_index)
     drop_index = _sync(lifecycle.drop_index)
     adrop_index = _async(lifecycle.drop_index)
-    describe = _sync(lifecycle.describe)
-    adescribe = _async(lifecycle.describe)
+    describe = _read(lifecycle.describe)
+    adescribe = _aread(lifecycle.describe)
     analyze = _sync(lifecycle.analyze)
     aanalyze = _async(lifecycle.analyze)
 
@@ -384,38 +506,49 @@ class ChunkStore:
     clear = _sync(writes.clear)
     aclear = _async(writes.clear)
 
-    get = _sync(reads.get)
-    aget = _async(reads.get)
-    get_where = _sync(reads.get_where)
-    aget_where = _async(reads.get_where)
-    count = _sync(reads.count)
-    acount = _async(reads.count)
-    search = _sync(reads.search)
-    asearch = _async(reads.search)
-    search_like = _sync(reads.search_like)
-    asearch_like = _async(reads.search_like)
-    mmr_search = _sync(reads.mmr_search)
-    ammr_search = _async(reads.mmr_search)
-    hybrid_search = _sync(reads.hybrid_search)
-    ahybrid_search = _async(reads.hybrid_search)
-    text_search = _sync(reads.text_search)
-    atext_search = _async(reads.text_search)
+    get = _read(reads.get)
+    aget = _aread(reads.get)
+    get_where = _read(reads.get_where)
+    aget_where = _aread(reads.get_where)
+    count = _read(reads.count)
+    acount = _aread(reads.count)
+    search = _read(reads.search)
+    asearch = _aread(reads.search)
+    search_like = _read(reads.search_like)
+    asearch_like = _aread(reads.search_like)
+    mmr_search = _read(reads.mmr_search)
+    ammr_search = _aread(reads.mmr_search)
+    hybrid_search = _read(reads.hybrid_search)
+    ahybrid_search = _aread(reads.hybrid_search)
+    text_search = _read(reads.text_search)
+    atext_search = _aread(reads.text_search)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
         """Dispose of the engines :meth:`from_url` created (engines you passed are yours)."""
         engine, _ = self._owned
-        if engine is not None:
-            engine.dispose()
+        for owned in (engine, *(r.engine for r in self._owned_replicas)):
+            if owned is not None:
+                owned.dispose()
 
     async def aclose(self) -> None:
         """Dispose of both engines :meth:`from_url` created."""
         engine, async_engine = self._owned
-        if engine is not None:
-            engine.dispose()
-        if async_engine is not None:
-            await async_engine.dispose()
+        for owned in (engine, *(r.engine for r in self._owned_replicas)):
+            if owned is not None:
+                owned.dispose()
+        for aowned in (async_engine, *(r.async_engine for r in self._owned_replicas)):
+            if aowned is not None:
+                await aowned.dispose()
+
+
+def _unreachable(replica: Replica, exc: DatabaseUnavailableError) -> DatabaseUnavailableError:
+    return DatabaseUnavailableError(
+        f"expected replica {replica.name} to answer, got: {exc}; check its URL, or start the "
+        "store without it",
+        sqlstate=exc.sqlstate,
+    )
 
 
 def _discard(plan: driver.PlanSource[Any]) -> None:

@@ -46,7 +46,7 @@ def open_store(args: argparse.Namespace, *, create_dim: int | None = None) -> Ch
 def recorded_embedder(store: ChunkStore) -> str | None:
     """The embedder the collection's registry row names (``None``: none recorded)."""
     c = store.collection
-    row = store.run_plan(lambda: registry.registered(c.schema, c.name))
+    row = store.run_plan(lambda: registry.registered(c.schema, c.name), read_only=True)
     if row is None:
         raise registry.missing(c)
     found: str | None = row.get("embedder")

@@ -101,7 +101,7 @@ class Collections:
             create_extension=self.create_extension,
         )
         c = store.collection
-        row = await store.arun_plan(lambda: registry.registered(c.schema, c.name))
+        row = await store.arun_plan(lambda: registry.registered(c.schema, c.name), read_only=True)
         opened = Opened(store, None if row is None else row.get("embedder"), time.monotonic())
         self._open[name] = opened
         return opened
@@ -129,7 +129,9 @@ class Collections:
             **options,
         )
         c = store.collection
-        before = await store.arun_plan(lambda: registry.registered(c.schema, c.name))
+        before = await store.arun_plan(
+            lambda: registry.registered(c.schema, c.name), read_only=True
+        )
         await store.asetup()  # checks an existing collection's settings against these
         default = self.default
         if embedder is None and before is None and default is not None:
