@@ -44,6 +44,7 @@ MAX_INDEXED_DIM = 4_000
 # A heap row must fit one 8 kB page; keep the vector inline (PLAIN) when it leaves room for the
 # other columns' TOAST pointers, because detoasting costs ~4x on exact scans.
 PLAIN_STORAGE_MAX_BYTES = 7_000
+MAX_PARTITIONS = 1_024
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Collection:
     distance: Distance = Distance.COSINE
     text_config: str = "english"
     keyword: KeywordSearch | None = None  # None: what the table has (BM25 for a new one)
+    # HASH partitions on chunk_id, fixed at creation; None: one table (or what it has).
+    partitions: int | None = None
     _metadata: sa.MetaData = field(init=False, compare=False, repr=False)
     # What a BM25 read learnt of pg_stats, kept until ANALYZE runs again (see ops/keyword.py);
     # one dict that the store's sync and async engines share.
@@ -78,6 +81,15 @@ class Collection:
         ):
             raise UnsupportedError(f"expected 1 <= dim <= {MAX_DIM}, got dim={self.dim!r}")
         object.__setattr__(self, "distance", Distance.parse(self.distance))
+        if self.partitions is not None and (
+            isinstance(self.partitions, bool)
+            or not isinstance(self.partitions, int)
+            or not 2 <= self.partitions <= MAX_PARTITIONS
+        ):
+            raise UnsupportedError(
+                f"expected partitions to be an int from 2 to {MAX_PARTITIONS} (or None: one "
+                f"table), got {self.partitions!r}"
+            )
         if self.keyword is not None:
             object.__setattr__(self, "keyword", choice(KeywordSearch, self.keyword, "keyword"))
         object.__setattr__(self, "_metadata", sa.MetaData())
@@ -145,6 +157,9 @@ class Collection:
             ),
             *keyword,
             schema=self.schema,
+            # chunk_id, the primary key: a partitioned table's unique keys must hold the
+            # partition key, and upserts conflict on chunk_id alone.
+            postgresql_partition_by="HASH (chunk_id)" if self.partitions else None,
         )
         sa.Index(f"{self.name}_entity_idx", table.c.entity_id, table.c.chunk_index)
         sa.Index(f"{self.name}_metadata_gin", table.c["metadata"], postgresql_using="gin")
@@ -258,6 +273,8 @@ def registry_table(schema: str, metadata: sa.MetaData | None = None) -> sa.Table
         # The model that wrote the collection's vectors ("local:all-MiniLM-L6-v2", "hash:256"),
         # recorded at its first ingest; NULL until then, or when only upsert() wrote vectors.
         sa.Column("embedder", sa.Text),
+        # The number of HASH partitions, as text; NULL: one table.
+        sa.Column("partitions", sa.Text),
         sa.Column(
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
@@ -273,6 +290,7 @@ def _v1_create_table(collection: Collection) -> list[Executable]:
     the collection's keyword search."""
     table = collection.bare_table()
     steps: list[Executable] = [sa.schema.CreateTable(table, if_not_exists=True)]
+    steps.extend(partitions_of(collection))
     if collection.plain_storage:
         steps.append(
             ddl("ALTER TABLE %(fullname)s ALTER COLUMN embedding SET STORAGE PLAIN", table)
@@ -280,6 +298,25 @@ def _v1_create_table(collection: Collection) -> list[Executable]:
     steps.extend(sa.schema.CreateIndex(index, if_not_exists=True) for index in table.indexes)
     steps.extend(keyword_add(collection, collection.keyword or KeywordSearch.BM25))
     return steps
+
+
+def partition_names(collection: Collection) -> list[str]:
+    return [f"{collection.name}_p{i}" for i in range(collection.partitions or 0)]
+
+
+def partitions_of(collection: Collection) -> list[Executable]:
+    """The HASH partitions of a partitioned collection, each a table of its own (with its own
+    indexes, made by the parent's CREATE INDEX)."""
+    preparer = pg.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+    n = collection.partitions or 0
+    return [
+        ddl(
+            f"CREATE TABLE IF NOT EXISTS %(schema)s.{preparer.quote(name)} PARTITION OF "
+            f"%(fullname)s FOR VALUES WITH (MODULUS {n:d}, REMAINDER {i:d})",
+            collection.bare_table(),
+        )
+        for i, name in enumerate(partition_names(collection))
+    ]
 
 
 def ddl(statement: str, table: sa.Table) -> Executable:
@@ -318,6 +355,12 @@ KEYWORD_TRIGGER = "rag_pgstore_keyword"
 # query time). It samples 300 x this many rows, held in memory with their embeddings, so a
 # higher target costs every (auto)ANALYZE of the table a lot more memory.
 TSV_STATISTICS = 300
+
+
+def stored_partitions(row: Mapping[str, Any]) -> int | None:
+    """The partition count a registry row records (``None``: one table)."""
+    value = row.get("partitions")
+    return int(value) if value else None
 
 
 def keyword_function(collection: Collection) -> Executable:
@@ -374,7 +417,7 @@ def keyword_add(collection: Collection, mode: KeywordSearch) -> list[Executable]
 
 # Registry columns added after its first release, each nullable text: NULL reads as what
 # collections made before it had (ts_rank; no recorded embedder).
-ADDED_REGISTRY_COLUMNS = ("keyword", "embedder")
+ADDED_REGISTRY_COLUMNS = ("keyword", "embedder", "partitions")
 
 
 def registry_column(collection: Collection, name: str) -> Executable:

@@ -124,6 +124,7 @@ class ChunkStore:
         schema: str = "public",
         text_config: str = "english",
         keyword: KeywordSearch | str | None = None,
+        partitions: int | None = None,
         create_extension: bool = True,
         replicas: Sequence[Replica] = (),
         read_your_writes: float = 5.0,
@@ -144,6 +145,7 @@ class ChunkStore:
             distance=Distance.parse(distance),
             text_config=text_config,
             keyword=None if keyword is None else choice(KeywordSearch, keyword, "keyword"),
+            partitions=partitions,
         )
         self.engine = engine
         self.async_engine = async_engine

@@ -27,12 +27,14 @@ from rag_pgstore.schema import (
     keyword_function,
     registry_column,
     stored_keyword,
+    stored_partitions,
 )
 from rag_pgstore.sql.catalog import (
     PG_ATTRIBUTE,
     PG_EXTENSION,
     PG_TS_CONFIG,
     extension_version,
+    index_leaves,
     index_names,
     server_version,
 )
@@ -150,7 +152,9 @@ def _setup(collection: Collection) -> Plan[None]:
         row = found[0]._mapping
         _check_matches(c, row)
         version = row["schema_version"]
-        c = dataclasses.replace(c, keyword=stored_keyword(row["keyword"]))
+        c = dataclasses.replace(
+            c, keyword=stored_keyword(row["keyword"]), partitions=stored_partitions(row)
+        )
     else:
         if table_exists[0][0] is not None:
             raise SchemaError(
@@ -176,6 +180,7 @@ def _setup(collection: Collection) -> Plan[None]:
         "text_config": c.text_config,
         "schema_version": SCHEMA_VERSION,
         "keyword": c.keyword.value if c.keyword else None,
+        "partitions": str(c.partitions) if c.partitions else None,
     }
     upsert = pg.insert(registry).values(values)
     yield Execute(
@@ -249,8 +254,8 @@ def analyze(c: Collection) -> PlanSource[None]:
 
 def _analyze(c: Collection) -> Plan[None]:
     yield Execute(analyze_table(c))
-    index = sa.func.to_regclass(f"{c.schema}.{c.tsv_index_name}")
-    yield Fetch(sa.select(sa.func.gin_clean_pending_list(index)).where(index.is_not(None)))
+    leaves = index_leaves(c.schema, c.tsv_index_name).subquery()
+    yield Fetch(sa.select(sa.func.gin_clean_pending_list(sa.cast(leaves.c.oid, pg.REGCLASS))))
 
 
 def _check_matches(c: Collection, row: Mapping[str, Any]) -> None:
@@ -260,6 +265,14 @@ def _check_matches(c: Collection, row: Mapping[str, Any]) -> None:
             f"collection {c.name!r} has keyword={have!r}, got keyword={c.keyword.value!r}; open "
             f"it with keyword={have!r} (or none), or switch it with "
             f"set_keyword_search({c.keyword.value!r})"
+        )
+    if c.partitions is not None and c.partitions != stored_partitions(row):
+        stored = stored_partitions(row)
+        raise SchemaError(
+            f"collection {c.name!r} was created with partitions={stored!r}, got "
+            f"partitions={c.partitions!r}; open it with partitions={stored!r} (or none), or "
+            "create another collection and import into it (a table is not repartitioned "
+            "in place)"
         )
     for field, want in (
         ("dim", c.dim),
@@ -346,6 +359,7 @@ def describe(c: Collection) -> Plan[CollectionInfo]:
     query = query_param(c, [1.0] * c.dim)  # only planned, never run
     [(plan,)] = yield Fetch(Explain(vector_search(c, query, k=5)))
     nodes = _node_types(plan)
+    ann_names = {c.index_name} | {n for _, n in (yield Fetch(index_leaves(c.schema, c.index_name)))}
     return CollectionInfo(
         name=c.name,
         schema=c.schema,
@@ -362,7 +376,7 @@ def describe(c: Collection) -> Plan[CollectionInfo]:
         server_version=server,
         pgvector_version=pgvector[0][0] if pgvector else None,
         search_plan=tuple(sorted(nodes)),
-        uses_ann_index=any(node.endswith(f" using {c.index_name}") for node in nodes),
+        uses_ann_index=any(node.rsplit(" using ", 1)[-1] in ann_names for node in nodes),
     )
 
 

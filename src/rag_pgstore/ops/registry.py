@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from rag_pgstore.driver.steps import Execute, Fetch, Plan
 from rag_pgstore.errors import CollectionNotFoundError, SchemaError
-from rag_pgstore.schema import Collection, registry_table, stored_keyword
+from rag_pgstore.schema import Collection, registry_table, stored_keyword, stored_partitions
 from rag_pgstore.types import CollectionSummary, Distance
 
 __all__ = ["claim_embedder", "collections", "missing", "opened", "registered"]
@@ -58,8 +58,13 @@ def opened(c: Collection, options: Mapping[str, Any]) -> Plan[Collection]:
         "distance": c.distance.value if "distance" in options else None,
         "text_config": c.text_config if "text_config" in options else None,
         "keyword": c.keyword.value if c.keyword is not None else None,
+        "partitions": c.partitions,
     }
-    have = {**row, "keyword": stored_keyword(row.get("keyword")).value}
+    have = {
+        **row,
+        "keyword": stored_keyword(row.get("keyword")).value,
+        "partitions": stored_partitions(row),
+    }
     for field, want in given.items():
         if want is not None and want != have[field]:
             raise SchemaError(
@@ -72,6 +77,7 @@ def opened(c: Collection, options: Mapping[str, Any]) -> Plan[Collection]:
         dim=row["dim"],
         distance=Distance.parse(row["distance"]),
         text_config=row["text_config"],
+        partitions=stored_partitions(row),
     )
 
 

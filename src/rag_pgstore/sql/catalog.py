@@ -20,6 +20,7 @@ __all__ = [
     "PG_TS_CONFIG",
     "ann_indexed",
     "extension_version",
+    "index_leaves",
     "index_names",
     "server_version",
     "set_session",
@@ -86,6 +87,26 @@ def server_version() -> sa.Select[Any]:
 def extension_version(name: str) -> sa.Select[Any]:
     """The installed version of extension ``name``: one row, or none."""
     return sa.select(PG_EXTENSION.c.extversion).where(PG_EXTENSION.c.extname == name)
+
+
+PG_INHERITS = sa.table(
+    "pg_inherits", sa.column("inhrelid"), sa.column("inhparent"), schema="pg_catalog"
+)
+PG_CLASS = sa.table(
+    "pg_class", sa.column("oid"), sa.column("relname"), sa.column("relkind"), schema="pg_catalog"
+)
+
+
+def index_leaves(schema: str, name: str) -> sa.Select[Any]:
+    """The index ``schema.name`` itself when it is an index of one table, or, for the index
+    of a partitioned collection, each partition's index (which hold the entries): one row
+    of (oid, name) each, none when there is no such index."""
+    index = sa.func.to_regclass(f"{schema}.{name}")
+    k = PG_CLASS.c
+    children = sa.select(PG_INHERITS.c.inhrelid).where(PG_INHERITS.c.inhparent == index)
+    return sa.select(k.oid, k.relname).where(
+        sa.or_(sa.and_(k.oid == index, k.relkind == "i"), k.oid.in_(children))
+    )
 
 
 def index_names(collection: Collection) -> sa.Select[Any]:
