@@ -39,6 +39,19 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.0f}/s" if speed else "", style="progress.data.speed")
 
 
+def _bar_columns(label: str) -> tuple[ProgressColumn, ...]:
+    """A bar with done/total, rate, elapsed time and ETA, after ``label``."""
+    return (
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+
+
 class IngestProgress:
     """``with IngestProgress(files, mode) as show: pipeline.ingest(..., progress=show)``."""
 
@@ -54,13 +67,7 @@ class IngestProgress:
     def __enter__(self) -> IngestProgress:
         if self.terminal:
             self._bars = Progress(
-                TextColumn("{task.description:>8}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                RateColumn(),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
+                *_bar_columns("{task.description:>8}"),
                 console=output.console("stderr"),
                 transient=True,
             )
@@ -130,15 +137,7 @@ def counting(
             TimeElapsedColumn(),
         )
     else:
-        columns = (
-            TextColumn(what),
-            BarColumn(),
-            MofNCompleteColumn(),
-            RateColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-        )
+        columns = _bar_columns(what)
     bars = Progress(*columns, console=output.console("stderr"), transient=True)
     with bars:
         task = bars.add_task(what, total=total)
