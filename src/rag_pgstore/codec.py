@@ -385,6 +385,25 @@ def encode_query(
     return values
 
 
+MAX_TENANT_LENGTH = 256
+
+
+def check_tenant(tenant: object) -> str:
+    """Return ``tenant`` if it is a usable tenant id: a non-blank string of at most
+    ``MAX_TENANT_LENGTH`` characters, without NUL (PostgreSQL text cannot hold one)."""
+    if (
+        not isinstance(tenant, str)
+        or not tenant.strip()
+        or len(tenant) > MAX_TENANT_LENGTH
+        or "\x00" in tenant
+    ):
+        raise InvalidInputError(
+            f"expected a tenant id: a non-blank string of at most {MAX_TENANT_LENGTH} "
+            f"characters without NUL, got {show(tenant)}"
+        )
+    return tenant
+
+
 def check_ids(ids: Iterable[str], what: str) -> list[str]:
     """Return ``ids`` as a list without repeats, or raise if it is not a list of strings."""
     if isinstance(ids, str) or not isinstance(ids, Iterable):

@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from pgvector.sqlalchemy import HALFVEC, VECTOR
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ColumnElement
 
-from rag_pgstore.codec import Encoder, check_name, content_hash, jsonb
+from rag_pgstore.codec import Encoder, check_name, check_tenant, content_hash, jsonb
 from rag_pgstore.errors import CollectionNameError, SchemaError, UnsupportedError
 from rag_pgstore.types import Distance, KeywordSearch, choice
 
@@ -45,6 +46,9 @@ MAX_INDEXED_DIM = 4_000
 # other columns' TOAST pointers, because detoasting costs ~4x on exact scans.
 PLAIN_STORAGE_MAX_BYTES = 7_000
 MAX_PARTITIONS = 1_024
+# The setting that carries a tenant view's tenant in each of its transactions: the tenant_id
+# column's default and the row-security policy read it (see docs/tenancy.md).
+TENANT_SETTING = "rag_pgstore.tenant"
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,11 @@ class Collection:
     keyword: KeywordSearch | None = None  # None: what the table has (BM25 for a new one)
     # HASH partitions on chunk_id, fixed at creation; None: one table (or what it has).
     partitions: int | None = None
+    # A tenant_id column in the primary key, fixed at creation; None: what the table has
+    # (none for a new one).
+    tenancy: bool | None = None
+    # The tenant this view of a tenancy collection is scoped to (ChunkStore.for_tenant).
+    tenant: str | None = None
     _metadata: sa.MetaData = field(init=False, compare=False, repr=False)
     # What a BM25 read learnt of pg_stats, kept until ANALYZE runs again (see ops/keyword.py);
     # one dict that the store's sync and async engines share.
@@ -92,6 +101,18 @@ class Collection:
             )
         if self.keyword is not None:
             object.__setattr__(self, "keyword", choice(KeywordSearch, self.keyword, "keyword"))
+        if self.tenancy is not None and not isinstance(self.tenancy, bool):
+            raise UnsupportedError(
+                f"expected tenancy to be True, False or None, got {self.tenancy!r}"
+            )
+        if self.tenant is not None:
+            check_tenant(self.tenant)
+            if self.tenancy is not True:
+                raise UnsupportedError(
+                    f"expected a collection with tenancy for tenant {self.tenant!r}, got "
+                    f"collection {self.name!r} without; create it with tenancy=True, or see "
+                    "enabling tenancy in docs/tenancy.md"
+                )
         object.__setattr__(self, "_metadata", sa.MetaData())
         object.__setattr__(self, "term_stats", {})
 
@@ -109,6 +130,40 @@ class Collection:
     def plain_storage(self) -> bool:
         element = 2 if self.vector_type == "halfvec" else 4
         return element * self.dim + 8 <= PLAIN_STORAGE_MAX_BYTES
+
+    def scope(self) -> ColumnElement[bool] | None:
+        """The predicate that keeps a statement to this view's tenant (``None``: no tenancy).
+
+        Every statement that reads or deletes rows carries it. A tenancy collection without a
+        tenant refuses: nothing falls back to every tenant's rows.
+        """
+        if not self.tenancy:
+            return None
+        if self.tenant is None:
+            raise UnsupportedError(
+                f"expected a tenant for the rows of collection {self.name!r}, which has "
+                "tenancy; use store.for_tenant(tenant_id)"
+            )
+        return self.table.c.tenant_id == sa.literal(self.tenant, sa.Text)
+
+    @overload
+    def scoped(self, where: ColumnElement[bool]) -> ColumnElement[bool]: ...
+    @overload
+    def scoped(self, where: None) -> ColumnElement[bool] | None: ...
+    @overload
+    def scoped(self, where: ColumnElement[bool] | None) -> ColumnElement[bool] | None: ...
+
+    def scoped(self, where: ColumnElement[bool] | None) -> ColumnElement[bool] | None:
+        """``where`` and :meth:`scope` (either may be ``None``)."""
+        own = self.scope()
+        if own is None:
+            return where
+        return own if where is None else sa.and_(own, where)
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """The primary key: a tenant's chunk ids are its own."""
+        return ("tenant_id", "chunk_id") if self.tenancy else ("chunk_id",)
 
     @property
     def index_name(self) -> str:
@@ -129,9 +184,24 @@ class Collection:
             # What each mode adds (see keyword_add); reads name them here.
             (sa.Column("tsv", pg.TSVECTOR), sa.Column("dl", sa.Integer)) if keyword_columns else ()
         )
+        tenant = (
+            # Filled from the transaction's tenant setting: a write (COPY included) needs no
+            # extra column, and one without a tenant fails on NOT NULL.
+            (
+                sa.Column(
+                    "tenant_id",
+                    sa.Text,
+                    primary_key=True,
+                    server_default=sa.func.current_setting(TENANT_SETTING, True),
+                ),
+            )
+            if self.tenancy
+            else ()
+        )
         table = sa.Table(
             self.name,
             metadata,
+            *tenant,
             sa.Column("chunk_id", sa.Text, primary_key=True),
             sa.Column("entity_id", sa.Text, nullable=False),
             sa.Column("chunk_index", sa.Integer, nullable=False, server_default="0"),
@@ -159,9 +229,12 @@ class Collection:
             schema=self.schema,
             # chunk_id, the primary key: a partitioned table's unique keys must hold the
             # partition key, and upserts conflict on chunk_id alone.
-            postgresql_partition_by="HASH (chunk_id)" if self.partitions else None,
+            postgresql_partition_by=(
+                (f"HASH ({self.key_columns[0]})") if self.partitions else None
+            ),
         )
-        sa.Index(f"{self.name}_entity_idx", table.c.entity_id, table.c.chunk_index)
+        entity = (table.c.tenant_id,) if self.tenancy else ()
+        sa.Index(f"{self.name}_entity_idx", *entity, table.c.entity_id, table.c.chunk_index)
         sa.Index(f"{self.name}_metadata_gin", table.c["metadata"], postgresql_using="gin")
         return table
 
@@ -275,6 +348,8 @@ def registry_table(schema: str, metadata: sa.MetaData | None = None) -> sa.Table
         sa.Column("embedder", sa.Text),
         # The number of HASH partitions, as text; NULL: one table.
         sa.Column("partitions", sa.Text),
+        # "on": a tenant_id column in the primary key; NULL: none.
+        sa.Column("tenancy", sa.Text),
         sa.Column(
             "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
         ),
@@ -363,6 +438,30 @@ def stored_partitions(row: Mapping[str, Any]) -> int | None:
     return int(value) if value else None
 
 
+def stored_tenancy(row: Mapping[str, Any]) -> bool:
+    """Whether a registry row records a tenancy collection."""
+    return row.get("tenancy") == "on"
+
+
+TENANT_POLICY = "rag_pgstore_tenant"
+
+
+def row_security(collection: Collection) -> list[Executable]:
+    """Row-level security on ``tenant_id``: a role that is not the table's owner (nor a
+    superuser, nor BYPASSRLS) sees and writes only the rows of the tenant its transaction
+    set, even through raw SQL; no setting, no rows. Idempotent."""
+    table = collection.table
+    check = f"(tenant_id = current_setting({sql_literal(TENANT_SETTING)}, true))"
+    return [
+        ddl("ALTER TABLE %(fullname)s ENABLE ROW LEVEL SECURITY", table),
+        ddl(f"DROP POLICY IF EXISTS {TENANT_POLICY} ON %(fullname)s", table),
+        ddl(
+            f"CREATE POLICY {TENANT_POLICY} ON %(fullname)s USING {check} WITH CHECK {check}",
+            table,
+        ),
+    ]
+
+
 def keyword_function(collection: Collection) -> Executable:
     """The trigger function BM25 collections share in a schema: one analysis of the content
     gives both the lexemes (``tsv``) and the document length in tokens (``dl``), which a
@@ -417,7 +516,7 @@ def keyword_add(collection: Collection, mode: KeywordSearch) -> list[Executable]
 
 # Registry columns added after its first release, each nullable text: NULL reads as what
 # collections made before it had (ts_rank; no recorded embedder).
-ADDED_REGISTRY_COLUMNS = ("keyword", "embedder", "partitions")
+ADDED_REGISTRY_COLUMNS = ("keyword", "embedder", "partitions", "tenancy")
 
 
 def registry_column(collection: Collection, name: str) -> Executable:

@@ -10,6 +10,7 @@ documentation.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import inspect
 import os
@@ -21,13 +22,15 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rag_pgstore import driver, embedded
-from rag_pgstore.codec import check_name
+from rag_pgstore.codec import check_name, check_tenant
 from rag_pgstore.connect import make_async_engine, make_engine, make_engines
+from rag_pgstore.driver.steps import Execute, Plan
 from rag_pgstore.embedded import EmbeddedPostgres
 from rag_pgstore.errors import DatabaseUnavailableError, UnsupportedError
 from rag_pgstore.ops import lifecycle, reads, registry, writes
 from rag_pgstore.replicas import ReadRouting, Replica, check_standby, identity
-from rag_pgstore.schema import Collection
+from rag_pgstore.schema import TENANT_SETTING, Collection
+from rag_pgstore.sql.writes import set_local_many
 from rag_pgstore.types import CollectionSummary, Distance, KeywordSearch, choice
 
 __all__ = ["ChunkStore"]
@@ -111,6 +114,11 @@ class ChunkStore:
     and ``describe``, in turn; writes and every other plan go to the primary. After a write
     through this store, reads go to the primary for ``read_your_writes`` seconds (0: never);
     a replica whose connection fails is skipped for ``replica_retry_after`` seconds.
+
+    ``tenancy=True`` creates the collection with a ``tenant_id`` in its primary key; its rows
+    are then reached only through :meth:`for_tenant` views. ``row_security=True`` (with
+    tenancy) has :meth:`setup` add a row-level security policy on the tenant, for roles that
+    do not own the table. See docs/tenancy.md.
     """
 
     def __init__(
@@ -125,6 +133,8 @@ class ChunkStore:
         text_config: str = "english",
         keyword: KeywordSearch | str | None = None,
         partitions: int | None = None,
+        tenancy: bool | None = None,
+        row_security: bool = False,
         create_extension: bool = True,
         replicas: Sequence[Replica] = (),
         read_your_writes: float = 5.0,
@@ -146,7 +156,11 @@ class ChunkStore:
             text_config=text_config,
             keyword=None if keyword is None else choice(KeywordSearch, keyword, "keyword"),
             partitions=partitions,
+            tenancy=tenancy,
         )
+        if not isinstance(row_security, bool):
+            raise UnsupportedError(f"expected row_security to be a bool, got {row_security!r}")
+        self.row_security = row_security
         self.engine = engine
         self.async_engine = async_engine
         self.create_extension = create_extension
@@ -366,6 +380,40 @@ class ChunkStore:
                 raise _unreachable(replica, exc) from exc
             check_standby(replica.name, found, primary)
 
+    def for_tenant(self, tenant: str) -> ChunkStore:
+        """This store, scoped to ``tenant``: every read, write, delete, search, count and
+        ``clear`` touches that tenant's rows only, and the same ids in two tenants are two
+        chunks. The view shares the store's engines (closing it closes nothing); the
+        collection must have tenancy (``tenancy=True`` at creation).
+
+        >>> acme = store.for_tenant("acme")
+        >>> acme.upsert(chunks); acme.search(vec, k=5)   # never another tenant's rows
+        """
+        check_tenant(tenant)
+        c = self.collection
+        if not c.tenancy:
+            known = "was not created with tenancy" if c.tenancy is False else "may not have it"
+            raise UnsupportedError(
+                f"expected a collection with tenancy for for_tenant({tenant!r}), got "
+                f"{c.name!r}, which {known}; create it with tenancy=True (or open it with "
+                "ChunkStore.open / from_url, which read what it has)"
+            )
+        view = copy.copy(self)
+        view.collection = dataclasses.replace(c, tenant=tenant)
+        view._owned, view._owned_replicas, view._server = (None, None), (), None
+        return view
+
+    def _scoped(self, plan: driver.PlanSource[T]) -> driver.PlanSource[T]:
+        """``plan``, first setting a tenant view's tenant for its transaction (``SET LOCAL``):
+        the ``tenant_id`` default of new rows and the row-security policy read it."""
+        tenant = self.collection.tenant
+        if tenant is None:
+            return plan
+        if callable(plan):
+            build = plan
+            return lambda: _in_tenant(tenant, build())
+        return _in_tenant(tenant, plan)
+
     def __repr__(self) -> str:
         bound = self.engine or self.async_engine
         assert bound is not None
@@ -394,7 +442,7 @@ class ChunkStore:
             )
         if not read_only:
             self.reads.wrote()
-        return driver.run(self.engine, plan)
+        return driver.run(self.engine, self._scoped(plan))
 
     def run_read(self, build: Callable[[], driver.PlanSource[T]]) -> T:
         """Run the plan ``build()`` makes on a replica fit for it, else on the primary; a
@@ -404,7 +452,7 @@ class ChunkStore:
             if replica.engine is None:
                 continue
             try:
-                return driver.run(replica.engine, build())
+                return driver.run(replica.engine, self._scoped(build()))
             except DatabaseUnavailableError:
                 self.reads.failed(replica)
         return self.run_plan(build(), read_only=True)
@@ -416,7 +464,7 @@ class ChunkStore:
             if replica.async_engine is None:
                 continue
             try:
-                return await driver.run_async(replica.async_engine, build())
+                return await driver.run_async(replica.async_engine, self._scoped(build()))
             except DatabaseUnavailableError:
                 self.reads.failed(replica)
         return await self.arun_plan(build(), read_only=True)
@@ -431,7 +479,7 @@ class ChunkStore:
         await self._same_loop()
         if not read_only:
             self.reads.wrote()
-        return await driver.run_async(self.async_engine, plan)
+        return await driver.run_async(self.async_engine, self._scoped(plan))
 
     async def _same_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -453,13 +501,18 @@ class ChunkStore:
         """
         c = self.collection
         self.run_plan(lifecycle.prepare(c, create_extension=self.create_extension))
-        self.run_plan(lifecycle.setup(c))
+        self._tenancy_is(self.run_plan(lifecycle.setup(c, rls=self.row_security)))
 
     async def asetup(self) -> None:
         """Async :meth:`setup`."""
         c = self.collection
         await self.arun_plan(lifecycle.prepare(c, create_extension=self.create_extension))
-        await self.arun_plan(lifecycle.setup(c))
+        self._tenancy_is(await self.arun_plan(lifecycle.setup(c, rls=self.row_security)))
+
+    def _tenancy_is(self, tenancy: bool) -> None:
+        # Statements name tenant_id only when the table has it: known once set up.
+        if self.collection.tenancy is None:
+            self.collection = dataclasses.replace(self.collection, tenancy=tenancy)
 
     def set_keyword_search(self, keyword: KeywordSearch | str) -> bool:
         """Switch the collection's keyword search (``"bm25"``, ``"ts_rank"`` or ``"off"``);
@@ -551,6 +604,11 @@ def _unreachable(replica: Replica, exc: DatabaseUnavailableError) -> DatabaseUna
         "store without it",
         sqlstate=exc.sqlstate,
     )
+
+
+def _in_tenant(tenant: str, plan: Plan[T]) -> Plan[T]:
+    yield Execute(set_local_many({TENANT_SETTING: tenant}))
+    return (yield from plan)
 
 
 def _discard(plan: driver.PlanSource[Any]) -> None:

@@ -91,6 +91,8 @@ async def _run_once(engine: AsyncEngine, plan: Plan[T]) -> T:
                         if isinstance(step, Forget):
                             forgotten.append(step)
                             reply = None
+                        elif isinstance(step, Read):  # after another step: in the transaction
+                            reply = await _read(conn, database, step, autocommit=False)
                         else:
                             reply = await _step(conn, step)
                         untouched = untouched and isinstance(step, Pull)
@@ -189,11 +191,14 @@ async def _unprepared(conn: AsyncConnection, step: Fetch) -> list[tuple[Any, ...
         raise
 
 
-async def _read(conn: AsyncConnection, database: str, step: Read) -> list[dict[str, Any]]:
+async def _read(
+    conn: AsyncConnection, database: str, step: Read, *, autocommit: bool = True
+) -> list[dict[str, Any]]:
     """Run a Read straight on the driver connection: autocommit, no SQLAlchemy result layer.
 
     That is the plain similarity search, where BEGIN/COMMIT and result processing would
-    otherwise be most of the latency.
+    otherwise be most of the latency. A Read a plan yields after other steps runs in their
+    transaction (``autocommit=False``).
     """
     if True:  # ASYNC
         pooled = await conn.get_raw_connection()
@@ -201,10 +206,11 @@ async def _read(conn: AsyncConnection, database: str, step: Read) -> list[dict[s
         pooled = conn.connection
     raw = pooled.driver_connection
     assert isinstance(raw, psycopg.AsyncConnection)
-    if True:  # ASYNC
-        await raw.set_autocommit(True)  # one statement: no BEGIN/COMMIT round trips
-    else:
-        raw.autocommit = True  # one statement: no BEGIN/COMMIT round trips
+    if autocommit:
+        if True:  # ASYNC
+            await raw.set_autocommit(True)  # one statement: no BEGIN/COMMIT round trips
+        else:
+            raw.autocommit = True  # one statement: no BEGIN/COMMIT round trips
     known = pooled.info.setdefault(policy.SESSION_KEY, {})
     try:
         async with raw.cursor(row_factory=dict_row) as cursor:
@@ -221,7 +227,7 @@ async def _read(conn: AsyncConnection, database: str, step: Read) -> list[dict[s
         await _drop_if_broken(conn, raw)
         raise
     finally:
-        if not raw.broken:
+        if autocommit and not raw.broken:
             if True:  # ASYNC
                 await raw.set_autocommit(False)
             else:

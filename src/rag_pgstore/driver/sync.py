@@ -75,6 +75,8 @@ def _run_once(engine: Engine, plan: Plan[T]) -> T:
                         if isinstance(step, Forget):
                             forgotten.append(step)
                             reply = None
+                        elif isinstance(step, Read):  # after another step: in the transaction
+                            reply = _read(conn, database, step, autocommit=False)
                         else:
                             reply = _step(conn, step)
                         untouched = untouched and isinstance(step, Pull)
@@ -167,16 +169,20 @@ def _unprepared(conn: Connection, step: Fetch) -> list[tuple[Any, ...]]:
         raise
 
 
-def _read(conn: Connection, database: str, step: Read) -> list[dict[str, Any]]:
+def _read(
+    conn: Connection, database: str, step: Read, *, autocommit: bool = True
+) -> list[dict[str, Any]]:
     """Run a Read straight on the driver connection: autocommit, no SQLAlchemy result layer.
 
     That is the plain similarity search, where BEGIN/COMMIT and result processing would
-    otherwise be most of the latency.
+    otherwise be most of the latency. A Read a plan yields after other steps runs in their
+    transaction (``autocommit=False``).
     """
     pooled = conn.connection
     raw = pooled.driver_connection
     assert isinstance(raw, psycopg.Connection)
-    raw.autocommit = True  # one statement: no BEGIN/COMMIT round trips
+    if autocommit:
+        raw.autocommit = True  # one statement: no BEGIN/COMMIT round trips
     known = pooled.info.setdefault(policy.SESSION_KEY, {})
     try:
         with raw.cursor(row_factory=dict_row) as cursor:
@@ -193,5 +199,5 @@ def _read(conn: Connection, database: str, step: Read) -> list[dict[str, Any]]:
         _drop_if_broken(conn, raw)
         raise
     finally:
-        if not raw.broken:
+        if autocommit and not raw.broken:
             raw.autocommit = False

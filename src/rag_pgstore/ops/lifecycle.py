@@ -26,8 +26,10 @@ from rag_pgstore.schema import (
     keyword_drop,
     keyword_function,
     registry_column,
+    row_security,
     stored_keyword,
     stored_partitions,
+    stored_tenancy,
 )
 from rag_pgstore.sql.catalog import (
     PG_ATTRIBUTE,
@@ -127,17 +129,19 @@ def _prepare(c: Collection, create_extension: bool) -> Plan[None]:
         yield Execute(keyword_function(c))
 
 
-def setup(collection: Collection) -> PlanSource[None]:
-    """Create the collection's table and indexes, or upgrade them; idempotent.
+def setup(collection: Collection, *, rls: bool = False) -> PlanSource[bool]:
+    """Create the collection's table and indexes, or upgrade them; idempotent. Return whether
+    the collection has tenancy.
 
     Under the collection's own lock, so setups of other collections run alongside. Needs
     :func:`prepare` first. A table dropped behind the store's back is built again, with the
-    settings it is opened with now.
+    settings it is opened with now. ``rls``: turn on row-level security by tenant (a tenancy
+    collection only; see ``schema.row_security``).
     """
-    return lambda: _setup(collection)
+    return lambda: _setup(collection, rls)
 
 
-def _setup(collection: Collection) -> Plan[None]:
+def _setup(collection: Collection, rls: bool) -> Plan[bool]:
     c = collection
     yield _lock(c)
     registry = c.registry
@@ -153,7 +157,11 @@ def _setup(collection: Collection) -> Plan[None]:
         _check_matches(c, row)
         version = row["schema_version"]
         c = dataclasses.replace(
-            c, keyword=stored_keyword(row["keyword"]), partitions=stored_partitions(row)
+            c,
+            keyword=stored_keyword(row["keyword"]),
+            partitions=stored_partitions(row),
+            tenancy=stored_tenancy(row),
+            tenant=None,
         )
     else:
         if table_exists[0][0] is not None:
@@ -163,7 +171,9 @@ def _setup(collection: Collection) -> Plan[None]:
             )
         version = 0
     if version == 0:
-        c = dataclasses.replace(c, keyword=c.keyword or KeywordSearch.BM25)
+        c = dataclasses.replace(
+            c, keyword=c.keyword or KeywordSearch.BM25, tenancy=bool(c.tenancy), tenant=None
+        )
     if version > SCHEMA_VERSION:
         raise SchemaError(
             f"expected schema version <= {SCHEMA_VERSION}, got {version}: the collection was "
@@ -181,6 +191,7 @@ def _setup(collection: Collection) -> Plan[None]:
         "schema_version": SCHEMA_VERSION,
         "keyword": c.keyword.value if c.keyword else None,
         "partitions": str(c.partitions) if c.partitions else None,
+        "tenancy": "on" if c.tenancy else None,
     }
     upsert = pg.insert(registry).values(values)
     yield Execute(
@@ -189,6 +200,15 @@ def _setup(collection: Collection) -> Plan[None]:
             set_={"schema_version": SCHEMA_VERSION, "upgraded_at": sa.func.now()},
         )
     )
+    if rls:
+        if not c.tenancy:
+            raise UnsupportedError(
+                f"expected a collection with tenancy for row_security=True, got {c.name!r} "
+                "without; create it with tenancy=True"
+            )
+        for statement in row_security(c):
+            yield Execute(statement)
+    return bool(c.tenancy)
 
 
 def drop(c: Collection) -> PlanSource[None]:
@@ -265,6 +285,13 @@ def _check_matches(c: Collection, row: Mapping[str, Any]) -> None:
             f"collection {c.name!r} has keyword={have!r}, got keyword={c.keyword.value!r}; open "
             f"it with keyword={have!r} (or none), or switch it with "
             f"set_keyword_search({c.keyword.value!r})"
+        )
+    if c.tenancy is not None and c.tenancy != stored_tenancy(row):
+        has = stored_tenancy(row)
+        raise SchemaError(
+            f"collection {c.name!r} was created with tenancy={has!r}, got "
+            f"tenancy={c.tenancy!r}; open it with tenancy={has!r} (or none), or see "
+            "docs/tenancy.md to add tenancy to an existing collection"
         )
     if c.partitions is not None and c.partitions != stored_partitions(row):
         stored = stored_partitions(row)

@@ -44,7 +44,7 @@ def get(
 ) -> Plan[list[StoredChunk]]:
     """Fetch chunks by id, ordered by (entity_id, chunk_index); missing ids are skipped."""
     wanted = check_ids(ids, "chunk ids")
-    where = c.table.c.chunk_id == st.any_of(wanted)
+    where = c.scoped(c.table.c.chunk_id == st.any_of(wanted))
     return _fetch_chunks(st.select_chunks(c, where, with_embeddings=with_embeddings))
 
 
@@ -58,9 +58,7 @@ def get_where(
     """Chunks matching ``filter`` (all of them without one), by (entity_id, chunk_index)."""
     if limit is not None:
         _check_k(limit, "limit")
-    statement = st.select_chunks(
-        c, compile_filter(filter, c.table), with_embeddings=with_embeddings
-    )
+    statement = st.select_chunks(c, _filtered(c, filter), with_embeddings=with_embeddings)
     return _fetch_chunks(statement.limit(limit))
 
 
@@ -71,7 +69,17 @@ def _fetch_chunks(statement: sa.Select[Any]) -> Plan[list[StoredChunk]]:
 
 def count(c: Collection, filter: Filter | None = None) -> Plan[int]:
     """Count chunks, optionally only those matching ``filter``."""
-    return _scalar(st.count(c, compile_filter(filter, c.table)))
+    return _scalar(st.count(c, _filtered(c, filter)))
+
+
+def _filtered(c: Collection, filter: Filter | None) -> ColumnElement[bool]:
+    """``filter`` compiled, within the view's tenant."""
+    return c.scoped(compile_filter(filter, c.table))
+
+
+def _where(c: Collection, filter: Filter | None) -> ColumnElement[bool] | None:
+    """``filter`` compiled (``None`` without one), within the view's tenant."""
+    return c.scoped(compile_filter(filter, c.table) if filter else None)
 
 
 def _scalar(statement: sa.Select[Any]) -> Plan[Any]:
@@ -107,14 +115,14 @@ def search(
         raise InvalidInputError(f"expected offset to be an int >= 0, got {offset!r}")
     values = encode_query(query, c.dim, vector_type=c.vector_type, nonzero=c.nonzero)
     tuning = tuning or SearchTuning()
-    if not filter and not with_embeddings and not _scan_knobs(tuning):
+    if not filter and not c.tenancy and not with_embeddings and not _scan_knobs(tuning):
         # The common case, one statement: run it as a Read (one round trip, no transaction).
         ef_search = ef_search_for(tuning.ef_search, k + offset)
         return _nearest(
             c, values, k=k, offset=offset, exact=tuning.exact, min_score=min_score, ef=ef_search
         )
     vector = st.query_param(c, values.tolist())
-    where = compile_filter(filter, c.table) if filter else None
+    where = _where(c, filter)
     return _search(
         c,
         vector,
@@ -139,11 +147,11 @@ def search_like(
     _check_k(k)
     (wanted,) = check_ids([chunk_id], "chunk id")
     table = c.table
-    vector = sa.select(table.c.embedding).where(table.c.chunk_id == wanted).scalar_subquery()
+    own = c.scoped(table.c.chunk_id == wanted)
+    vector = sa.select(table.c.embedding).where(own).scalar_subquery()
     # A missing chunk_id makes the subquery NULL: no neighbours rather than NULL distances.
-    where = sa.and_(table.c.chunk_id != wanted, vector.is_not(None))
-    if filter:
-        where = sa.and_(where, compile_filter(filter, table))
+    where: ColumnElement[bool] = sa.and_(table.c.chunk_id != wanted, vector.is_not(None))
+    where = c.scoped(sa.and_(where, compile_filter(filter, table)) if filter else where)
     return _search(c, vector, where, k=k, tuning=tuning)
 
 
@@ -236,7 +244,7 @@ def mmr_search(
     if not 0.0 <= lambda_mult <= 1.0:
         raise InvalidInputError(f"expected 0 <= lambda_mult <= 1, got {lambda_mult}")
     values = encode_query(query, c.dim, vector_type=c.vector_type, nonzero=c.nonzero).tolist()
-    where = compile_filter(filter, c.table) if filter else None
+    where = _where(c, filter)
     vector = st.query_param(c, values)
     return _mmr(
         _search(c, vector, where, k=max(k, fetch_k), tuning=tuning, with_embeddings=True),
@@ -275,7 +283,7 @@ def hybrid_search(
     text = _text(text)
     options = options or HybridOptions()
     vector = encode_query(query, c.dim, vector_type=c.vector_type, nonzero=c.nonzero).tolist()
-    where = compile_filter(filter, c.table) if filter else None
+    where = _where(c, filter)
     vector_k, _ = options.legs(k)
     settings = scan_settings(tuning or SearchTuning(), filtered=where is not None, wanted=vector_k)
     return _hybrid_plan(c, vector, text, k=k, where=where, options=options, settings=settings)
@@ -321,7 +329,7 @@ def text_search(
     :class:`KeywordSearch`); ``distance`` is ``None``."""
     _check_k(k)
     text = _text(text)
-    where = compile_filter(filter, c.table) if filter else None
+    where = _where(c, filter)
     return _text_plan(c, text, k, where, choice(TextMode, mode, "mode"))
 
 

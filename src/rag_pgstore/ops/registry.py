@@ -11,7 +11,13 @@ import sqlalchemy as sa
 
 from rag_pgstore.driver.steps import Execute, Fetch, Plan
 from rag_pgstore.errors import CollectionNotFoundError, SchemaError
-from rag_pgstore.schema import Collection, registry_table, stored_keyword, stored_partitions
+from rag_pgstore.schema import (
+    Collection,
+    registry_table,
+    stored_keyword,
+    stored_partitions,
+    stored_tenancy,
+)
 from rag_pgstore.types import CollectionSummary, Distance
 
 __all__ = ["claim_embedder", "collections", "missing", "opened", "registered"]
@@ -59,11 +65,13 @@ def opened(c: Collection, options: Mapping[str, Any]) -> Plan[Collection]:
         "text_config": c.text_config if "text_config" in options else None,
         "keyword": c.keyword.value if c.keyword is not None else None,
         "partitions": c.partitions,
+        "tenancy": c.tenancy,
     }
     have = {
         **row,
         "keyword": stored_keyword(row.get("keyword")).value,
         "partitions": stored_partitions(row),
+        "tenancy": stored_tenancy(row),
     }
     for field, want in given.items():
         if want is not None and want != have[field]:
@@ -78,6 +86,8 @@ def opened(c: Collection, options: Mapping[str, Any]) -> Plan[Collection]:
         distance=Distance.parse(row["distance"]),
         text_config=row["text_config"],
         partitions=stored_partitions(row),
+        tenancy=stored_tenancy(row),
+        tenant=c.tenant if stored_tenancy(row) else None,
     )
 
 

@@ -190,7 +190,8 @@ def _upsert(c: Collection, batches: Iterator[Batch] | AsyncIterator[Batch]) -> P
     yield Fetch(st.write_lock(c, exclusive=stream))
     queued = [first] if second is None else [first, second]
     deferred: list[sa.Index] = []
-    if stream:
+    if stream and c.tenant is None:
+        # (A tenant's own rows say nothing of the shared table's size: no bulk mode.)
         [(small,)] = yield Fetch(st.holds_fewer(c, len(first.order)))
         if small:
             deferred = yield from _drop_indexes(c)
@@ -271,7 +272,8 @@ def _write(
     A batch that replaces rows is copied into a staging table and merged with ``INSERT ... ON
     CONFLICT``, which skips unchanged rows. Either way a batch's rows are written, and so
     locked, in ``chunk_id`` order, so overlapping single-batch writers wait for each other
-    instead of deadlocking. If another transaction writes one of the "new" ids first, the COPY
+    instead of deadlocking. A role under row-level security (which COPY refuses) always merges.
+    If another transaction writes one of the "new" ids first, the COPY
     rolls back to its savepoint and the batch takes the merge instead; a writer holding the
     write lock ``alone`` has no such rival, and no savepoint.
     """
@@ -285,8 +287,8 @@ def _write(
             continue
         # Planned for its own ids each time: a generic plan made while the table was empty
         # would compare every row with every id, quadratic as this transaction fills it.
-        [(existing,)] = yield Fetch(st.any_exist(c, batch.ids), unprepared=True)
-        if not existing:
+        [(existing, policed)] = yield Fetch(st.any_exist(c, batch.ids), unprepared=True)
+        if not existing and not policed:
             direct = Copy(st.table_copy(c), COPY_TYPES, _rows(batch), savepoint=not alone)
             if (yield direct):
                 changed += len(batch.order)
@@ -334,4 +336,4 @@ def delete_where(c: Collection, filter: Filter) -> PlanSource[int]:
 
 def clear(c: Collection) -> PlanSource[int]:
     """Delete every chunk of the collection (the table stays)."""
-    return lambda: _delete(c, sa.true(), ordered=False)
+    return lambda: _delete(c, sa.true(), ordered=c.tenant is not None)

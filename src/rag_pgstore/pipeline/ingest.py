@@ -565,7 +565,7 @@ def _existing(c: Collection, entity_ids: list[str]) -> Plan[dict[str, tuple[Any,
     """What the store holds of these documents, by chunk id: one round trip, no transaction."""
     t = c.table
     query = sa.select(t.c.chunk_id, *(t.c[name] for name in _FINGERPRINT)).where(
-        t.c.entity_id == any_of(entity_ids)
+        c.scoped(t.c.entity_id == any_of(entity_ids))
     )
     sql_text, params = compiled(query, bound=())
     rows = yield Read(sql_text, dict(params))
@@ -576,7 +576,7 @@ def documents_under(c: Collection, prefixes: Sequence[str]) -> Plan[list[str]]:
     """The stored document ids that start with one of ``prefixes`` (LIKE wildcards in them
     are matched literally)."""
     t = c.table
-    where = sa.or_(*(t.c.entity_id.startswith(p, autoescape=True) for p in prefixes))
+    where = c.scoped(sa.or_(*(t.c.entity_id.startswith(p, autoescape=True) for p in prefixes)))
     rows = yield Fetch(sa.select(t.c.entity_id).where(where).distinct())
     return [row[0] for row in rows]
 

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.sql.elements import ColumnElement
 
 from rag_pgstore.schema import Collection
-from rag_pgstore.sql.search import chunk_columns, distance_expr, query_placeholder
+from rag_pgstore.sql.search import chunk_columns, distance_expr, joined, query_placeholder
 from rag_pgstore.types import Fusion, HybridOptions
 
 __all__ = [
@@ -78,7 +78,7 @@ def text_select(collection: Collection, matches: sa.Select[Any], *, k: int) -> s
     ranked = matches.limit(k).subquery("matches")
     return (
         sa.select(*chunk_columns(table, with_embeddings=False), ranked.c.text_score.label("score"))
-        .select_from(ranked.join(table, table.c.chunk_id == ranked.c.chunk_id))
+        .select_from(ranked.join(table, joined(collection, ranked)))
         .order_by(ranked.c.text_score.desc(), table.c.chunk_id)
     )
 
@@ -148,7 +148,7 @@ def fused_select(
     )
     return (
         sa.select(*chunk_columns(table, with_embeddings=False), fused.c.score, fused.c.distance)
-        .select_from(fused.join(table, table.c.chunk_id == fused.c.chunk_id))
+        .select_from(fused.join(table, joined(collection, fused)))
         .order_by(fused.c.score.desc(), fused.c.distance.asc().nulls_last(), table.c.chunk_id)
         .limit(k)
     )

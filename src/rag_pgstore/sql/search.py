@@ -88,7 +88,7 @@ def vector_search(
     ranked = nearest.order_by(order).limit(_inline(k)).offset(_inline(offset)).subquery("nearest")
     return (
         sa.select(*chunk_columns(table, with_embeddings=with_embeddings), ranked.c.distance)
-        .select_from(ranked.join(table, table.c.chunk_id == ranked.c.chunk_id))
+        .select_from(ranked.join(table, joined(collection, ranked)))
         .order_by(ranked.c.distance, table.c.chunk_id)
     )
 
@@ -142,6 +142,16 @@ def _inline(value: int) -> sa.BindParameter[int]:
     per HNSW search on 10k rows.
     """
     return sa.bindparam(None, int(value), type_=sa.Integer, literal_execute=True)
+
+
+def joined(collection: Collection, ranked: sa.Subquery | sa.CTE) -> ColumnElement[bool]:
+    """The join of ranked ``chunk_id``s back to their rows: a chunk id is unique only within
+    its tenant in a tenancy collection."""
+    table = collection.table
+    on = table.c.chunk_id == ranked.c.chunk_id
+    if collection.tenancy and collection.tenant is not None:
+        return sa.and_(on, table.c.tenant_id == sa.literal(collection.tenant, sa.Text))
+    return on
 
 
 def select_chunks(

@@ -42,10 +42,17 @@ def delete(
     skips the sort; a deadlock there is retried by the driver.
     """
     table = collection.table
+    scoped = collection.scoped(where)
     if not ordered:
-        return sa.delete(table).where(where)
-    locked = sa.select(table.c.chunk_id).where(where).order_by(table.c.chunk_id).with_for_update()
-    return sa.delete(table).where(table.c.chunk_id.in_(locked.scalar_subquery()))
+        return sa.delete(table).where(scoped)
+    locked = sa.select(table.c.chunk_id).where(scoped).order_by(table.c.chunk_id).with_for_update()
+    # Within the tenant again: another tenant may hold the same chunk ids.
+    return sa.delete(table).where(*_own(collection), table.c.chunk_id.in_(locked.scalar_subquery()))
+
+
+def _own(collection: Collection) -> tuple[ColumnElement[bool], ...]:
+    own = collection.scope()
+    return () if own is None else (own,)
 
 
 def set_local_many(settings: dict[str, str]) -> sa.Select[Any]:
@@ -84,7 +91,15 @@ def write_lock(collection: Collection, *, exclusive: bool) -> sa.Select[Any]:
     takes it alone (see ``writes._upsert``).
     """
     lock = sa.func.pg_advisory_xact_lock if exclusive else sa.func.pg_advisory_xact_lock_shared
-    return sa.select(lock(lock_key(f"write:{collection.schema}.{collection.name}")))
+    key = f"write:{collection.schema}.{collection.name}"
+    if collection.tenant is None:
+        return sa.select(lock(lock_key(key)))
+    # A tenant's rows never meet another tenant's, so its writers order themselves on a
+    # lock of their own; the collection's, shared, still waits for a whole-table writer.
+    return sa.select(
+        sa.func.pg_advisory_xact_lock_shared(lock_key(key)),
+        lock(lock_key(f"{key}:{collection.tenant}")),
+    )
 
 
 def lock_table(collection: Collection) -> sa.DDL:
@@ -96,7 +111,7 @@ def lock_table(collection: Collection) -> sa.DDL:
 
 def holds_fewer(collection: Collection, rows: int) -> sa.Select[Any]:
     """Whether the table holds fewer than ``rows`` rows (counting at most that many)."""
-    some = sa.select(collection.table.c.chunk_id).limit(rows).subquery()
+    some = sa.select(collection.table.c.chunk_id).where(*_own(collection)).limit(rows).subquery()
     return sa.select(sa.func.count() < rows).select_from(some)
 
 
@@ -117,8 +132,14 @@ def _copy(table: sql.Identifier, columns: Sequence[str]) -> sql.Composed:
 
 
 def any_exist(collection: Collection, ids: Sequence[str]) -> sa.Select[Any]:
-    """Whether the table holds any of ``ids`` (index probes only)."""
-    return sa.select(sa.exists().where(collection.table.c.chunk_id == any_of(ids)))
+    """Whether the table holds any of ``ids`` (index probes only), and whether row-level
+    security applies to this role (PostgreSQL refuses a COPY into such a table)."""
+    table = collection.table
+    exists = sa.exists().where(*_own(collection), table.c.chunk_id == any_of(ids))
+    if collection.tenant is None:
+        return sa.select(exists, sa.literal(False, sa.Boolean))
+    name = f"{collection.schema}.{collection.name}"
+    return sa.select(exists, sa.func.row_security_active(sa.literal(name, sa.Text)))
 
 
 def upsert_from_stage(collection: Collection) -> sa.Insert:
@@ -136,7 +157,7 @@ def upsert_from_stage(collection: Collection) -> sa.Insert:
         sa.tuple_(*(stmt.excluded[name] for name in updated))
     )
     upsert = stmt.on_conflict_do_update(
-        index_elements=[table.c.chunk_id],
+        index_elements=[table.c[name] for name in collection.key_columns],
         set_={**{name: stmt.excluded[name] for name in updated}, "updated_at": sa.func.now()},
         where=changed,
     )
