@@ -131,13 +131,13 @@ def _copy(table: sql.Identifier, columns: Sequence[str]) -> sql.Composed:
     )
 
 
-def any_exist(collection: Collection, ids: Sequence[str]) -> sa.Select[Any]:
+def any_exist(collection: Collection, ids: Sequence[str]) -> sa.Select[bool, bool]:
     """Whether the table holds any of ``ids`` (index probes only), and whether row-level
     security applies to this role (PostgreSQL refuses a COPY into such a table)."""
     table = collection.table
     exists = sa.exists().where(*_own(collection), table.c.chunk_id == any_of(ids))
     if collection.tenant is None:
-        return sa.select(exists, sa.literal(False, sa.Boolean))
+        return sa.select(exists, sa.literal_column("false", sa.Boolean))
     name = f"{collection.schema}.{collection.name}"
     return sa.select(exists, sa.func.row_security_active(sa.literal(name, sa.Text)))
 
