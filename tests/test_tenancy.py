@@ -290,3 +290,34 @@ def test_both_adapters_on_a_tenant_view(shared: ChunkStore) -> None:
     assert [n.get_content() for n in li_b.get_nodes(node_ids=["n1"])] == ["b node"]
     lc_a.delete(["note"])
     assert len(lc_b.get_by_ids(["note"])) == 1
+
+
+def test_the_command_line_works_within_a_tenant(
+    db: Any, collection_name: str, tmp_path: Any
+) -> None:
+    pytest.importorskip("tiktoken", reason="the CLI chunks with tiktoken")
+    from tests.test_cli import HASH, run
+
+    name = f"{collection_name}_cli"
+    for tenant in ("acme", "globex"):
+        folder = tmp_path / tenant
+        folder.mkdir()
+        (folder / "notes.md").write_text(f"{tenant} keeps its replica notes here.\n")
+        done = run(db, name, "ingest", str(folder), *HASH, "--tenant", tenant, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    found = run(db, name, "search", "replica notes", "--json", "--tenant", "acme", *HASH)
+    assert found.returncode == 0, found.stderr
+    assert "acme keeps" in found.stdout and "globex" not in found.stdout
+    refused = run(db, name, "search", "replica notes", *HASH)
+    assert refused.returncode != 0 and "for_tenant" in refused.stderr
+    gone = run(db, name, "delete", "--path", "acme/notes.md", "--tenant", "globex", cwd=tmp_path)
+    assert gone.returncode == 1 and "nothing to delete" in gone.stderr  # not globex's
+    gone = run(db, name, "delete", "--path", "acme/notes.md", "--tenant", "acme", cwd=tmp_path)
+    assert gone.returncode == 0, gone.stderr
+    store = ChunkStore.from_url(db.url, collection=name)
+    try:
+        assert store.for_tenant("acme").count() == 0
+        assert store.for_tenant("globex").count() == 1
+        assert store.collection.tenancy is True
+    finally:
+        store.close()

@@ -183,6 +183,7 @@ class ChunkStore:
         engine_options: Mapping[str, Any] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         replicas: Sequence[str | URL] = (),
+        tenant: str | None = None,
         **options: Any,
     ) -> ChunkStore:
         """Connect to ``url`` (``None``: the embedded local server) and make sure the table exists.
@@ -198,7 +199,12 @@ class ChunkStore:
         ``replicas``: URLs of streaming standbys of ``url`` that take the reads (see the
         class); each is checked now, and one that is unreachable, a primary, or a standby of
         another cluster is refused with a typed error before anything is written.
+
+        ``tenant``: the store is :meth:`for_tenant` ``tenant`` from the start (and owns its
+        engines, unlike a view).
         """
+        if tenant is not None:
+            check_tenant(tenant)
         server = embedded.start(data_dir) if url is None else None
         store = cls._connect(
             server.url if server else url,
@@ -216,6 +222,8 @@ class ChunkStore:
                 store.collection = store.run_plan(lambda: registry.opened(c, options))
             elif setup:
                 store.setup()
+            if tenant is not None:
+                store._scope_to(tenant)
         except BaseException:
             store.close()  # no pooled connection outlives a store the caller never got
             raise
@@ -232,6 +240,7 @@ class ChunkStore:
         engine_options: Mapping[str, Any] | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         replicas: Sequence[str | URL] = (),
+        tenant: str | None = None,
         **options: Any,
     ) -> ChunkStore:
         """Async :meth:`from_url`: the schema is set up on the async engine.
@@ -239,6 +248,8 @@ class ChunkStore:
         Starting the embedded server runs its ``pg_ctl`` subprocess in a worker thread, once,
         so the event loop is not blocked while it waits.
         """
+        if tenant is not None:
+            check_tenant(tenant)
         server = await asyncio.to_thread(embedded.start, data_dir) if url is None else None
         store = cls._connect(
             server.url if server else url,
@@ -256,6 +267,8 @@ class ChunkStore:
                 store.collection = await store.arun_plan(lambda: registry.opened(c, options))
             elif setup:
                 await store.asetup()
+            if tenant is not None:
+                store._scope_to(tenant)
         except BaseException:
             await store.aclose()
             raise
@@ -389,19 +402,22 @@ class ChunkStore:
         >>> acme = store.for_tenant("acme")
         >>> acme.upsert(chunks); acme.search(vec, k=5)   # never another tenant's rows
         """
+        view = copy.copy(self)
+        view._scope_to(tenant)
+        view._owned, view._owned_replicas, view._server = (None, None), (), None
+        return view
+
+    def _scope_to(self, tenant: str) -> None:
         check_tenant(tenant)
         c = self.collection
         if not c.tenancy:
             known = "was not created with tenancy" if c.tenancy is False else "may not have it"
             raise UnsupportedError(
-                f"expected a collection with tenancy for for_tenant({tenant!r}), got "
+                f"expected a collection with tenancy for tenant {tenant!r}, got "
                 f"{c.name!r}, which {known}; create it with tenancy=True (or open it with "
                 "ChunkStore.open / from_url, which read what it has)"
             )
-        view = copy.copy(self)
-        view.collection = dataclasses.replace(c, tenant=tenant)
-        view._owned, view._owned_replicas, view._server = (None, None), (), None
-        return view
+        self.collection = dataclasses.replace(c, tenant=tenant)
 
     def _scoped(self, plan: driver.PlanSource[T]) -> driver.PlanSource[T]:
         """``plan``, first setting a tenant view's tenant for its transaction (``SET LOCAL``):

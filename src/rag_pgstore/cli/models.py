@@ -31,6 +31,7 @@ def open_store(args: argparse.Namespace, *, create_dim: int | None = None) -> Ch
             args.database_url,
             collection=args.collection,
             create_extension=args.create_extension,
+            tenant=getattr(args, "tenant", None),
         )
     except CollectionNotFoundError:
         if create_dim is None:
@@ -40,6 +41,9 @@ def open_store(args: argparse.Namespace, *, create_dim: int | None = None) -> Ch
         collection=args.collection,
         dim=create_dim,
         create_extension=args.create_extension,
+        tenant=getattr(args, "tenant", None),
+        # A tenant's first ingest makes a collection for tenants.
+        tenancy=True if getattr(args, "tenant", None) is not None else None,
     )
 
 

@@ -47,19 +47,31 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--dim", type=_positive, default=256, help="dimensions of the hash embedder (default 256)"
     )
+    tenant = argparse.ArgumentParser(add_help=False)
+    tenant.add_argument(
+        "--tenant",
+        default=os.environ.get("RAG_PGSTORE_TENANT") or None,
+        help="work within this tenant of a collection with tenancy (default: "
+        "$RAG_PGSTORE_TENANT); a new collection ingested with it has tenancy",
+    )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    _reading(sub, common, model)
-    _managing(sub, common)
+    _reading(sub, common, model, tenant)
+    _managing(sub, common, tenant)
     _serving(sub, common)
     _importing(sub, common)
     _syncing(sub, common, model)
     return parser
 
 
-def _reading(sub: Any, common: argparse.ArgumentParser, model: argparse.ArgumentParser) -> None:
+def _reading(
+    sub: Any,
+    common: argparse.ArgumentParser,
+    model: argparse.ArgumentParser,
+    tenant: argparse.ArgumentParser,
+) -> None:
     p = sub.add_parser(
         "ingest",
-        parents=[common, model],
+        parents=[common, model, tenant],
         help="ingest files, folders (recursive) and globs; incremental",
         description="Ingest files, folders and globs. Documents are files, with their "
         "absolute path as id; only changed chunks are embedded again, and documents gone "
@@ -106,7 +118,7 @@ def _reading(sub: Any, common: argparse.ArgumentParser, model: argparse.Argument
     )
     p.set_defaults(run=ingest.run)
 
-    p = sub.add_parser("search", parents=[common, model], help="search the collection")
+    p = sub.add_parser("search", parents=[common, model, tenant], help="search the collection")
     p.add_argument("query")
     p.add_argument("-k", type=_positive, default=5, help="results (default 5)")
     p.add_argument(
@@ -124,7 +136,7 @@ def _reading(sub: Any, common: argparse.ArgumentParser, model: argparse.Argument
     p.set_defaults(run=search.run)
 
 
-def _managing(sub: Any, common: argparse.ArgumentParser) -> None:
+def _managing(sub: Any, common: argparse.ArgumentParser, tenant: argparse.ArgumentParser) -> None:
     p = sub.add_parser("collections", parents=[common], help="list the collections")
     p.set_defaults(run=manage.collections)
     p = sub.add_parser("stats", parents=[common], help="what the collection holds")
@@ -134,7 +146,7 @@ def _managing(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser(
         "delete",
-        parents=[common],
+        parents=[common, tenant],
         help="delete documents: by file or folder, by id, or by metadata filter",
     )
     which = p.add_mutually_exclusive_group(required=True)
