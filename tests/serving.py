@@ -16,13 +16,23 @@ from rag_pgstore.testing import TestDatabase
 
 READ_KEY = "read-key-0123456789abcdef"
 WRITE_KEY = "write-key-0123456789abcdef"
+ACME_KEY = "acme-key-0123456789abcdef"  # write@acme
+GLOBEX_KEY = "globex-key-0123456789abcdef"  # read@globex
 
 
 def settings_for(db: TestDatabase, **options: Any) -> ServerSettings:
     from rag_pgstore.server import ApiKey, Scope
 
     options.setdefault("embedder", "hash:32")
-    options.setdefault("keys", (ApiKey(READ_KEY, Scope.READ), ApiKey(WRITE_KEY, Scope.WRITE)))
+    options.setdefault(
+        "keys",
+        (
+            ApiKey(READ_KEY, Scope.READ),
+            ApiKey(WRITE_KEY, Scope.WRITE),
+            ApiKey.parse(f"write@acme:{ACME_KEY}"),
+            ApiKey.parse(f"read@globex:{GLOBEX_KEY}"),
+        ),
+    )
     return ServerSettings(database_url=db.url, **options)
 
 

@@ -20,12 +20,12 @@ import httpx
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from rag_pgstore import ChunkStore
+from rag_pgstore import Chunk, ChunkStore
 from rag_pgstore.pipeline import hash_embedding
 from rag_pgstore.server import Limits
 from rag_pgstore.testing import TestDatabase
 from tests.conftest import waiting_on_a_lock
-from tests.serving import READ_KEY, WRITE_KEY, serving, settings_for
+from tests.serving import ACME_KEY, GLOBEX_KEY, READ_KEY, WRITE_KEY, serving, settings_for
 
 DIM = 32
 WRITE = {"Authorization": f"Bearer {WRITE_KEY}"}
@@ -181,6 +181,43 @@ def test_keys_and_scopes(base: str, client: httpx.Client, name: str, logs: Logs)
     assert client.post(write, json=body).status_code == 200
     logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in logs.records)
     assert READ_KEY not in logged and WRITE_KEY not in logged and "x" * 30 not in logged
+
+
+def test_keys_bound_to_a_tenant_reach_that_tenant_only(
+    base: str, client: httpx.Client, collection_name: str, db: TestDatabase
+) -> None:
+    name = f"{collection_name}_tn"
+    r = client.post("/v1/collections", json={"name": name, "tenancy": True})
+    assert r.status_code == 201, r.text
+    acme = httpx.Client(base_url=base, headers={"X-API-Key": ACME_KEY}, timeout=60)
+    globex = httpx.Client(base_url=base, headers={"X-API-Key": GLOBEX_KEY}, timeout=60)
+    try:
+        chunks = f"/v1/collections/{name}/chunks"
+        r = acme.post(chunks, json={"chunks": [chunk(1, "acme's pgvector notes")]})
+        assert r.status_code == 200, r.text
+        # The same id in another tenant, written in-process (globex's key only reads).
+        store = ChunkStore.from_url(db.url, collection=name, tenant="globex")
+        try:
+            text = "globex's own pgvector notes"
+            store.upsert([Chunk(chunk_id="c1", content=text, embedding=hash_embedding(text, DIM))])
+        finally:
+            store.close()
+        found = globex.post(f"/v1/collections/{name}/search/text", json={"text": "pgvector"})
+        assert [h["content"] for h in found.json()["results"]] == ["globex's own pgvector notes"]
+        assert acme.get(f"{chunks}/c1").json()["content"] == "acme's pgvector notes"
+        assert acme.post(f"/v1/collections/{name}/count", json={}).json() == {"count": 1}
+        # Keys without a tenant reach no rows of it; a tenant's key no whole collection.
+        error(client.post(f"/v1/collections/{name}/count", json={}), 403, "forbidden")
+        error(acme.delete(f"/v1/collections/{name}"), 403, "forbidden")
+        error(acme.get("/v1/collections"), 403, "forbidden")
+        error(acme.get(f"/v1/collections/{name}"), 403, "forbidden")
+        error(globex.post(chunks, json={"chunks": [chunk(2, "x")]}), 403, "forbidden")
+        assert acme.delete(f"{chunks}/c1").status_code == 200
+        assert globex.get(f"{chunks}/c1").status_code == 200  # globex's c1 is still there
+    finally:
+        acme.close()
+        globex.close()
+        client.delete(f"/v1/collections/{name}")
 
 
 # -- collections -------------------------------------------------------------------------------

@@ -26,9 +26,11 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API k
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rag-pgstore"'}
 
 
-def require(scope: Scope) -> Callable[..., Awaitable[None]]:
+def require(scope: Scope, *, whole: bool = False) -> Callable[..., Awaitable[None]]:
     """A dependency that lets a request through only with a key of ``scope`` (write keys
-    may also read); with no keys configured, everyone passes."""
+    may also read); with no keys configured, everyone passes. The key's tenant goes to
+    ``request.state.tenant``; ``whole`` (a route over whole collections: list, create,
+    describe, drop) refuses a key bound to a tenant."""
 
     async def check(
         request: Request,
@@ -36,6 +38,7 @@ def require(scope: Scope) -> Callable[..., Awaitable[None]]:
         header: Annotated[str | None, Depends(_header)],
     ) -> None:
         keys: Keys = request.app.state.keys
+        request.state.tenant = None
         if not keys:
             return
         presented = bearer.credentials if bearer is not None else header
@@ -46,16 +49,26 @@ def require(scope: Scope) -> Callable[..., Awaitable[None]]:
                 "expected an API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
                 headers=_CHALLENGE,
             )
-        granted = keys.scope_of(presented)
-        if granted is None:
+        key = keys.key_of(presented)
+        if key is None:
             raise ApiError(401, "unauthorized", "the API key is not valid", headers=_CHALLENGE)
-        if scope is Scope.WRITE and granted is not Scope.WRITE:
+        if scope is Scope.WRITE and key.scope is not Scope.WRITE:
             raise ApiError(
                 403, "forbidden", "this key may read and search, not write; use a write key"
             )
+        if whole and key.tenant is not None:
+            raise ApiError(
+                403,
+                "forbidden",
+                "this key belongs to a tenant: it reaches that tenant's chunks, not whole "
+                "collections; use a key without a tenant",
+            )
+        request.state.tenant = key.tenant
 
     return check
 
 
 can_read = Depends(require(Scope.READ))
 can_write = Depends(require(Scope.WRITE))
+can_see_all = Depends(require(Scope.READ, whole=True))
+can_manage = Depends(require(Scope.WRITE, whole=True))

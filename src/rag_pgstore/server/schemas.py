@@ -38,6 +38,11 @@ class CreateCollection(Request):
         description="the model that writes its vectors, recorded (e.g. 'hash:256'); "
         "default: the server's",
     )
+    tenancy: bool = Field(
+        False,
+        description="a tenant_id in every row: its chunks are reached with keys bound to a "
+        "tenant only (see docs/tenancy.md)",
+    )
 
 
 class CollectionOut(BaseModel):

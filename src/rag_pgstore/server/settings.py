@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from rag_pgstore.codec import check_name
+from rag_pgstore.codec import check_name, check_tenant
 from rag_pgstore.errors import InvalidInputError
 
 __all__ = ["ApiKey", "Keys", "Limits", "Scope", "ServerSettings"]
@@ -32,10 +32,13 @@ class Scope(str, enum.Enum):
 
 @dataclass(frozen=True)
 class ApiKey:
-    """One API key and its scope; its ``repr`` never shows the key."""
+    """One API key, its scope, and the tenant it is bound to (``None``: none; a bound key
+    reaches that tenant's rows only, and no collection-wide route); its ``repr`` never shows
+    the key."""
 
     secret: str = field(repr=False)
     scope: Scope = Scope.READ
+    tenant: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.secret, str) or len(self.secret) < MIN_KEY_LENGTH:
@@ -47,18 +50,21 @@ class ApiKey:
         if any(c.isspace() or c == "," for c in self.secret):
             raise InvalidInputError("expected an API key without spaces or commas")
         object.__setattr__(self, "scope", Scope(self.scope))
+        if self.tenant is not None:
+            check_tenant(self.tenant)
 
     @classmethod
     def parse(cls, text: str) -> ApiKey:
         """``read:SECRET`` or ``write:SECRET``, the form of ``--api-key`` and
-        ``RAG_PGSTORE_API_KEYS``."""
+        ``RAG_PGSTORE_API_KEYS``; ``read@TENANT:SECRET`` binds the key to a tenant."""
         scope, sep, secret = text.strip().partition(":")
+        scope, at, tenant = scope.partition("@")
         if not sep or scope not in {s.value for s in Scope}:
             raise InvalidInputError(
-                "expected an API key as read:SECRET or write:SECRET, got one without a "
-                "scope in front"
+                "expected an API key as read:SECRET or write:SECRET (read@TENANT:SECRET for "
+                "a tenant's key), got one without a scope in front"
             )
-        return cls(secret, Scope(scope))
+        return cls(secret, Scope(scope), tenant if at else None)
 
 
 class Keys:
@@ -70,17 +76,21 @@ class Keys:
     """
 
     def __init__(self, keys: Iterable[ApiKey]) -> None:
-        self._digests = [(_digest(k.secret), k.scope) for k in keys]
+        self._digests = [(_digest(k.secret), k) for k in keys]
 
     def __bool__(self) -> bool:
         return bool(self._digests)
 
     def scope_of(self, presented: str) -> Scope | None:
+        found = self.key_of(presented)
+        return None if found is None else found.scope
+
+    def key_of(self, presented: str) -> ApiKey | None:
         wanted = _digest(presented)
-        found: Scope | None = None
-        for digest, scope in self._digests:
+        found: ApiKey | None = None
+        for digest, key in self._digests:
             if hmac.compare_digest(digest, wanted):
-                found = scope
+                found = key
         return found
 
 

@@ -10,6 +10,7 @@ chunks it writes.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -105,6 +106,28 @@ class Collections:
         opened = Opened(store, None if row is None else row.get("embedder"), time.monotonic())
         self._open[name] = opened
         return opened
+
+    async def get_for(self, name: str, tenant: str | None) -> Opened:
+        """The collection ``name`` as ``tenant`` (the request's key's) sees it: a tenancy
+        collection is only reached through a tenant, and never beyond that tenant's rows."""
+        opened = await self.get(name)
+        if tenant is None:
+            if opened.store.collection.tenancy:
+                raise ApiError(
+                    403,
+                    "forbidden",
+                    f"collection {name!r} has tenancy: its chunks are reached with an API key "
+                    "bound to a tenant (read@TENANT:SECRET or write@TENANT:SECRET)",
+                )
+            return opened
+        if not opened.store.collection.tenancy:
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this key belongs to tenant {tenant!r}, and collection {name!r} has no "
+                "tenancy; use a key without a tenant",
+            )
+        return dataclasses.replace(opened, store=opened.store.for_tenant(tenant))
 
     def forget(self, name: str) -> None:
         self._open.pop(name, None)

@@ -13,7 +13,14 @@ from fastapi import APIRouter, Query, Request
 from rag_pgstore.server import schemas as s
 from rag_pgstore.server.auth import can_read, can_write
 from rag_pgstore.server.errors import ApiError
-from rag_pgstore.server.routes.common import check_batch, check_k, collections, metrics, settings
+from rag_pgstore.server.routes.common import (
+    check_batch,
+    check_k,
+    collections,
+    metrics,
+    settings,
+    tenant_of,
+)
 from rag_pgstore.server.state import claimed_upsert
 from rag_pgstore.types import Chunk
 
@@ -26,7 +33,7 @@ async def upsert_chunks(name: str, body: s.Upsert, request: Request) -> s.Writte
     embedded by the server with the collection's model."""
     cols = collections(request)
     check_batch(settings(request).limits, len(body.chunks), "chunks")
-    opened = await cols.get(name)
+    opened = await cols.get_for(name, tenant_of(request))
     c = opened.store.collection
     to_embed = [i for i, chunk in enumerate(body.chunks) if chunk.embedding is None]
     vectors: dict[int, list[float]] = {}
@@ -59,7 +66,7 @@ async def upsert_chunks(name: str, body: s.Upsert, request: Request) -> s.Writte
 async def get_chunks(name: str, body: s.Ids, request: Request) -> s.ChunkList:
     """Chunks by id (missing ids are left out), by document and position."""
     check_batch(settings(request).limits, len(body.ids), "ids")
-    opened = await collections(request).get(name)
+    opened = await collections(request).get_for(name, tenant_of(request))
     found = await opened.store.aget(body.ids, with_embeddings=body.with_embeddings)
     return s.ChunkList(chunks=[s.ChunkOut.of(c) for c in found])
 
@@ -67,7 +74,7 @@ async def get_chunks(name: str, body: s.Ids, request: Request) -> s.ChunkList:
 @router.post("/chunks/delete", dependencies=[can_write])
 async def delete_chunks(name: str, body: s.Delete, request: Request) -> s.Deleted:
     """Delete chunks by id, by document (``entity_ids``) or by metadata filter."""
-    opened = await collections(request).get(name)
+    opened = await collections(request).get_for(name, tenant_of(request))
     store = opened.store
     if body.ids is not None:
         check_batch(settings(request).limits, len(body.ids), "ids")
@@ -85,7 +92,7 @@ async def delete_chunks(name: str, body: s.Delete, request: Request) -> s.Delete
 @router.post("/count", dependencies=[can_read])
 async def count_chunks(name: str, body: s.Count, request: Request) -> s.Counted:
     """How many chunks match ``filter`` (all of them without one)."""
-    opened = await collections(request).get(name)
+    opened = await collections(request).get_for(name, tenant_of(request))
     return s.Counted(count=await opened.store.acount(body.filter))
 
 
@@ -99,7 +106,7 @@ async def similar_chunks(
 ) -> s.Results:
     """More like this: the ``k`` chunks nearest to a stored chunk, without it."""
     check_k(settings(request).limits, k)
-    opened = await collections(request).get(name)
+    opened = await collections(request).get_for(name, tenant_of(request))
     start = time.perf_counter()
     hits = await opened.store.asearch_like(chunk_id, k=k)
     metrics(request).search_seconds.labels("similar").observe(time.perf_counter() - start)
@@ -115,7 +122,7 @@ async def get_chunk(
     name: str, chunk_id: str, request: Request, with_embedding: bool = False
 ) -> s.ChunkOut:
     """One chunk by id."""
-    opened = await collections(request).get(name)
+    opened = await collections(request).get_for(name, tenant_of(request))
     found = await opened.store.aget([chunk_id], with_embeddings=with_embedding)
     if not found:
         raise _no_chunk(chunk_id, name)
@@ -125,7 +132,7 @@ async def get_chunk(
 @router.delete("/chunks/{chunk_id:path}", dependencies=[can_write])
 async def delete_chunk(name: str, chunk_id: str, request: Request) -> s.Deleted:
     """Delete one chunk by id (``deleted`` is 0 if there was none)."""
-    opened = await collections(request).get(name)
+    opened = await collections(request).get_for(name, tenant_of(request))
     deleted = await opened.store.adelete([chunk_id])
     metrics(request).rows_deleted.labels("ids").inc(deleted)
     return s.Deleted(deleted=deleted)

@@ -9,13 +9,13 @@ from rag_pgstore.errors import DimensionError, InvalidInputError
 from rag_pgstore.ops import registry
 from rag_pgstore.pipeline.embedders import embedder_dim
 from rag_pgstore.server import schemas as s
-from rag_pgstore.server.auth import can_read, can_write
+from rag_pgstore.server.auth import can_manage, can_see_all
 from rag_pgstore.server.routes.common import collections
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
 
-@router.get("", dependencies=[can_read])
+@router.get("", dependencies=[can_see_all])
 async def list_collections(request: Request) -> s.CollectionList:
     """Every collection in the server's schema, with counts and settings."""
     cols = collections(request)
@@ -26,7 +26,7 @@ async def list_collections(request: Request) -> s.CollectionList:
 @router.post(
     "",
     status_code=201,
-    dependencies=[can_write],
+    dependencies=[can_manage],
     responses={200: {"description": "it existed already, with these settings"}},
 )
 async def create_collection(
@@ -55,19 +55,20 @@ async def create_collection(
         distance=body.distance,
         keyword=body.keyword,
         text_config=body.text_config,
+        tenancy=body.tenancy,
     )
     response.status_code = 201 if created else 200
     return s.CollectionDetail.of_info(await opened.store.adescribe())
 
 
-@router.get("/{name}", dependencies=[can_read])
+@router.get("/{name}", dependencies=[can_see_all])
 async def describe_collection(name: str, request: Request) -> s.CollectionDetail:
     """Counts, settings, indexes, schema version, and whether searches use the ANN index."""
     opened = await collections(request).get(name)
     return s.CollectionDetail.of_info(await opened.store.adescribe())
 
 
-@router.delete("/{name}", status_code=204, dependencies=[can_write])
+@router.delete("/{name}", status_code=204, dependencies=[can_manage])
 async def drop_collection(name: str, request: Request) -> Response:
     """Drop the collection and every chunk in it."""
     cols = collections(request)

@@ -15,6 +15,12 @@ def collections(request: Request) -> Collections:
     return found
 
 
+def tenant_of(request: Request) -> str | None:
+    """The tenant of the request's API key (``None``: a key without one, or no keys)."""
+    found: str | None = getattr(request.state, "tenant", None)
+    return found
+
+
 def settings(request: Request) -> ServerSettings:
     found: ServerSettings = request.app.state.settings
     return found

@@ -18,7 +18,7 @@ from rag_pgstore.pipeline import Document, Pipeline
 from rag_pgstore.pipeline.embedders import Embedder
 from rag_pgstore.server import schemas as s
 from rag_pgstore.server.auth import can_write
-from rag_pgstore.server.routes.common import check_batch, collections, metrics, settings
+from rag_pgstore.server.routes.common import check_batch, collections, metrics, settings, tenant_of
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["documents"])
 
@@ -29,7 +29,7 @@ async def ingest_documents(name: str, body: s.Ingest, request: Request) -> s.Ing
     read; a changed one is re-chunked and only its changed chunks are embedded."""
     cols = collections(request)
     check_batch(settings(request).limits, len(body.documents), "documents")
-    opened = await cols.get(name)
+    opened = await cols.get_for(name, tenant_of(request))
     model = cols.model_for(opened, writing=True)
     dim = opened.store.collection.dim
     made = await cols.dim_of(model)

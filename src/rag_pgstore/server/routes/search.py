@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 
 from rag_pgstore.server import schemas as s
 from rag_pgstore.server.auth import can_read
-from rag_pgstore.server.routes.common import check_k, collections, metrics, settings
+from rag_pgstore.server.routes.common import check_k, collections, metrics, settings, tenant_of
 from rag_pgstore.server.state import Opened
 from rag_pgstore.types import Fusion, HybridOptions, ScoredChunk, SearchTuning, TextMode
 
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1/collections/{name}/search", tags=["search"])
 async def vector_search(name: str, body: s.VectorSearch, request: Request) -> s.Results:
     """The ``k`` chunks nearest to ``vector`` (or to ``text``, embedded)."""
     check_k(settings(request).limits, body.k, body.offset)
-    opened = await collections(request).get(name)
+    opened = await collections(request).get_for(name, tenant_of(request))
     vector, embedded = await _vector(request, opened, body.vector, body.text)
     tuning = SearchTuning(ef_search=body.ef_search) if body.ef_search else None
     hits = await _timed(
@@ -48,7 +48,7 @@ async def vector_search(name: str, body: s.VectorSearch, request: Request) -> s.
 async def text_search(name: str, body: s.TextSearch, request: Request) -> s.Results:
     """Keyword search, ranked by the collection's keyword mode (BM25 by default)."""
     check_k(settings(request).limits, body.k, body.offset)
-    opened = await collections(request).get(name)
+    opened = await collections(request).get_for(name, tenant_of(request))
     hits = await _timed(
         request,
         "text",
@@ -68,7 +68,7 @@ async def hybrid_search(name: str, body: s.HybridSearch, request: Request) -> s.
     for leg, size in (("vector_k", body.vector_k), ("text_k", body.text_k)):
         if size is not None:
             check_k(limits, size, name=leg)
-    opened = await collections(request).get(name)
+    opened = await collections(request).get_for(name, tenant_of(request))
     vector, embedded = await _vector(request, opened, body.vector, body.text)
     options = HybridOptions(
         fusion=Fusion(body.fusion),
@@ -106,7 +106,7 @@ async def mmr_search(name: str, body: s.MmrSearch, request: Request) -> s.Result
     limits = settings(request).limits
     check_k(limits, body.k)
     check_k(limits, body.fetch_k, name="fetch_k")
-    opened = await collections(request).get(name)
+    opened = await collections(request).get_for(name, tenant_of(request))
     vector, embedded = await _vector(request, opened, body.vector, body.text)
     hits = await _timed(
         request,
