@@ -22,6 +22,7 @@ from rag_pgstore import (
     HnswIndex,
     InvalidInputError,
     SchemaError,
+    SearchTuning,
     UnsupportedError,
 )
 from tests.conftest import Api, StoreFactory
@@ -321,3 +322,38 @@ def test_the_command_line_works_within_a_tenant(
         assert store.collection.tenancy is True
     finally:
         store.close()
+
+
+def test_a_large_tenant_gets_an_index_of_its_own(make_store: StoreFactory) -> None:
+    """``create_index(tenant=...)``: a partial HNSW index that the tenant's searches use in
+    place of the shared one (EXPLAIN of the very statement a search sends), with the same
+    answers; other tenants keep the shared index; dropping it puts the tenant back on it."""
+    from rag_pgstore.sql import search as st
+
+    store = make_store(dim=DIM, tenancy=True)
+    big, small = store.for_tenant("big'; --"), store.for_tenant("small")
+    big.upsert(chunks(3_000, seed=8, tag="big"))
+    small.upsert(chunks(50, seed=9, tag="small"))
+    store.create_index(HnswIndex())
+    assert store.create_index(HnswIndex(), tenant="big'; --") is True
+    store.analyze()
+    query = [0.5] * DIM
+
+    def plan_of(view: ChunkStore) -> str:
+        c = view.collection
+        statement = st.vector_search(c, st.query_param(c, query), k=10, where=c.scoped(None))
+        assert view.engine is not None
+        with view.engine.connect() as conn:
+            return str(conn.execute(st.Explain(statement)).scalar_one())
+
+    own = f"{store.collection.name}_t"
+    assert own in plan_of(big)
+    assert own not in plan_of(small)
+    exact = big.search(query, k=10, tuning=SearchTuning(exact=True))
+    hits = big.search(query, k=10)
+    overlap = {h.chunk.chunk_id for h in hits} & {h.chunk.chunk_id for h in exact}
+    assert tags(hits) == {"big"} and len(overlap) >= 9
+    store.drop_index(tenant="big'; --")
+    assert own not in plan_of(big)
+    with pytest.raises(UnsupportedError, match="tenancy"):
+        make_store(dim=DIM).create_index(HnswIndex(), tenant="big")

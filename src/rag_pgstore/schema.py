@@ -8,6 +8,7 @@ loudly instead of writing into the wrong shape.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -565,15 +566,28 @@ def deferred_indexes(
     return found
 
 
-def ann_index(collection: Collection, using: str, options: dict[str, int]) -> sa.Index:
-    """The collection's one ANN index, with the operator class of its distance."""
+def tenant_index_name(collection: Collection, tenant: str) -> str:
+    """The name of ``tenant``'s partial ANN index: a digest, since a tenant id is no name."""
+    digest = hashlib.sha256(tenant.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{collection.name}_t{digest}"
+
+
+def ann_index(
+    collection: Collection, using: str, options: dict[str, int], *, tenant: str | None = None
+) -> sa.Index:
+    """The collection's ANN index, with the operator class of its distance; with ``tenant``,
+    that tenant's partial index (``WHERE tenant_id = ...``, the value quoted by SQLAlchemy)."""
     table = collection.table
+    partial: dict[str, Any] = (
+        {} if tenant is None else {"postgresql_where": table.c.tenant_id == tenant}
+    )
     index = sa.Index(
-        collection.index_name,
+        collection.index_name if tenant is None else tenant_index_name(collection, tenant),
         table.c.embedding,
         postgresql_using=using,
         postgresql_with=options,
         postgresql_ops={"embedding": collection.distance.opclass(collection.vector_type)},
+        **partial,
     )
     # Index() registers itself on the table; keep table.indexes to the ones migrations create.
     table.indexes.discard(index)

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from rag_pgstore.codec import check_tenant
 from rag_pgstore.driver.steps import Execute, Fetch, Forget, Plan, PlanSource
 from rag_pgstore.errors import InvalidInputError, SchemaError, UnsupportedError
 from rag_pgstore.ops.registry import missing, registered
@@ -314,13 +315,24 @@ def _check_matches(c: Collection, row: Mapping[str, Any]) -> None:
             )
 
 
-def create_index(c: Collection, spec: HnswIndex | IvfflatIndex | None = None) -> Plan[bool]:
+def create_index(
+    c: Collection, spec: HnswIndex | IvfflatIndex | None = None, *, tenant: str | None = None
+) -> Plan[bool]:
     """Build the ANN index for the collection's distance; ``False`` if it already exists.
 
     ``spec`` defaults to ``HnswIndex()``. A different index (other kind or parameters) is
     replaced. Building HNSW over many rows takes a while: build it after bulk loading when you
-    can.
+    can. ``tenant`` (a collection with tenancy): an index of that tenant's rows alone, which
+    its searches use in place of the shared one (for a tenant much larger than the others;
+    see docs/tenancy.md); built again each time it is asked for.
     """
+    if tenant is not None:
+        check_tenant(tenant)
+        if not c.tenancy:
+            raise UnsupportedError(
+                f"expected a collection with tenancy for an index of tenant {tenant!r}, got "
+                f"{c.name!r} without"
+            )
     spec = HnswIndex() if spec is None else spec
     if c.dim > MAX_INDEXED_DIM:
         raise UnsupportedError(
@@ -337,7 +349,17 @@ def create_index(c: Collection, spec: HnswIndex | IvfflatIndex | None = None) ->
         using, options = "ivfflat", {"lists": spec.lists}
     else:
         raise InvalidInputError(f"expected HnswIndex or IvfflatIndex, got {type(spec).__name__}")
+    if tenant is not None:
+        return _tenant_index(c, ann_index(c, using, options, tenant=tenant))
     return _create_index(c, using, options)
+
+
+def _tenant_index(c: Collection, index: sa.Index) -> Plan[bool]:
+    yield _lock(c)
+    yield Execute(sa.schema.DropIndex(index, if_exists=True))
+    yield Execute(sa.schema.CreateIndex(index))
+    yield Forget(c.schema, c.name)
+    return True
 
 
 def _create_index(c: Collection, using: str, options: dict[str, int]) -> Plan[bool]:
@@ -359,8 +381,15 @@ def _create_index(c: Collection, using: str, options: dict[str, int]) -> Plan[bo
     return True
 
 
-def drop_index(c: Collection) -> Plan[None]:
-    """Drop the ANN index, if any; searches become exact scans."""
+def drop_index(c: Collection, *, tenant: str | None = None) -> Plan[None]:
+    """Drop the ANN index, if any; searches become exact scans. ``tenant``: drop that
+    tenant's own index instead (its searches go back to the shared one)."""
+    if tenant is not None:
+        check_tenant(tenant)
+        yield _lock(c)
+        yield Execute(sa.schema.DropIndex(ann_index(c, "hnsw", {}, tenant=tenant), if_exists=True))
+        yield Forget(c.schema, c.name)
+        return
     yield _lock(c)
     yield Execute(sa.schema.DropIndex(ann_index(c, "hnsw", {}), if_exists=True))
     registry = c.registry
