@@ -357,3 +357,32 @@ def test_a_large_tenant_gets_an_index_of_its_own(make_store: StoreFactory) -> No
     assert own not in plan_of(big)
     with pytest.raises(UnsupportedError, match="tenancy"):
         make_store(dim=DIM).create_index(HnswIndex(), tenant="big")
+
+
+async def test_an_existing_collection_gets_tenancy_in_place(
+    make_store: StoreFactory, api: Api
+) -> None:
+    store = make_store(dim=DIM)
+    store.upsert(chunks(30, seed=10, tag="legacy"))
+    store.create_index(HnswIndex())
+    assert await api(store, "enable_tenancy", "legacy") is True
+    assert await api(store, "enable_tenancy", "other") is False  # it has it already
+    legacy, newcomer = store.for_tenant("legacy"), store.for_tenant("new")
+    assert legacy.count() == 30 and newcomer.count() == 0
+    newcomer.upsert(chunks(5, seed=11, tag="new"))  # the same ids, another tenant
+    assert tags(legacy.search([0.5] * DIM, k=30)) == {"legacy"}
+    assert tags(newcomer.get(["c0", "c1"])) == {"new"}
+    with pytest.raises(UnsupportedError, match="for_tenant"):
+        store.count()
+    reopened = ChunkStore.open(store.engine, collection=store.collection.name)
+    assert reopened.collection.tenancy is True
+    assert store.engine is not None
+    with store.engine.connect() as conn:
+        key = conn.execute(
+            sa.select(sa.func.pg_get_indexdef(sa.func.to_regclass(f"{store.collection.name}_pkey")))
+        ).scalar_one()
+    assert "(tenant_id, chunk_id)" in key
+    with pytest.raises(UnsupportedError, match="partition key"):
+        make_store(dim=DIM, partitions=2).enable_tenancy("x")
+    with pytest.raises(InvalidInputError, match="tenant id"):
+        make_store(dim=DIM).enable_tenancy("")

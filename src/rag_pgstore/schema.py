@@ -447,6 +447,35 @@ def stored_tenancy(row: Mapping[str, Any]) -> bool:
 TENANT_POLICY = "rag_pgstore_tenant"
 
 
+def tenancy_add(collection: Collection, tenant: str, primary_key: str) -> list[Executable]:
+    """Give a table without tenancy its ``tenant_id``, every existing row in ``tenant``: the
+    column (PostgreSQL stores a constant default without rewriting the table), then the
+    primary key ``(tenant_id, chunk_id)`` in place of ``primary_key`` and the entity index
+    with the tenant in front. ``collection`` is the table as it will be (tenancy on)."""
+    table = collection.table
+    preparer = pg.dialect().identifier_preparer  # type: ignore[no-untyped-call]
+    entity = next(i for i in table.indexes if i.name == f"{collection.name}_entity_idx")
+    return [
+        ddl(
+            "ALTER TABLE %(fullname)s ADD COLUMN tenant_id text NOT NULL DEFAULT "
+            f"{sql_literal(tenant)}",
+            table,
+        ),
+        ddl(
+            "ALTER TABLE %(fullname)s ALTER COLUMN tenant_id SET DEFAULT "
+            f"current_setting({sql_literal(TENANT_SETTING)}, true)",
+            table,
+        ),
+        ddl(
+            f"ALTER TABLE %(fullname)s DROP CONSTRAINT {preparer.quote(primary_key)}, "
+            "ADD PRIMARY KEY (tenant_id, chunk_id)",
+            table,
+        ),
+        sa.schema.DropIndex(entity, if_exists=True),
+        sa.schema.CreateIndex(entity),
+    ]
+
+
 def row_security(collection: Collection) -> list[Executable]:
     """Row-level security on ``tenant_id``: a role that is not the table's owner (nor a
     superuser, nor BYPASSRLS) sees and writes only the rows of the tenant its transaction

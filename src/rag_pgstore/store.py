@@ -544,6 +544,20 @@ class ChunkStore:
         self._keyword_switched(keyword)
         return changed
 
+    def enable_tenancy(self, tenant: str) -> bool:
+        """Give the collection tenancy in place, every chunk it holds becoming ``tenant``'s;
+        ``False`` if it has it already. Reads and writes wait while the primary key is built
+        again; see docs/tenancy.md."""
+        changed = self.run_plan(lifecycle.enable_tenancy(self.collection, tenant))
+        self.collection = dataclasses.replace(self.collection, tenancy=True)
+        return changed
+
+    async def aenable_tenancy(self, tenant: str) -> bool:
+        """Async :meth:`enable_tenancy`."""
+        changed = await self.arun_plan(lifecycle.enable_tenancy(self.collection, tenant))
+        self.collection = dataclasses.replace(self.collection, tenancy=True)
+        return changed
+
     def _keyword_switched(self, keyword: KeywordSearch | str) -> None:
         # A store opened with an explicit mode now reads the new one.
         if self.collection.keyword is not None:

@@ -31,9 +31,11 @@ from rag_pgstore.schema import (
     stored_keyword,
     stored_partitions,
     stored_tenancy,
+    tenancy_add,
 )
 from rag_pgstore.sql.catalog import (
     PG_ATTRIBUTE,
+    PG_CONSTRAINT,
     PG_EXTENSION,
     PG_TS_CONFIG,
     extension_version,
@@ -42,7 +44,7 @@ from rag_pgstore.sql.catalog import (
     server_version,
 )
 from rag_pgstore.sql.search import Explain, query_param, vector_search
-from rag_pgstore.sql.writes import lock_key, write_lock
+from rag_pgstore.sql.writes import lock_key, lock_table, write_lock
 from rag_pgstore.types import (
     CollectionInfo,
     Distance,
@@ -260,6 +262,54 @@ def _set_keyword_search(c: Collection, mode: KeywordSearch) -> Plan[bool]:
         .where(registry.c.name == c.name)
         .values(keyword=mode.value, upgraded_at=sa.func.now())
     )
+    return True
+
+
+def enable_tenancy(c: Collection, tenant: str) -> PlanSource[bool]:
+    """Give an existing collection tenancy, in place; every chunk it holds becomes
+    ``tenant``'s. ``False`` if it has tenancy already.
+
+    One transaction under the table's exclusive lock: reads and writes wait for it. Adding
+    the column is instant; the new primary key and entity index are built over every row,
+    which takes about as long as building those indexes did at load. A partitioned
+    collection cannot change its partition key and is refused.
+    """
+    check_tenant(tenant)
+    return lambda: _enable_tenancy(c, tenant)
+
+
+def _enable_tenancy(c: Collection, tenant: str) -> Plan[bool]:
+    yield _lock(c)
+    yield Execute(write_lock(dataclasses.replace(c, tenant=None), exclusive=True))
+    registry = c.registry
+    found = yield Fetch(sa.select(registry).where(registry.c.name == c.name).with_for_update())
+    if not found:
+        raise missing(c)
+    row = found[0]._mapping
+    if stored_tenancy(row):
+        return False
+    if stored_partitions(row):
+        raise UnsupportedError(
+            f"expected a collection without partitions to add tenancy in place, got "
+            f"{c.name!r} with {stored_partitions(row)}: its partition key cannot change; "
+            "create a collection with tenancy=True and copy the chunks (docs/tenancy.md)"
+        )
+    yield Execute(lock_table(c))
+    key = yield Fetch(
+        sa.select(PG_CONSTRAINT.c.conname).where(
+            PG_CONSTRAINT.c.conrelid == sa.func.to_regclass(f"{c.schema}.{c.name}"),
+            PG_CONSTRAINT.c.contype == "p",
+        )
+    )
+    after = dataclasses.replace(c, tenancy=True, tenant=None)
+    for statement in tenancy_add(after, tenant, key[0][0]):
+        yield Execute(statement)
+    yield Execute(
+        sa.update(registry)
+        .where(registry.c.name == c.name)
+        .values(tenancy="on", upgraded_at=sa.func.now())
+    )
+    yield Forget(c.schema, c.name)
     return True
 
 

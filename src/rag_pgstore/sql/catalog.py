@@ -16,6 +16,7 @@ from rag_pgstore.sql.search import compiled
 
 __all__ = [
     "PG_ATTRIBUTE",
+    "PG_CONSTRAINT",
     "PG_EXTENSION",
     "PG_TS_CONFIG",
     "ann_indexed",
@@ -28,6 +29,13 @@ __all__ = [
 
 PG_EXTENSION = sa.table(
     "pg_extension", sa.column("extname"), sa.column("extversion"), schema="pg_catalog"
+)
+PG_CONSTRAINT = sa.table(
+    "pg_constraint",
+    sa.column("conname"),
+    sa.column("conrelid"),
+    sa.column("contype"),
+    schema="pg_catalog",
 )
 PG_TS_CONFIG = sa.table("pg_ts_config", sa.column("cfgname"), schema="pg_catalog")
 PG_ATTRIBUTE = sa.table(
