@@ -456,8 +456,10 @@ def describe(c: Collection) -> Plan[CollectionInfo]:
     if row is None:
         raise missing(c)
     table = c.table
+    # A tenant view counts its own rows; the collection's owner (no tenant) counts them all.
+    own = () if c.tenant is None else (c.scoped(sa.true()),)
     [(chunks, entities)] = yield Fetch(
-        sa.select(sa.func.count(), sa.func.count(sa.distinct(table.c.entity_id)))
+        sa.select(sa.func.count(), sa.func.count(sa.distinct(table.c.entity_id))).where(*own)
     )
     [(server,)] = yield Fetch(server_version())
     pgvector = yield Fetch(extension_version("vector"))
