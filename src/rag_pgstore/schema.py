@@ -62,7 +62,8 @@ class Collection:
     distance: Distance = Distance.COSINE
     text_config: str = "english"
     keyword: KeywordSearch | None = None  # None: what the table has (BM25 for a new one)
-    # HASH partitions on chunk_id, fixed at creation; None: one table (or what it has).
+    # HASH partitions on chunk_id (tenant_id with tenancy), fixed at creation; None: one
+    # table (or what it has).
     partitions: int | None = None
     # A tenant_id column in the primary key, fixed at creation; None: what the table has
     # (none for a new one).
@@ -228,11 +229,10 @@ class Collection:
             ),
             *keyword,
             schema=self.schema,
-            # chunk_id, the primary key: a partitioned table's unique keys must hold the
-            # partition key, and upserts conflict on chunk_id alone.
-            postgresql_partition_by=(
-                (f"HASH ({self.key_columns[0]})") if self.partitions else None
-            ),
+            # The primary key's first column (chunk_id, or tenant_id with tenancy): a
+            # partitioned table's unique keys must hold the partition key, and upserts
+            # conflict on the primary key.
+            postgresql_partition_by=f"HASH ({self.key_columns[0]})" if self.partitions else None,
         )
         entity = (table.c.tenant_id,) if self.tenancy else ()
         sa.Index(f"{self.name}_entity_idx", *entity, table.c.entity_id, table.c.chunk_index)
