@@ -146,3 +146,25 @@ def test_sync_benchmark_quick(db: TestDatabase, tmp_path: Path) -> None:
     )  # fmt: skip
     text = (tmp_path / "results" / "sync.md").read_text()
     assert "| 200 |" in text and "## Draining updates" in text
+
+
+def test_tenants_benchmark_quick(db: TestDatabase, tmp_path: Path) -> None:
+    run_benchmark(db, tmp_path, "benchmarks.tenants", "--quick")
+    text = (tmp_path / "results" / "tenants.md").read_text()
+    assert "Produced by `python -m benchmarks.tenants --quick`" in text
+    for section in ("## A big tenant's query", "## A small tenant's query", "## Index builds"):
+        assert section in text
+    for strategy in ("default", "exact", "partial HNSW for big", "LIST partitions"):
+        assert text.count(f"| {strategy} | ") == 2  # one row per tenant class
+    # Exact search within a tenant finds the exact top 10 of that tenant, whatever the plan.
+    assert text.count("| exact | 1.000 |") == 2
+    assert (tmp_path / "benchmarks" / "tenants.png").stat().st_size > 1000
+
+
+def test_partitions_benchmark_compares_with_one_table(db: TestDatabase, tmp_path: Path) -> None:
+    run_benchmark(
+        db, tmp_path, "benchmarks.partitions", "--rows", "2000", "--dim", "16", "--queries", "5"
+    )
+    text = (tmp_path / "results" / "partitions.md").read_text()
+    assert "| one table | " in text and "| 4 HASH partitions | " in text
+    assert "maintenance_work_mem 4GB" in text

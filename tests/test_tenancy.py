@@ -121,6 +121,17 @@ async def test_a_tenancy_collection_without_a_tenant_refuses_row_operations(
     assert shared.for_tenant("a").describe().chunks == 40  # a tenant's, its own
 
 
+def test_views_share_the_collection_table_objects(shared: ChunkStore) -> None:
+    # A view per request builds no schema objects, and one compiled statement serves every
+    # tenant (SQLAlchemy's statement cache is keyed by table objects).
+    a, b = shared.for_tenant("a"), shared.for_tenant("b")
+    assert a.collection.table is b.collection.table is shared.collection.table
+    assert a.collection.staging is shared.collection.staging
+    assert a.collection != b.collection  # yet each statement cache entry stays per tenant
+    query = [0.5] * DIM
+    assert tags(a.search(query, k=40)) == {"a"} and tags(b.search(query, k=40)) == {"b"}
+
+
 @pytest.mark.parametrize("bad", ["", "   ", 5, None, "x" * 10_000, "a\x00b"])
 def test_bad_tenant_ids_are_refused(shared: ChunkStore, bad: Any) -> None:
     with pytest.raises(InvalidInputError, match="expected a tenant id"):

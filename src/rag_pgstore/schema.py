@@ -8,6 +8,8 @@ loudly instead of writing into the wrong shape.
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -147,6 +149,18 @@ class Collection:
                 "tenancy; use store.for_tenant(tenant_id)"
             )
         return self.table.c.tenant_id == sa.literal(self.tenant, sa.Text)
+
+    def for_tenant(self, tenant: str) -> Collection:
+        """This collection scoped to ``tenant``, sharing its table objects and BM25 statistics.
+
+        A view per request then builds no schema objects, and SQLAlchemy's compiled-statement
+        cache, which is keyed by table objects, serves every tenant alike (measured: a view's
+        first search cost 3 ms more than the next before this).
+        """
+        view = dataclasses.replace(self, tenant=tenant)
+        for shared in ("_metadata", "term_stats", "table", "registry", "staging"):
+            object.__setattr__(view, shared, getattr(self, shared))
+        return view
 
     @overload
     def scoped(self, where: ColumnElement[bool]) -> ColumnElement[bool]: ...

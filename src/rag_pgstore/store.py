@@ -417,7 +417,7 @@ class ChunkStore:
                 f"{c.name!r}, which {known}; create it with tenancy=True (or open it with "
                 "ChunkStore.open / from_url, which read what it has)"
             )
-        self.collection = dataclasses.replace(c, tenant=tenant)
+        self.collection = c.for_tenant(tenant)
 
     def _scoped(self, plan: driver.PlanSource[T]) -> driver.PlanSource[T]:
         """``plan``, first setting a tenant view's tenant for its transaction (``SET LOCAL``):
