@@ -154,7 +154,7 @@ def test_tenants_benchmark_quick(db: TestDatabase, tmp_path: Path) -> None:
     assert "Produced by `python -m benchmarks.tenants --quick`" in text
     for section in ("## A big tenant's query", "## A small tenant's query", "## Index builds"):
         assert section in text
-    for strategy in ("default", "exact", "partial HNSW for big", "LIST partitions"):
+    for strategy in ("default", "exact", "partial HNSW for big", "LIST partitions (raw SQL)"):
         assert text.count(f"| {strategy} | ") == 2  # one row per tenant class
     # Exact search within a tenant finds the exact top 10 of that tenant, whatever the plan.
     assert text.count("| exact | 1.000 |") == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from rag_pgstore import (
     SearchTuning,
     UnsupportedError,
 )
+from rag_pgstore.schema import tenant_index_name
 from tests.conftest import Api, StoreFactory
 
 DIM = 8
@@ -368,6 +370,47 @@ def test_a_large_tenant_gets_an_index_of_its_own(make_store: StoreFactory) -> No
     assert own not in plan_of(big)
     with pytest.raises(UnsupportedError, match="tenancy"):
         make_store(dim=DIM).create_index(HnswIndex(), tenant="big")
+
+
+def test_a_large_tenant_keeps_its_index_once_searches_are_prepared(
+    make_store: StoreFactory, engines: tuple[Engine, AsyncEngine]
+) -> None:
+    """psycopg prepares a statement run five times, and PostgreSQL's generic plan for
+    ``tenant_id = $1`` can use no tenant's partial index (and sorts a large tenant exactly):
+    every search is planned for its own tenant. Counted by the server on one connection:
+    the partial index's scans after 20 searches."""
+    store = make_store(dim=DIM, tenancy=True)
+    store.for_tenant("big").upsert(chunks(3_000, seed=8, tag="big"))
+    store.for_tenant("small").upsert(chunks(50, seed=9, tag="small"))
+    store.create_index(HnswIndex())
+    store.create_index(HnswIndex(), tenant="big")
+    store.analyze()
+    one = sa.create_engine(engines[0].url, pool_size=1, max_overflow=0)
+    try:
+        view = ChunkStore(one, collection=store.collection.name, dim=DIM, tenancy=True)
+        rnd = random.Random(3)
+        for _ in range(20):
+            query = [rnd.random() for _ in range(DIM)]
+            # exact=False: 3,000 rows would be searched exactly (SearchTuning.exact_below)
+            hits = view.for_tenant("big").search(query, k=5, tuning=SearchTuning(exact=False))
+            assert tags(hits) == {"big"}
+        with one.connect() as conn:  # the same backend: its counts reach the server now
+            conn.execute(sa.select(sa.func.pg_stat_force_next_flush()))
+            conn.commit()
+    finally:
+        one.dispose()
+    stats = sa.table("pg_stat_user_indexes", sa.column("indexrelname"), sa.column("idx_scan"))
+    name = tenant_index_name(store.collection, "big")
+    scans = 0
+    for _ in range(50):
+        with engines[0].connect() as conn:
+            scans = conn.execute(
+                sa.select(stats.c.idx_scan).where(stats.c.indexrelname == name)
+            ).scalar_one()
+        if scans >= 20:
+            break
+        time.sleep(0.1)
+    assert scans == 20
 
 
 async def test_an_existing_collection_gets_tenancy_in_place(
