@@ -71,6 +71,20 @@ def write(results: Results, command: str) -> Path:
         "into a table of the same schema, runs "
         "interleaved ([results](results/doors.md)).",
         "",
+        "## Tenants and partitions",
+        "",
+        "`python -m benchmarks.tenants` searches one tenant of a skewed collection (200,000 x "
+        "64, one tenant with half the rows, 1,000 tenants of 100 rows) with each index "
+        "strategy side by side: the default choice, the shared HNSW index, exact search, a "
+        "partial HNSW index for the big tenant, LIST partitions and raw SQL; recall@10 within "
+        "the tenant, p50/p95, the plan each used, and index builds "
+        "([results](results/tenants.md); [what to choose]"
+        "(tenancy.md#searching-one-tenant-indexes)). `python -m benchmarks.partitions` loads "
+        "1,000,000 x 384 into one table and into 4 HASH partitions and compares load, HNSW "
+        "build, search latency and recall ([results](results/partitions.md)).",
+        "",
+        "![tenant search p50 per strategy](benchmarks/tenants.png)",
+        "",
         "## The command line",
         "",
         "`python -m benchmarks.cli_timing` times `stats`, `doctor`, `search` (a new question, "

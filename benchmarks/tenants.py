@@ -488,14 +488,14 @@ def plot(results: Results, target: Path) -> None:
         rows = results.measured[cls]
         names = list(rows)
         p50 = [rows[n].latency.p50 for n in names]
-        ax.barh(names, p50, color=["tab:gray" if n == RAW else "tab:blue" for n in names])
+        ax.barh(names, p50, color=["tab:gray" if "raw SQL" in n else "tab:blue" for n in names])
         for y, n in enumerate(names):
             ax.text(
                 p50[y], y, f" {p50[y]:.2f} ms, recall {rows[n].recall:.2f}", va="center", fontsize=8
             )
         ax.set_xscale("log")
         ax.invert_yaxis()
-        ax.set_title(f"{cls} tenant: p50 (log scale)")
+        ax.set_title(f"{cls} tenant: p50, log scale (gray: raw SQL)")
         ax.set_xlim(right=max(p50) * 30)
     figure.tight_layout()
     target.parent.mkdir(parents=True, exist_ok=True)
