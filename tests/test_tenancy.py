@@ -129,7 +129,7 @@ def test_views_share_the_collection_table_objects(shared: ChunkStore) -> None:
     a, b = shared.for_tenant("a"), shared.for_tenant("b")
     assert a.collection.table is b.collection.table is shared.collection.table
     assert a.collection.staging is shared.collection.staging
-    assert a.collection != b.collection  # yet each statement cache entry stays per tenant
+    assert a.collection != b.collection  # so our lru_cache'd statements stay per tenant
     query = [0.5] * DIM
     assert tags(a.search(query, k=40)) == {"a"} and tags(b.search(query, k=40)) == {"b"}
 

@@ -58,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
                     )
                 )
                 if args.bulk
-                else lambda: f"{show.report.documents} documents stored, re-run to resume"
+                # "At least": a batch whose commit is under way as Ctrl-C lands may be
+                # stored without the client learning it; a re-run finds it unchanged.
+                else lambda: f"at least {show.report.documents} documents stored, re-run to resume"
             )
             report = pipeline.ingest(
                 _documents(found, skipped, found.excluded, quiet=args.json),
