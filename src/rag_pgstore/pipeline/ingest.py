@@ -43,7 +43,7 @@ from rag_pgstore.pipeline.batches import Batch, Document, abatches_of, batches_o
 from rag_pgstore.pipeline.embedders import Embedder, as_embedder
 from rag_pgstore.schema import Collection
 from rag_pgstore.sql.search import any_of, compiled
-from rag_pgstore.sql.writes import holds_fewer
+from rag_pgstore.sql.writes import held
 from rag_pgstore.store import ChunkStore
 from rag_pgstore.types import Chunk
 
@@ -515,8 +515,8 @@ def _into_bulk(effect: _Existing | _Store, bulk: list[Chunk]) -> Any:
 
 def _refuse_unless_empty(c: Collection) -> Plan[None]:
     """Fail early, before any embedding, when a bulk load would be refused at its start."""
-    [(empty,)] = yield Fetch(holds_fewer(c, 1))
-    if not empty:
+    [(rows,)] = yield Fetch(held(c, 1))
+    if rows:
         raise InvalidInputError(
             f"expected collection {c.name!r} to be empty for a bulk ingest, found chunks in "
             "it; ingest without bulk (incremental), or into a new collection"

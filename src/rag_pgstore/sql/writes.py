@@ -19,7 +19,7 @@ from rag_pgstore.sql.search import any_of
 __all__ = [
     "any_exist",
     "delete",
-    "holds_fewer",
+    "held",
     "lock_key",
     "lock_table",
     "raise_settings",
@@ -109,10 +109,10 @@ def lock_table(collection: Collection) -> sa.DDL:
     ).against(collection.table)
 
 
-def holds_fewer(collection: Collection, rows: int) -> sa.Select[Any]:
-    """Whether the table holds fewer than ``rows`` rows (counting at most that many)."""
-    some = sa.select(collection.table.c.chunk_id).where(*_own(collection)).limit(rows).subquery()
-    return sa.select(sa.func.count() < rows).select_from(some)
+def held(collection: Collection, at_most: int) -> sa.Select[Any]:
+    """How many rows the table holds, counting at most ``at_most`` of them."""
+    some = sa.select(collection.table.c.chunk_id).where(*_own(collection)).limit(at_most).subquery()
+    return sa.select(sa.func.count()).select_from(some)
 
 
 def table_copy(collection: Collection) -> sql.Composed:
