@@ -97,6 +97,22 @@ def timed(run: Any, repeats: int = 3) -> tuple[float, float]:
     return statistics.median(times), percentile(times, 95)
 
 
+def timed_together(runs: dict[Any, Any], repeats: int = 3) -> dict[Any, tuple[float, float]]:
+    """:func:`timed` for each of ``runs``, pass by pass in turn: the machine's drift over a
+    long run (10-20% here) falls on every run alike, so their ratios hold."""
+    for run in runs.values():
+        for question in QUESTIONS[:5]:
+            run(question)
+    times: dict[Any, list[float]] = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, run in runs.items():
+            for question in QUESTIONS:
+                started = time.perf_counter()
+                run(question)
+                times[key].append(1000 * (time.perf_counter() - started))
+    return {key: (statistics.median(t), percentile(t, 95)) for key, t in times.items()}
+
+
 def chunks_of(rows: list[tuple[str, str]]) -> list[Chunk]:
     return [
         Chunk(
@@ -238,21 +254,17 @@ def sizes(store: ChunkStore) -> dict[str, float]:
 
 
 def run_size(
-    server: bench_server.BenchServer,
-    rows: list[tuple[str, str]],
-    *,
-    shared_buffers: str,
-    out_of_the_box: bool,
-) -> dict[str, Any]:
-    """Every keyword mode at one corpus size; with ``out_of_the_box``, BM25's searches are
-    timed again with the embedded server's default ``shared_buffers`` (then restored)."""
+    server: bench_server.BenchServer, rows: list[tuple[str, str]]
+) -> tuple[dict[str, Any], ChunkStore]:
+    """Every keyword mode at one corpus size, and the BM25 collection, kept for its searches
+    to be timed beside the other sizes' (:func:`time_bm25`)."""
     url = server.url
     chunks = chunks_of(rows)
     result: dict[str, Any] = {"rows": len(rows)}
     reference: ExactBm25 | None = None
     for mode in (KeywordSearch.OFF, KeywordSearch.TS_RANK, KeywordSearch.BM25):
         store = ChunkStore.from_url(
-            url, collection=f"gcide_{mode.value}", dim=DIM, keyword=mode, setup=False
+            url, collection=f"gcide_{mode.value}_{len(rows)}", dim=DIM, keyword=mode, setup=False
         )
         # Two interleaved trials of each, the faster kept: one load on this 2-core machine
         # varies by 10-20% from run to run.
@@ -276,8 +288,9 @@ def run_size(
         settle(store)
         if reference is None:
             reference = ExactBm25(store)
-        m["text"] = timed(lambda q, s=store: s.text_search(q, k=10))
-        m["hybrid"] = timed(lambda q, s=store: s.hybrid_search(VECTORS[q], q, k=10))
+        if mode is KeywordSearch.TS_RANK:
+            m["text"] = timed(lambda q, s=store: s.text_search(q, k=10))
+            m["hybrid"] = timed(lambda q, s=store: s.hybrid_search(VECTORS[q], q, k=10))
         recalls = [
             reference.recall(store, q, [h.chunk.chunk_id for h in store.text_search(q, k=10)])
             for q in QUESTIONS
@@ -287,13 +300,30 @@ def run_size(
             m["exhaustive"] = timed(lambda q, s=store: exhaustive(s, q), repeats=1)
             recalls = [reference.recall(store, q, exhaustive(store, q)) for q in QUESTIONS]
             m["exhaustive_recall"] = statistics.mean(r for r in recalls if r is not None)
-            m["vector"] = timed(lambda q, s=store: s.search(VECTORS[q], k=10))
-            if out_of_the_box and server.dedicated is not None:
-                m["out_of_the_box"] = small_buffers(server, store, shared_buffers)
         m.update(sizes(store))
+        if mode is KeywordSearch.BM25:
+            return result, store
         store.drop()
         store.close()
-    return result
+    raise AssertionError("unreachable: BM25 is the last mode")
+
+
+def searches(store: ChunkStore) -> dict[str, Any]:
+    """BM25 text search, hybrid search and HNSW vector search of ``store``, by question."""
+    return {
+        "text": lambda q: store.text_search(q, k=10),
+        "hybrid": lambda q: store.hybrid_search(VECTORS[q], q, k=10),
+        "vector": lambda q: store.search(VECTORS[q], k=10),
+    }
+
+
+def time_bm25(results: list[dict[str, Any]], stores: list[ChunkStore]) -> None:
+    """Time every size's BM25 searches together (see :func:`timed_together`)."""
+    runs = {
+        (n, kind): run for n, store in enumerate(stores) for kind, run in searches(store).items()
+    }
+    for (n, kind), pair in timed_together(runs).items():
+        results[n]["bm25"][kind] = pair
 
 
 def small_buffers(
@@ -305,11 +335,7 @@ def small_buffers(
     server.resize(bench_server.OUT_OF_THE_BOX)
     store.engine.dispose()  # its connections went with the server
     try:
-        return {
-            "text": timed(lambda q: store.text_search(q, k=10)),
-            "hybrid": timed(lambda q: store.hybrid_search(VECTORS[q], q, k=10)),
-            "vector": timed(lambda q: store.search(VECTORS[q], k=10)),
-        }
+        return {kind: timed(run) for kind, run in searches(store).items()}
     finally:
         server.resize(shared_buffers)
         store.engine.dispose()
@@ -329,7 +355,9 @@ def page(results: list[dict[str, Any]], command: str, shared_buffers: str) -> st
         "exhaustive ranking); the vector leg is a 64-d hash embedding served by HNSW (built",
         "before the searches are timed; the query vectors are made before timing, and the",
         "table is VACUUMed and CHECKPOINTed after its load). Questions are timed in turn, so",
-        "each query finds the caches as the previous question left them. Recall@10: share of the",
+        "each query finds the caches as the previous question left them; BM25's searches of",
+        "every size are timed together, pass by pass, so that drift over the run falls on all",
+        "sizes alike and their growth is read from one moment. Recall@10: share of the",
         "top 10 whose exact BM25 score (`bm25s`, k1=1.2, b=0.75, same lexemes, all rows)",
         "reaches the exact 10th best. Statistics were refreshed with `store.analyze()` after",
         "loading (autovacuum does the same within about a minute).",
@@ -434,17 +462,22 @@ def main() -> None:
     everything = list(gcide.entries(directory, limit=max(args.sizes)))
     server = bench_server.start(args.shared_buffers)
     shared_buffers = server.shared_buffers()
-    results = []
+    results, stores = [], []
     for size in args.sizes:
-        results.append(
-            run_size(
-                server,
-                everything[:size],
-                shared_buffers=args.shared_buffers,
-                out_of_the_box=size == max(args.sizes),
-            )
+        result, store = run_size(server, everything[:size])
+        results.append(result)
+        stores.append(store)
+        print(result, flush=True)
+    time_bm25(results, stores)
+    if server.dedicated is not None:
+        largest = max(range(len(results)), key=lambda n: results[n]["rows"])
+        results[largest]["bm25"]["out_of_the_box"] = small_buffers(
+            server, stores[largest], args.shared_buffers
         )
-        print(results[-1], flush=True)
+    for store in stores:
+        store.drop()
+        store.close()
+    print(results, flush=True)
     out = Path(os.environ.get("BENCHMARK_RESULTS_DIR", Path(__file__).parent.parent / "docs"))
     target = out / "results" / "keyword.md"
     target.parent.mkdir(parents=True, exist_ok=True)
